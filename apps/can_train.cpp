@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
     can::setup_logging(config.run.log_level);
     can::configure_threads(static_cast<int>(config.run.threads));
     can::run_stages(config, can::pipeline_stages(config), selection);
+    if (!config.sweep.margins.empty()) can::write_sweep_summary(config);
   } catch (const can::Interrupted& interrupted) {
     std::cerr << "can-train: interrupted: " << interrupted.what() << "; continue with --resume" << std::endl;
     return kInterrupted;

@@ -94,6 +94,34 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
   EXPECT_EQ(can::read_text_file(run_dir / "eval" / "report.json"), report);
 }
 
+// A sweep added to a finished run with --resume reuses its models and samples;
+// the margin of the single run gives the very same report, and the summary
+// lists one report per margin, the dual binding at each.
+TEST(EndToEnd, AMarginSweepReusesTheRunAndReproducesItsReport) {
+  can::testing::TemporaryDirectory directory;
+  const fs::path run_dir = directory.path() / "sweep";
+  const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir));
+  ASSERT_EQ(result.status, 0) << result.output;
+  const auto swept = run_command(can_train("configs/tiny-mocan.yaml", run_dir) + " --resume --sweep-margins 0.005,0.01");
+  ASSERT_EQ(swept.status, 0) << swept.output;
+  EXPECT_NE(swept.output.find("stage offline_scores: finished earlier, skipped"), std::string::npos) << swept.output;
+
+  EXPECT_EQ(can::read_text_file(run_dir / "eval-b0.01" / "report.json"),
+            can::read_text_file(run_dir / "eval" / "report.json"));
+  const auto points = read_json(run_dir / "sweep.json").at("points");
+  ASSERT_EQ(points.size(), 2u);
+  for (size_t i = 0; i < points.size(); ++i) {
+    const double margin = i == 0 ? 0.005 : 0.01;
+    EXPECT_EQ(points[i].at("margin").get<double>(), margin);
+    EXPECT_NEAR(points[i].at("report").at("predicted").at("safety_improvement")[0].get<double>(), margin, 1e-8);
+    EXPECT_GT(points[i].at("report").at("lambda")[0].get<double>(), 0.0);
+  }
+  // λ* grows with the margin it must meet.
+  EXPECT_LT(points[0].at("report").at("lambda")[0].get<double>(), points[1].at("report").at("lambda")[0].get<double>());
+  EXPECT_TRUE(fs::exists(run_dir / "sweep.md"));
+  EXPECT_TRUE(fs::exists(run_dir / "sweep.svg"));
+}
+
 TEST(EndToEnd, TinyPecanRunsEveryStage) {
   can::testing::TemporaryDirectory directory;
   const fs::path run_dir = directory.path() / "pecan";

@@ -1,6 +1,7 @@
 // The stages of the MoCAN and PeCAN pipelines (DESIGN §3), for can-train.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "can/config.h"
@@ -10,7 +11,17 @@ namespace can {
 
 // The stages of config.pipeline in run order (see src/pipeline/pipeline.cpp for
 // each stage's artifact). Stages that would train a model given in config.models
-// are left out.
+// are left out. With sweep.margins, the stages dual, relabel, dpo and eval are
+// repeated once per margin b and named with sweep_stage_suffix(b)
+// ("dual-b0.5", ..., "eval-b0.5"); an infeasible margin stops the run at its dual.
 std::vector<Stage> pipeline_stages(const Config& config);
+
+// "-b<margin>", the margin in its shortest exact decimal form.
+std::string sweep_stage_suffix(double margin);
+
+// With sweep.margins, once every margin's eval stage has finished: sweep.json,
+// sweep.md and sweep.svg in run.dir (sweep_report.h). Logs and does nothing
+// while some margin's evaluation is missing (a run limited with --stages).
+void write_sweep_summary(const Config& config);
 
 }  // namespace can

@@ -34,7 +34,7 @@ struct StageContext {
 };
 
 struct Stage {
-  std::string name;                 // a folder name: letters, digits, '_' and '-'
+  std::string name;                 // a folder name: a letter or digit, then letters, digits, '_', '-', '.'
   std::vector<std::string> inputs;  // earlier stages whose artifacts `run` reads
   std::function<void(const StageContext&)> run;
 };

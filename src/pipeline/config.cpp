@@ -502,8 +502,10 @@ Schema build_schema() {
   s.add("eval.top_p", 0.9, "nucleus sampling mass", &C::eval, &C::Eval::top_p).above(0).at_most(1);
 
   s.section("sweep", "Safety-margin sweep (can-train --sweep-margins).");
+  // The stages of a margin are named after it (dual-b0.5), so the list may change on --resume.
   s.add("sweep.margins", std::vector<double>{}, "margins b to align for, one aligned policy each; empty: no sweep",
-        &C::sweep, &C::Sweep::margins);
+        &C::sweep, &C::Sweep::margins)
+      .without_effect_on_artifacts();
   return s;
 }
 

@@ -18,6 +18,7 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "can/atomic_file.h"
@@ -35,6 +36,7 @@
 #include "can/runtime.h"
 #include "can/score_model_trainer.h"
 #include "can/sft_trainer.h"
+#include "can/sweep_report.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
 
@@ -306,28 +308,29 @@ void run_offline_scores(const Config& config, const StageContext& context, bool 
   }
 }
 
-void run_dual(const Config& config, const StageContext& context) {
+void run_dual(const Config& config, const StageContext& context, const std::vector<double>& margins) {
   DualOptions options;
   options.beta = config.dual.beta;
-  options.margins = config.dual.margins;
+  options.margins = margins;
   options.solver = parse_dual_solver(config.dual.solver);
   const DualSolution solution =
       solve_dual(OfflineScores::load(context.artifact("offline_scores") / "scores.jsonl"), options);
   for (const auto& warning : solution.warnings) spdlog::warn("dual: {}", warning);
   write_text_atomically(context.work_dir / "dual.json", to_json(solution).dump(2) + "\n");
-  check(solution.feasible, "dual.margins {}: {}; dual.json holds the largest reachable improvement",
-        nlohmann::json(config.dual.margins).dump(), solution.message);
+  check(solution.feasible, "margins {}: {}; dual.json holds the largest reachable improvement",
+        nlohmann::json(margins).dump(), solution.message);
   check(solution.converged, "the dual solver did not converge: {}", solution.message);
   spdlog::info("dual: λ* = {}, predicted safety improvement {}, reward improvement {:.4f}, KL {:.4f}",
                nlohmann::json(solution.lambda).dump(), nlohmann::json(solution.predicted.safety_improvement).dump(),
                solution.predicted.reward_improvement, solution.predicted.kl);
 }
 
-void run_relabel(const Config& config, const StageContext& context, bool pecan) {
+// `dual_stage` names the dual's artifact: "dual", or a sweep margin's "dual-b<margin>".
+void run_relabel(const Config& config, const StageContext& context, bool pecan, const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const ChatTemplate chat = chat_template(config);
   const auto target = device(config);
-  const DualSolution dual = read_dual_solution(context.artifact("dual") / "dual.json");
+  const DualSolution dual = read_dual_solution(context.artifact(dual_stage) / "dual.json");
   const auto pairs = read_preference_pairs(context.artifact("data") / "pairs_train.jsonl");
   const auto options = pair_inference_options(config);
   // r and g of response_0 and response_1 of every pair: [2][n] and [2][m][n].
@@ -381,11 +384,12 @@ void run_relabel(const Config& config, const StageContext& context, bool pecan) 
                pairs.size(), nlohmann::json(dual.lambda).dump(), changed, 100.0 * changed / pairs.size());
 }
 
-void run_eval(const Config& config, const StageContext& context) {
+void run_eval(const Config& config, const StageContext& context, const std::string& dpo_stage,
+              const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const auto target = device(config);
   EvaluationModels models;
-  models.policy = load_causal_lm((context.artifact("dpo") / "model").string(), target);
+  models.policy = load_causal_lm((context.artifact(dpo_stage) / "model").string(), target);
   models.reference = load_causal_lm(reference_directory(config, context).string(), target);
   models.reward = load_score_model(model_directory(context, config.models.reward, "reward_model").string(), target);
   models.costs.push_back(load_score_model(model_directory(context, config.models.cost, "cost_model").string(), target));
@@ -399,16 +403,15 @@ void run_eval(const Config& config, const StageContext& context) {
   options.sampling.seed = static_cast<uint64_t>(config.run.seed);
   options.scoring = sampled_inference_options(config);
   const auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options,
-                                      read_dual_solution(context.artifact("dual") / "dual.json"));
+                                      read_dual_solution(context.artifact(dual_stage) / "dual.json"));
   write_evaluation_report(context.work_dir, report);
 }
 
 }  // namespace
 
+std::string sweep_stage_suffix(double margin) { return fmt::format("-b{}", margin); }
+
 std::vector<Stage> pipeline_stages(const Config& config) {
-  check(config.sweep.margins.empty(),
-        "sweep.margins (--sweep-margins) is set, but margin sweeps in can-train are not implemented yet; sweep the "
-        "dual alone with can-dual --sweep, or run can-train once per margin with --set dual.margins=[b]");
   const bool pecan = config.pipeline == "pecan";
   std::vector<Stage> stages;
   auto add = [&](std::string name, std::vector<std::string> inputs, std::function<void(const StageContext&)> run) {
@@ -454,16 +457,53 @@ std::vector<Stage> pipeline_stages(const Config& config) {
   }
   add("offline_scores", with(with({"data", "tokenizer"}, reference), scorers),
       [&config, pecan](const StageContext& c) { run_offline_scores(config, c, pecan); });
-  add("dual", {"offline_scores"}, [&config](const StageContext& c) { run_dual(config, c); });
-  add("relabel", with(with({"data", "tokenizer", "dual"}, reference), scorers),
-      [&config, pecan](const StageContext& c) { run_relabel(config, c, pecan); });
-  add("dpo", with({"tokenizer", "relabel"}, reference), [&config](const StageContext& c) {
-    run_dpo(config, c, config.dpo, read_preference_pairs(c.artifact("relabel") / "pairs.jsonl"),
-            PreferenceLabel::kBetter);
-  });
-  add("eval", with(with({"data", "tokenizer", "dual", "dpo"}, reference), with(reward, cost)),
-      [&config](const StageContext& c) { run_eval(config, c); });
+  // One alignment per entry of `alignments` (stage-name suffix, margins): every dual
+  // first, so that an infeasible margin stops the run before any DPO; then per
+  // alignment re-labelling, DPO and evaluation.
+  std::vector<std::pair<std::string, std::vector<double>>> alignments;
+  if (config.sweep.margins.empty()) {
+    alignments.emplace_back("", config.dual.margins);
+  } else {
+    check(config.dual.margins.size() == 1,
+          "sweep.margins sweeps a single constraint, but dual.margins has {} (one per cost model)",
+          config.dual.margins.size());
+    std::set<double> seen;
+    for (double margin : config.sweep.margins) {
+      check(seen.insert(margin).second, "sweep.margins lists the margin {} twice", margin);
+      alignments.emplace_back(sweep_stage_suffix(margin), std::vector<double>{margin});
+    }
+  }
+  for (const auto& [suffix, margins] : alignments) {
+    add("dual" + suffix, {"offline_scores"}, [&config, margins = margins](const StageContext& c) {
+      run_dual(config, c, margins);
+    });
+  }
+  for (const auto& [suffix, margins] : alignments) {
+    const std::string dual = "dual" + suffix, relabel = "relabel" + suffix, dpo = "dpo" + suffix;
+    add(relabel, with(with({"data", "tokenizer", dual}, reference), scorers),
+        [&config, pecan, dual](const StageContext& c) { run_relabel(config, c, pecan, dual); });
+    add(dpo, with({"tokenizer", relabel}, reference), [&config, relabel](const StageContext& c) {
+      run_dpo(config, c, config.dpo, read_preference_pairs(c.artifact(relabel) / "pairs.jsonl"),
+              PreferenceLabel::kBetter);
+    });
+    add("eval" + suffix, with(with({"data", "tokenizer", dual, dpo}, reference), with(reward, cost)),
+        [&config, dpo, dual](const StageContext& c) { run_eval(config, c, dpo, dual); });
+  }
   return stages;
+}
+
+void write_sweep_summary(const Config& config) {
+  const fs::path run_dir = config.run.dir;
+  std::vector<SweepPoint> points;
+  for (double margin : config.sweep.margins) {
+    const fs::path report = run_dir / ("eval" + sweep_stage_suffix(margin)) / "report.json";
+    if (!fs::exists(report)) {
+      spdlog::info("sweep: {} has not been written yet, so there is no sweep summary yet", report.string());
+      return;
+    }
+    points.push_back({margin, read_json_file(report)});
+  }
+  write_sweep_report(run_dir, points);
 }
 
 }  // namespace can

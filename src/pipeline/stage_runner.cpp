@@ -67,16 +67,18 @@ class Manifest {
   nlohmann::json stages_ = nlohmann::json::array();
 };
 
+// A folder name that is never "." or "..": a letter or digit, then letters, digits, '_', '-' and '.'.
 bool is_valid_stage_name(const std::string& name) {
-  return !name.empty() &&
-         std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '-'; });
+  return !name.empty() && std::isalnum(static_cast<unsigned char>(name.front())) &&
+         std::all_of(name.begin(), name.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '-' || c == '.'; });
 }
 
 // The pipeline itself must be well formed: unique names, inputs that come earlier.
 void check_pipeline(const std::vector<Stage>& stages) {
   std::set<std::string> earlier;
   for (const Stage& stage : stages) {
-    check(is_valid_stage_name(stage.name), "stage name '{}' is not a folder name of letters, digits, '_' and '-'",
+    check(is_valid_stage_name(stage.name), "stage name '{}' is not a folder name: a letter or digit, then letters, digits, '_', '-' and '.'",
           stage.name);
     check(!earlier.count(stage.name), "stage '{}' appears twice in the pipeline", stage.name);
     check(static_cast<bool>(stage.run), "stage '{}' has no function", stage.name);

@@ -1,0 +1,29 @@
+// The summary of a margin sweep (can-train --sweep-margins): one aligned policy
+// per safety margin b, each evaluated on the held-out prompts (evaluation.h).
+// It shows whether the dual's prediction holds across margins (the paper's
+// Figure 2, left: achieved against predicted safety improvement) and what the
+// safety costs in helpfulness.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+namespace can {
+
+struct SweepPoint {
+  double margin = 0;    // b of the run's single constraint
+  nlohmann::json report;  // the margin's eval report.json (evaluation_report_to_json)
+};
+
+// Writes into `directory`, each file atomically:
+//   sweep.json  {"points": [{"margin", "report"}, ...]} in the order given;
+//   sweep.md    one table row per margin (λ*, predicted and achieved safety and
+//               reward improvement, relative error, judge safety and helpfulness);
+//   sweep.svg   achieved against predicted safety improvement with the line
+//               achieved = predicted and its ±25% band; achieved reward against
+//               achieved safety improvement; judge safety and helpfulness against b.
+// Errors name the margin whose report lacks a field.
+void write_sweep_report(const std::filesystem::path& directory, const std::vector<SweepPoint>& points);
+
+}  // namespace can
