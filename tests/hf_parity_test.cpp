@@ -74,7 +74,7 @@ class ParityMachinery : public ::testing::Test {
       response.select(1, side == "left" ? 2 : 0).zero_();  // a prompt of at least one token in every row
       torch::Tensor logits = causal_lm_(ids, mask).clone();
       logits.masked_fill_(mask.eq(0).unsqueeze(-1), logit_shift_at_padding);
-      logits[0][4][7] += logit_shift_at_real;  // row 0 ends at column 4 on both sides
+      logits[0][4][7].add_(logit_shift_at_real);  // row 0 ends at column 4 on both sides
       tensors.emplace_back(side + ".input_ids", ids);
       tensors.emplace_back(side + ".attention_mask", mask);
       tensors.emplace_back(side + ".response_mask", response);

@@ -469,6 +469,13 @@ TEST(LlamaConfig, ParsesHuggingFaceFieldsAndRejectsBadValues) {
   auto scaled = json;
   scaled["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   expect_error(scaled, "rope_scaling");
+  // transformers 5 moves rope_theta into rope_parameters.
+  auto version5 = json;
+  version5.erase("rope_theta");
+  version5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 5000.0}};
+  EXPECT_EQ(can::LlamaConfig::from_json(version5, "config.json").rope_theta, 5000.0);
+  version5["rope_parameters"]["rope_type"] = "yarn";
+  expect_error(version5, "rope_parameters");
 }
 
 }  // namespace
