@@ -95,8 +95,7 @@ TEST_F(GpuModel, Bfloat16LogitsStayCloseToFloat32) {
   EXPECT_TRUE(torch::isfinite(bf16_logits).all().item<bool>());
   const double scale = float32_logits.abs().max().item<double>();
   for (int64_t i = 0; i < 2; ++i) {
-    EXPECT_LE(max_abs_diff(batch.real_positions(bf16_logits, i), batch.real_positions(float32_logits, i)),
-              0.03 * scale)
+    EXPECT_LE(max_abs_diff(batch.real_positions(bf16_logits, i), batch.real_positions(float32_logits, i)), 0.03 * scale)
         << "sequence " << i << ", float32 logit scale " << scale;
   }
 }

@@ -52,7 +52,7 @@ inline ParityDifferences parity_differences(const std::filesystem::path& directo
 
   const torch::Tensor logits = causal_lm(ids, mask).to(torch::kCPU, torch::kFloat32);  // [B, T, V]
   const torch::Tensor logprobs =
-      sequence_logprobs(logits, ids.cpu(), stored("response_mask")).to(torch::kFloat32);  // [B]
+      sequence_logprobs(logits, ids.cpu(), stored("response_mask")).to(torch::kFloat32);              // [B]
   const torch::Tensor scores = score_model(ids, mask).select(1, 0).to(torch::kCPU, torch::kFloat32);  // [B]
   ParityDifferences differences;
   differences.logits = (logits - stored("logits")).abs().masked_fill(padding, 0).max().item<double>();

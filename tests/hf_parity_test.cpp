@@ -2,6 +2,8 @@
 // tiny Llama causal LM and a Safe-RLHF-layout score model written by
 // transformers, and reproduce transformers' logits, response log-prob sums and
 // end scores (scripts/hf_parity_fixtures.py makes the fixtures).
+#include "hf_parity.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +11,6 @@
 
 #include "can/hf_checkpoint.h"
 #include "can/model_weights.h"
-#include "hf_parity.h"
 #include "temporary_directory.h"
 
 namespace {
