@@ -4,6 +4,9 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
+#include <set>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "can/error.h"
@@ -253,6 +256,137 @@ TEST(Sampling, TopKOneIsGreedy) {
   EXPECT_EQ(can::sample(model, prompts, greedy)[0].tokens, can::sample(model, prompts, top1)[0].tokens);
 }
 
+// The greedy continuations of `prompts` without any EOS, as the no-cache reference decodes them.
+std::vector<std::vector<int64_t>> greedy_reference(can::LlamaForCausalLM& model,
+                                                   const std::vector<std::vector<int64_t>>& prompts, int64_t steps) {
+  can::SamplingOptions options;
+  options.temperature = 0;
+  options.max_new_tokens = steps;
+  options.eos_id = model->config.vocab_size;  // never produced
+  std::vector<std::vector<int64_t>> continuations;
+  for (const auto& generation : can::sample_without_cache(model, prompts, options)) {
+    continuations.push_back(generation.tokens);
+  }
+  return continuations;
+}
+
+TEST(Sampling, EosInsideASyncBlockEndsTheRowThere) {
+  auto model = tiny_model();
+  const std::vector<std::vector<int64_t>> prompts = {{1, 5, 9}, {1, 30, 31}};
+  const auto reference = greedy_reference(model, prompts, 2 * can::kSamplingSyncInterval);
+  // The first token of row 0's continuation that was not produced before, at a
+  // step strictly inside the first block (the host looks only after step 15).
+  int64_t eos_step = -1;
+  for (int64_t step = 1; step + 1 < can::kSamplingSyncInterval && eos_step < 0; ++step) {
+    const auto& row = reference[0];
+    if (std::find(row.begin(), row.begin() + step, row[step]) == row.begin() + step) eos_step = step;
+  }
+  ASSERT_GE(eos_step, 1) << "the reference continuation repeats one token: pick another prompt";
+  can::SamplingOptions options;
+  options.temperature = 0;
+  options.max_new_tokens = 2 * can::kSamplingSyncInterval;
+  options.eos_id = reference[0][eos_step];
+  const auto generations = can::sample(model, prompts, options);
+  const std::vector<int64_t> expected(reference[0].begin(), reference[0].begin() + eos_step + 1);
+  EXPECT_EQ(generations[0].tokens, expected);
+  EXPECT_EQ(generations[0].logprobs.size(), expected.size());
+  EXPECT_TRUE(generations[0].stopped_at_eos);
+}
+
+TEST(Sampling, GreedyBatchEqualsRecomputingWhenRowsFinishAtDifferentSteps) {
+  auto model = tiny_model();
+  const std::vector<std::vector<int64_t>> prompts = {{1, 5, 9},  {1, 20}, {1, 30, 31, 32, 33}, {1, 7, 7},
+                                                     {1, 40, 3}, {1, 11}, {1, 50, 51},         {1, 60}};
+  const int64_t steps = 3 * can::kSamplingSyncInterval;
+  const auto reference = greedy_reference(model, prompts, steps);
+  // EOS := the token whose first appearances spread over the most distinct steps.
+  std::map<int64_t, std::set<int64_t>> first_steps;  // token -> steps where it first appears in some row
+  for (const auto& row : reference) {
+    std::set<int64_t> seen;
+    for (int64_t step = 0; step < steps; ++step) {
+      if (seen.insert(row[step]).second) first_steps[row[step]].insert(step);
+    }
+  }
+  int64_t eos = -1;
+  size_t spread = 0;
+  for (const auto& [token, at] : first_steps) {
+    if (at.size() > spread) std::tie(eos, spread) = std::make_pair(token, at.size());
+  }
+  ASSERT_GE(spread, 3u) << "no token ends rows at three different steps";
+
+  can::SamplingOptions options;
+  options.temperature = 0;
+  options.max_new_tokens = steps;
+  options.eos_id = eos;
+  const auto cached = can::sample(model, prompts, options);
+  const auto recomputed = can::sample_without_cache(model, prompts, options);
+  std::set<size_t> lengths;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(cached[i].tokens, recomputed[i].tokens) << "prompt " << i;
+    EXPECT_EQ(cached[i].stopped_at_eos, recomputed[i].stopped_at_eos) << "prompt " << i;
+    ASSERT_EQ(cached[i].logprobs.size(), recomputed[i].logprobs.size());
+    for (size_t t = 0; t < cached[i].logprobs.size(); ++t) {
+      EXPECT_NEAR(cached[i].logprobs[t], recomputed[i].logprobs[t], 1e-5) << "prompt " << i << " step " << t;
+    }
+    lengths.insert(cached[i].tokens.size());
+  }
+  EXPECT_GE(lengths.size(), 3u);
+}
+
+TEST(Sampling, SampledBatchOfOneEqualsRecomputingWhenEosStopsRowsEarly) {
+  auto model = tiny_model();
+  {
+    torch::NoGradGuard no_grad;
+    model->lm_head->weight[2].mul_(3.0);  // EOS likely: rows stop at different steps
+  }
+  can::SamplingOptions options;
+  options.max_new_tokens = 2 * can::kSamplingSyncInterval;
+  options.seed = 9;
+  options.top_p = 0.95;
+  options.eos_id = 2;
+  options.batch_size = 1;
+  const std::vector<std::vector<int64_t>> prompts(6, std::vector<int64_t>{1, 9});
+  const auto cached = can::sample(model, prompts, options);
+  const auto recomputed = can::sample_without_cache(model, prompts, options);
+  size_t stopped = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(cached[i].tokens, recomputed[i].tokens) << "prompt " << i;
+    stopped += cached[i].stopped_at_eos ? 1 : 0;
+  }
+  EXPECT_GT(stopped, 0u);
+}
+
+// A row's random draws are its own: rows that finish (and leave the batch at the
+// next host check) change nothing for the others, so the host-check interval
+// cannot change any result.
+TEST(Sampling, FinishingRowsDoNotChangeTheDrawsOfOtherRows) {
+  auto model = tiny_model();
+  {
+    torch::NoGradGuard no_grad;
+    model->lm_head->weight[2].mul_(2.5);
+  }
+  can::SamplingOptions options;
+  options.max_new_tokens = 3 * can::kSamplingSyncInterval;
+  options.seed = 4;
+  const std::vector<std::vector<int64_t>> prompts(8, std::vector<int64_t>{1, 9});
+  options.eos_id = model->config.vocab_size;  // never produced: every row runs to the end
+  const auto unstopped = can::sample(model, prompts, options);
+  options.eos_id = 2;
+  const auto stopped = can::sample(model, prompts, options);
+  size_t early = 0, late = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& full = unstopped[i].tokens;
+    const auto eos_at = std::find(full.begin(), full.end(), 2);
+    const std::vector<int64_t> expected(full.begin(), eos_at == full.end() ? full.end() : eos_at + 1);
+    EXPECT_EQ(stopped[i].tokens, expected) << "prompt " << i;
+    const auto eos_step = eos_at - full.begin();
+    early += eos_step < can::kSamplingSyncInterval ? 1 : 0;
+    late += eos_step >= can::kSamplingSyncInterval ? 1 : 0;
+  }
+  EXPECT_GT(early, 0u) << "no row left the batch at the first host check";
+  EXPECT_GT(late, 0u) << "no row decoded past the first host check";
+}
+
 TEST(ModelWeights, LoadingNamesMissingUnexpectedAndMisshapedTensors) {
   auto model = tiny_model();
   std::map<std::string, torch::Tensor> tensors;
@@ -335,6 +469,13 @@ TEST(LlamaConfig, ParsesHuggingFaceFieldsAndRejectsBadValues) {
   auto scaled = json;
   scaled["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   expect_error(scaled, "rope_scaling");
+  // transformers 5 moves rope_theta into rope_parameters.
+  auto version5 = json;
+  version5.erase("rope_theta");
+  version5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 5000.0}};
+  EXPECT_EQ(can::LlamaConfig::from_json(version5, "config.json").rope_theta, 5000.0);
+  version5["rope_parameters"]["rope_type"] = "yarn";
+  expect_error(version5, "rope_parameters");
 }
 
 }  // namespace

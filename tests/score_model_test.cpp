@@ -4,8 +4,13 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
+#include "assertions.h"
 #include "can/hf_checkpoint.h"
+#include "can/model_weights.h"
 #include "can/score_model.h"
+#include "temporary_directory.h"
 
 namespace {
 
@@ -77,6 +82,23 @@ TEST(ScoreModel, SavesSafeRlhfLayoutAndLoadsBack) {
     EXPECT_TRUE(model(ids, torch::ones_like(ids)).equal(loaded(ids, torch::ones_like(ids))));
     std::filesystem::remove_all(directory);
   }
+}
+
+// Safe-RLHF's config.json says `bias` (default false when absent) and may ask
+// for normalised scores, which CAN does not compute.
+TEST(ScoreModel, ReadsSafeRlhfBiasFieldAndRefusesNormalisedScores) {
+  auto model = tiny_score_model(/*bias=*/false);
+  can::testing::TemporaryDirectory directory;
+  nlohmann::json config = model->config.to_json("LlamaForScore");
+  EXPECT_EQ(config.at("bias"), false);
+  config.erase("bias");  // absent: Safe-RLHF's default, no bias
+  can::save_checkpoint(directory.path(), config, can::named_tensors(*model));
+  EXPECT_FALSE(can::load_score_model(directory.path().string())->config.score_bias);
+
+  config["do_normalize"] = true;
+  can::save_checkpoint(directory.path(), config, can::named_tensors(*model));
+  EXPECT_TRUE(can::testing::contains(
+      can::testing::error_message([&] { can::load_score_model(directory.path().string()); }), "do_normalize"));
 }
 
 }  // namespace

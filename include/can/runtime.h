@@ -8,7 +8,8 @@
 
 namespace can {
 
-// "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+// "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N". Choosing CUDA
+// also allows TF32 for float32 matmuls and convolutions (process-wide).
 c10::Device select_device(const std::string& name);
 
 // Uses every core for intra-op parallelism: LibTorch picks 1 thread on small

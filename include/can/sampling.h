@@ -19,21 +19,30 @@ struct SamplingOptions {
 };
 
 struct Generation {
-  std::vector<int64_t> tokens;    // new tokens, ending with EOS when the model stopped
-  std::vector<double> logprobs;   // log-prob of each new token under the model (temperature 1, no filter)
+  std::vector<int64_t> tokens;   // new tokens, ending with EOS when the model stopped
+  std::vector<double> logprobs;  // log-prob of each new token under the model (temperature 1, no filter)
   bool stopped_at_eos = false;
 };
 
+// Rows are decoded on the device without a host synchronisation per token: the
+// host reads which rows have finished only every kSamplingSyncInterval steps, to
+// stop when all have and to drop finished rows from the batch. Results do not
+// depend on the interval: a finished row records nothing after its EOS, and the
+// random draws are made for every row of the batch at every step.
+inline constexpr int64_t kSamplingSyncInterval = 16;
+
 // Samples one continuation per prompt (token ids, BOS included as the caller
-// wants). Prompts are left-padded into batches so every row decodes in step;
-// rows that reach EOS leave the batch and are not computed further. The result
-// is the same whatever batch_size is, up to the random stream.
+// wants). Prompts are left-padded into batches so every row decodes in step.
+// Each batch draws from its own stream, seeded from (seed, index of its first
+// prompt), so a batch's tokens do not depend on how long earlier batches ran.
+// Greedy decoding gives the same tokens whatever batch_size is; sampling gives
+// the same distribution, but other draws for other batch sizes.
 std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                const SamplingOptions& options);
 
 // Recomputes the whole prefix for every new token, without a cache: the slow,
 // obviously correct reference used by tests and the cache benchmark. Greedy or
-// sampled exactly as `sample` with batch_size 1.
+// sampled exactly as `sample` with batch_size 1 (same streams, same draws).
 std::vector<Generation> sample_without_cache(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                              const SamplingOptions& options);
 

@@ -90,6 +90,21 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     key = key.repeat_interleave(group, /*dim=*/1);      // [B, Q, S, D]
     value = value.repeat_interleave(group, /*dim=*/1);  // [B, Q, S, D]
   }
+#if TORCH_VERSION_MAJOR >= 2  // <torch/version.h> comes with <torch/torch.h>
+  // Fused attention (LibTorch 2.x). The boolean mask is always passed (True = may
+  // attend); is_causal without a mask would be right only for unpadded batches
+  // without a cache, and telling those apart needs a host sync or a caller's
+  // promise. A query with no allowed key (a left-padding position) would get NaN
+  // from some SDPA kernels, and NaN at a padding slot leaks into real tokens
+  // through 0 * NaN in later layers, so every query also sees its own slot:
+  // padding outputs change, real tokens (which never see padding keys) do not.
+  const int64_t keys = key.size(2);
+  const auto slot_options = torch::TensorOptions(x.device()).dtype(torch::kInt64);
+  const torch::Tensor own_slot = torch::arange(keys - steps, keys, slot_options).unsqueeze(1) ==
+                                 torch::arange(0, keys, slot_options).unsqueeze(0);  // [T, S]
+  const torch::Tensor attended =
+      at::scaled_dot_product_attention(query, key, value, allowed | own_slot);  // [B, Q, T, D], scale 1/sqrt(D)
+#else
   // Scores and softmax in float32. A masked score is the lowest finite float,
   // not -inf, so a query with no allowed key (a padding position) gets a
   // harmless uniform average instead of NaN.
@@ -98,6 +113,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   scores = scores.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
   const torch::Tensor weights = torch::softmax(scores, -1).to(value.scalar_type());
   const torch::Tensor attended = torch::matmul(weights, value);  // [B, Q, T, D]
+#endif
   return o_proj(attended.transpose(1, 2).reshape({batch, steps, num_heads * head_dim}));
 }
 

@@ -56,6 +56,14 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   check(!json.contains("rope_scaling") || json.at("rope_scaling").is_null(),
         "{}: rope_scaling {} is not supported (only plain rotary embeddings)", source,
         json.contains("rope_scaling") ? json.at("rope_scaling").dump() : "");
+  // transformers 5 writes rope_parameters {rope_type, rope_theta} instead of rope_theta and rope_scaling.
+  const bool has_rope_parameters = json.contains("rope_parameters") && json.at("rope_parameters").is_object();
+  if (has_rope_parameters) {
+    const auto& rope = json.at("rope_parameters");
+    check(!rope.contains("rope_type") || rope.at("rope_type") == "default",
+          "{}: rope_parameters {} are not supported (only plain rotary embeddings, rope_type \"default\")", source,
+          rope.dump());
+  }
   LlamaConfig config;
   config.vocab_size = read_integer(json, "vocab_size", source, std::nullopt);
   config.hidden_size = read_integer(json, "hidden_size", source, std::nullopt);
@@ -65,13 +73,15 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   config.num_key_value_heads = read_integer(json, "num_key_value_heads", source, config.num_attention_heads);
   config.max_position_embeddings = read_integer(json, "max_position_embeddings", source, 2048);
   config.rms_norm_eps = read_number(json, "rms_norm_eps", source, 1e-6);
-  config.rope_theta = read_number(json, "rope_theta", source, 10000.0);
+  config.rope_theta = has_rope_parameters ? read_number(json.at("rope_parameters"), "rope_theta", source, 10000.0)
+                                          : read_number(json, "rope_theta", source, 10000.0);
   config.tie_word_embeddings = read_bool(json, "tie_word_embeddings", source, false);
   config.bos_token_id = read_token_id(json, "bos_token_id", source, 1);
   config.eos_token_id = read_token_id(json, "eos_token_id", source, 2);
   config.pad_token_id = read_token_id(json, "pad_token_id", source, -1);
   config.score_dim = read_integer(json, "score_dim", source, 1);
-  config.score_bias = read_bool(json, "score_bias", source, true);
+  // Safe-RLHF's field is `bias` (default false); CAN wrote `score_bias` before it wrote `bias`.
+  config.score_bias = read_bool(json, "bias", source, read_bool(json, "score_bias", source, false));
 
   for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", config.vocab_size},
                                    {"hidden_size", config.hidden_size},
@@ -127,7 +137,7 @@ nlohmann::json LlamaConfig::to_json(const std::string& architecture) const {
   };
   if (architecture == "LlamaForScore") {
     json["score_dim"] = score_dim;
-    json["score_bias"] = score_bias;
+    json["bias"] = score_bias;
   }
   return json;
 }

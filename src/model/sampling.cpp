@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <numeric>
+
 #include "can/error.h"
 
 namespace can {
@@ -24,8 +26,25 @@ void validate(const LlamaForCausalLM& model, const std::vector<std::vector<int64
   }
 }
 
-// Picks the next token of each row. logits [B, V] float32 -> [B] int64.
-torch::Tensor choose_tokens(const torch::Tensor& logits, const SamplingOptions& options) {
+// Seeds LibTorch's generators for the batch (or, without the cache, the prompt)
+// that starts at prompt `first`: a stream per batch, the golden-ratio multiple
+// keeping the streams of neighbouring seeds and batches apart.
+void seed_stream(uint64_t seed, size_t first) {
+  constexpr uint64_t kGoldenGamma = 0x9E3779B97F4A7C15ULL;
+  torch::manual_seed(seed + static_cast<uint64_t>(first) * kGoldenGamma);
+}
+
+// [rows, V] float32 Exp(1) draws on `device`, one row per batch row, drawn for
+// every row at every step whether or not it is still decoding.
+torch::Tensor draw_noise(int64_t rows, int64_t vocab, torch::Device device) {
+  return torch::empty({rows, vocab}, torch::TensorOptions(device).dtype(torch::kFloat32)).exponential_(1);
+}
+
+// Picks the next token of each row. logits [B, V] float32; noise [B, V] Exp(1)
+// draws (unused when greedy) -> [B] int64. argmax(p / noise) is a draw from p
+// (the exponential race, what torch::multinomial does for one sample) without
+// multinomial's host-side validity check, and with noise the caller controls.
+torch::Tensor choose_tokens(const torch::Tensor& logits, const torch::Tensor& noise, const SamplingOptions& options) {
   if (options.temperature == 0) return logits.argmax(-1);
   torch::Tensor scaled = logits / options.temperature;
   if (options.top_k > 0 && options.top_k < scaled.size(-1)) {
@@ -41,25 +60,29 @@ torch::Tensor choose_tokens(const torch::Tensor& logits, const SamplingOptions& 
     const torch::Tensor drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
     scaled = scaled.masked_fill(drop, -std::numeric_limits<float>::infinity());
   }
-  return torch::multinomial(scaled.softmax(-1), 1).squeeze(-1);
+  return (scaled.softmax(-1) / noise).argmax(-1);
 }
 
 int64_t resolve_eos(const LlamaForCausalLM& model, const SamplingOptions& options) {
   return options.eos_id >= 0 ? options.eos_id : model->config.eos_token_id;
 }
 
-// Decodes one batch of prompts with the KV cache.
-void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts, size_t first,
-                  size_t count, const SamplingOptions& options, std::vector<Generation>& out) {
+// Decodes one batch of prompts with the KV cache, on the model's device. Tokens
+// and log-probs stay there until the batch is done; the host looks at the
+// finished rows only every kSamplingSyncInterval steps.
+void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts, size_t first, size_t count,
+                  const SamplingOptions& options, std::vector<Generation>& out) {
   const auto device = model->parameters().front().device();
   const int64_t eos = resolve_eos(model, options);
+  const int64_t vocab = model->config.vocab_size;
+  const int64_t steps = options.max_new_tokens;
   int64_t longest = 0;
   for (size_t i = 0; i < count; ++i) longest = std::max<int64_t>(longest, prompts[first + i].size());
   const int64_t batch = static_cast<int64_t>(count);
 
   // Left padding: every prompt ends at column `longest - 1`, so all rows step together.
-  torch::Tensor input_ids = torch::zeros({batch, longest}, torch::kInt64);  // [B, P]
-  torch::Tensor mask = torch::zeros({batch, longest + options.max_new_tokens}, torch::kInt64);  // [B, P + N]
+  torch::Tensor input_ids = torch::zeros({batch, longest}, torch::kInt64);     // [B, P]
+  torch::Tensor mask = torch::zeros({batch, longest + steps}, torch::kInt64);  // [B, P + N]
   for (int64_t row = 0; row < batch; ++row) {
     const auto& prompt = prompts[first + row];
     const int64_t offset = longest - static_cast<int64_t>(prompt.size());
@@ -70,41 +93,71 @@ void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t
   mask = mask.to(device);
 
   const auto dtype = model->parameters().front().scalar_type();
-  KVCache cache(model->config, batch, longest + options.max_new_tokens, torch::TensorOptions(device).dtype(dtype));
-  std::vector<int64_t> rows(count);  // rows[i]: the output index of the i-th live row
-  for (size_t i = 0; i < count; ++i) rows[i] = static_cast<int64_t>(first + i);
+  KVCache cache(model->config, batch, longest + steps, torch::TensorOptions(device).dtype(dtype));
+  const auto on_device = torch::TensorOptions(device);
+  // Step-major results of every batch row; -1 marks "nothing generated" (after EOS).
+  torch::Tensor tokens = torch::full({steps, batch}, -1, on_device.dtype(torch::kInt64));   // [N, B]
+  torch::Tensor logprobs = torch::zeros({steps, batch}, on_device.dtype(torch::kFloat32));  // [N, B] nats
+  // The live rows: their batch rows (host and device) and whether each has emitted EOS.
+  std::vector<int64_t> live_rows(count);
+  std::iota(live_rows.begin(), live_rows.end(), 0);
+  torch::Tensor live_index;                                                       // [b] int64; undefined: all rows
+  torch::Tensor finished = torch::zeros({batch}, on_device.dtype(torch::kBool));  // [b]
 
+  seed_stream(options.seed, first);
   torch::Tensor logits = model(input_ids, mask.slice(1, 0, longest), &cache).select(1, -1).to(torch::kFloat32);
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const torch::Tensor next = choose_tokens(logits, options);                                 // [B]
-    const torch::Tensor logprob = logits.log_softmax(-1).gather(-1, next.unsqueeze(-1)).squeeze(-1);  // [B]
-    const torch::Tensor next_cpu = next.cpu();
-    const torch::Tensor logprob_cpu = logprob.to(torch::kCPU, torch::kFloat64);
-    std::vector<int64_t> live;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      Generation& generation = out[rows[i]];
-      const int64_t token = next_cpu[i].item<int64_t>();
-      generation.tokens.push_back(token);
-      generation.logprobs.push_back(logprob_cpu[i].item<double>());
-      if (token == eos) {
-        generation.stopped_at_eos = true;
-      } else {
-        live.push_back(static_cast<int64_t>(i));
+  for (int64_t step = 0; step < steps; ++step) {
+    torch::Tensor noise;  // [b, V]
+    if (options.temperature > 0) {
+      noise = draw_noise(batch, vocab, device);
+      if (live_index.defined()) noise = noise.index_select(0, live_index);
+    }
+    torch::Tensor next = choose_tokens(logits, noise, options);                                       // [b]
+    const torch::Tensor logprob = logits.log_softmax(-1).gather(-1, next.unsqueeze(-1)).squeeze(-1);  // [b]
+    const torch::Tensor recorded = next.masked_fill(finished, -1);
+    if (live_index.defined()) {
+      tokens[step].index_copy_(0, live_index, recorded);
+      logprobs[step].index_copy_(0, live_index, logprob);
+    } else {
+      tokens[step].copy_(recorded);
+      logprobs[step].copy_(logprob);
+    }
+    finished.logical_or_(next == eos);
+    if (step + 1 == steps) break;
+    if ((step + 1) % kSamplingSyncInterval == 0) {  // the only host synchronisation in the loop
+      const torch::Tensor finished_host = finished.cpu();
+      std::vector<int64_t> keep;  // positions of the rows still decoding
+      for (int64_t i = 0; i < finished_host.size(0); ++i) {
+        if (!finished_host[i].item<bool>()) keep.push_back(i);
+      }
+      if (keep.empty()) break;
+      if (keep.size() < live_rows.size()) {  // finished rows leave the batch
+        const torch::Tensor keep_index = torch::tensor(keep, torch::kInt64).to(device);
+        cache.select_rows(keep_index);
+        mask = mask.index_select(0, keep_index);
+        next = next.index_select(0, keep_index);
+        std::vector<int64_t> kept_rows;
+        for (int64_t i : keep) kept_rows.push_back(live_rows[i]);
+        live_rows.swap(kept_rows);
+        live_index = torch::tensor(live_rows, torch::kInt64).to(device);
+        finished = torch::zeros({static_cast<int64_t>(live_rows.size())}, on_device.dtype(torch::kBool));
       }
     }
-    if (live.empty() || step + 1 == options.max_new_tokens) break;
-    torch::Tensor step_ids = next.unsqueeze(-1);  // [B, 1]
-    if (live.size() < rows.size()) {              // finished rows leave the batch
-      const torch::Tensor keep = torch::tensor(live, torch::kInt64).to(device);
-      cache.select_rows(keep);
-      mask = mask.index_select(0, keep);
-      step_ids = step_ids.index_select(0, keep);
-      std::vector<int64_t> kept_rows;
-      for (int64_t i : live) kept_rows.push_back(rows[i]);
-      rows.swap(kept_rows);
-    }
     mask.select(1, cache.length).fill_(1);
-    logits = model(step_ids, mask.slice(1, 0, cache.length + 1), &cache).select(1, -1).to(torch::kFloat32);
+    logits = model(next.unsqueeze(-1), mask.slice(1, 0, cache.length + 1), &cache).select(1, -1).to(torch::kFloat32);
+  }
+
+  const torch::Tensor tokens_host = tokens.t().contiguous().cpu();                                 // [B, N]
+  const torch::Tensor logprobs_host = logprobs.t().contiguous().to(torch::kCPU, torch::kFloat64);  // [B, N]
+  const auto token_at = tokens_host.accessor<int64_t, 2>();
+  const auto logprob_at = logprobs_host.accessor<double, 2>();
+  for (int64_t row = 0; row < batch; ++row) {
+    Generation& generation = out[first + row];
+    for (int64_t step = 0; step < steps && token_at[row][step] >= 0; ++step) {
+      generation.tokens.push_back(token_at[row][step]);
+      generation.logprobs.push_back(logprob_at[row][step]);
+      generation.stopped_at_eos = token_at[row][step] == eos;
+    }
   }
 }
 
@@ -114,7 +167,6 @@ std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::v
                                const SamplingOptions& options) {
   validate(model, prompts, options);
   torch::NoGradGuard no_grad;
-  torch::manual_seed(options.seed);
   std::vector<Generation> out(prompts.size());
   for (size_t first = 0; first < prompts.size(); first += options.batch_size) {
     const size_t count = std::min<size_t>(options.batch_size, prompts.size() - first);
@@ -127,17 +179,18 @@ std::vector<Generation> sample_without_cache(LlamaForCausalLM& model, const std:
                                              const SamplingOptions& options) {
   validate(model, prompts, options);
   torch::NoGradGuard no_grad;
-  torch::manual_seed(options.seed);
   const auto device = model->parameters().front().device();
   const int64_t eos = resolve_eos(model, options);
   std::vector<Generation> out(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
+    seed_stream(options.seed, i);
     std::vector<int64_t> sequence = prompts[i];
     for (int64_t step = 0; step < options.max_new_tokens; ++step) {
       const torch::Tensor ids = torch::tensor(sequence, torch::kInt64).unsqueeze(0).to(device);  // [1, T]
       const torch::Tensor logits = model(ids, torch::ones_like(ids), nullptr).select(1, -1).to(torch::kFloat32);
-      const torch::Tensor next = choose_tokens(logits, options);
-      const int64_t token = next.item<int64_t>();
+      torch::Tensor noise;
+      if (options.temperature > 0) noise = draw_noise(1, model->config.vocab_size, device);
+      const int64_t token = choose_tokens(logits, noise, options).item<int64_t>();
       out[i].tokens.push_back(token);
       out[i].logprobs.push_back(logits.log_softmax(-1)[0][token].item<double>());
       sequence.push_back(token);

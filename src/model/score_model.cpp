@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "can/error.h"
 #include "can/hf_checkpoint.h"
 #include "can/model_weights.h"
 
@@ -37,8 +38,14 @@ torch::Tensor LlamaForScoreImpl::forward(const torch::Tensor& input_ids, const t
 
 LlamaForScore load_score_model(const std::string& directory, torch::Device device, torch::ScalarType dtype) {
   const std::string config_path = directory + "/config.json";
-  LlamaForScore model(LlamaConfig::from_json(read_json_file(config_path), config_path));
-  load_named_tensors(*model, load_checkpoint_tensors(directory), directory);
+  const nlohmann::json config = read_json_file(config_path);
+  check(!config.value("do_normalize", false),
+        "{}: do_normalize is true, but CAN reads raw scores only (Safe-RLHF's normalizer is not supported)",
+        config_path);
+  LlamaForScore model(LlamaConfig::from_json(config, config_path));
+  // Safe-RLHF's checkpoints carry the score normalizer's running statistics; unused without do_normalize.
+  load_named_tensors(*model, load_checkpoint_tensors(directory), directory,
+                     {"normalizer.mean", "normalizer.var", "normalizer.count"});
   model->to(device, dtype);
   return model;
 }
