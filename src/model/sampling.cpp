@@ -37,7 +37,10 @@ void seed_stream(uint64_t seed, size_t first) {
 // [rows, V] float32 Exp(1) draws on `device`, one row per batch row, drawn for
 // every row at every step whether or not it is still decoding.
 torch::Tensor draw_noise(int64_t rows, int64_t vocab, torch::Device device) {
-  return torch::empty({rows, vocab}, torch::TensorOptions(device).dtype(torch::kFloat32)).exponential_(1);
+  // An exact 0 (u = 0 in -log(1 - u)) would turn p / noise into 0/0 = NaN for a token cut by top-p or top-k.
+  return torch::empty({rows, vocab}, torch::TensorOptions(device).dtype(torch::kFloat32))
+      .exponential_(1)
+      .clamp_min_(std::numeric_limits<float>::min());
 }
 
 // Picks the next token of each row. logits [B, V] float32; noise [B, V] Exp(1)
