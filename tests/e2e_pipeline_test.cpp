@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "can/atomic_file.h"
 #include "can/preference_data.h"
@@ -120,6 +122,38 @@ TEST(EndToEnd, AMarginSweepReusesTheRunAndReproducesItsReport) {
   EXPECT_LT(points[0].at("report").at("lambda")[0].get<double>(), points[1].at("report").at("lambda")[0].get<double>());
   EXPECT_TRUE(fs::exists(run_dir / "sweep.md"));
   EXPECT_TRUE(fs::exists(run_dir / "sweep.svg"));
+}
+
+// External inputs: the user's Hugging Face model directories and PKU-SafeRLHF
+// files instead of the world. Given the models and data files of a finished
+// world run, the stages that would train them are left out and every later
+// artifact comes out byte for byte as in that run.
+TEST(EndToEnd, UserModelsAndDataFilesReplaceTheWorldStages) {
+  can::testing::TemporaryDirectory directory;
+  const fs::path world_run = directory.path() / "world";
+  const auto result = run_command(can_train("configs/tiny-mocan.yaml", world_run));
+  ASSERT_EQ(result.status, 0) << result.output;
+
+  const fs::path user_run = directory.path() / "user";
+  const fs::path data = world_run / "data";
+  const auto external = run_command(
+      can_train("configs/tiny-mocan.yaml", user_run) + " --set world.enabled=false" +
+      " --set data.pairs_train=" + (data / "pairs_train.jsonl").string() +
+      " --set data.prompts_sample=" + (data / "prompts_sample.jsonl").string() +
+      " --set data.prompts_test=" + (data / "prompts_test.jsonl").string() +
+      " --set models.policy=" + (world_run / "reference" / "model").string() +
+      " --set models.reward=" + (world_run / "reward_model" / "model").string() +
+      " --set models.cost=" + (world_run / "cost_model" / "model").string());
+  ASSERT_EQ(external.status, 0) << external.output;
+
+  const auto manifest = read_json(user_run / "stages.json");
+  std::vector<std::string> stages;
+  for (const auto& stage : manifest.at("stages")) stages.push_back(stage.at("name"));
+  EXPECT_EQ(stages, (std::vector<std::string>{"data", "tokenizer", "offline_scores", "dual", "relabel", "dpo", "eval"}));
+  for (const char* file : {"tokenizer/tokenizer.model", "offline_scores/scores.jsonl", "dual/dual.json",
+                           "relabel/pairs.jsonl", "dpo/model/model.safetensors", "eval/report.json"}) {
+    EXPECT_EQ(can::read_text_file(user_run / file), can::read_text_file(world_run / file)) << file;
+  }
 }
 
 TEST(EndToEnd, TinyPecanRunsEveryStage) {
