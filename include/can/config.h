@@ -82,6 +82,7 @@ struct Config {
     int64_t save_every;    // optimizer updates; 0: only at the end
     int64_t log_every;     // optimizer updates
     int64_t max_length;    // tokens, prompt and response together
+    bool activation_checkpointing;  // recompute decoder layers in backward instead of keeping activations
   };
   struct Dpo : Training {
     double beta;
