@@ -1,11 +1,14 @@
 #include "model/activation_checkpointing.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <mutex>
 #include <optional>
+
+#include "can/error.h"
 
 namespace can {
 
@@ -74,8 +77,9 @@ class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDe
     // Gradients of x and of the parameters that train, in the inputs' order.
     const auto parameters = layer->parameters();
     const auto num_parameters = static_cast<size_t>(context->saved_data["num_parameters"].toInt());
-    TORCH_CHECK(parameters.size() == num_parameters, "a checkpointed decoder layer changed its parameters between ",
-                "forward (", num_parameters, ") and backward (", parameters.size(), ")");
+    check(parameters.size() == num_parameters,
+          "a checkpointed decoder layer has {} parameters in backward but had {} in forward", parameters.size(),
+          num_parameters);
     variable_list wanted;
     if (x.requires_grad()) wanted.push_back(x);
     for (const auto& parameter : parameters) {
@@ -93,7 +97,9 @@ class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDe
     size_t next = 0;
     gradients.push_back(x.requires_grad() ? found[next++] : at::Tensor());
     gradients.resize(4);
-    for (const auto& parameter : parameters) gradients.push_back(parameter.requires_grad() ? found[next++] : at::Tensor());
+    for (const auto& parameter : parameters) {
+      gradients.push_back(parameter.requires_grad() ? found[next++] : at::Tensor());
+    }
     return gradients;
   }
 };

@@ -205,7 +205,7 @@ void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
   for (const auto& [name, tensor] : expected) {
     if (!file.contains(name)) {
       problems.push_back(fmt::format("missing tensor {}", name));
-    } else if (file.shape(name) != tensor.sizes()) {
+    } else if (c10::IntArrayRef(file.shape(name)) != tensor.sizes()) {
       problems.push_back(fmt::format("tensor {} has shape {} but the model's is {}", name,
                                      c10::str(c10::IntArrayRef(file.shape(name))), c10::str(tensor.sizes())));
     }
