@@ -93,13 +93,14 @@ class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDe
       found.resize(wanted.size());
     }
 
-    variable_list gradients;  // x, cos, sin, allowed, parameters...
+    variable_list gradients;  // x, cos, sin, allowed, parameters..., layer (none)
     size_t next = 0;
     gradients.push_back(x.requires_grad() ? found[next++] : at::Tensor());
     gradients.resize(4);
     for (const auto& parameter : parameters) {
       gradients.push_back(parameter.requires_grad() ? found[next++] : at::Tensor());
     }
+    gradients.emplace_back();
     return gradients;
   }
 };
