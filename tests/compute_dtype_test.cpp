@@ -8,8 +8,8 @@
 
 #include "can/llama.h"
 #include "can/logprobs.h"
-#include "can/losses.h"
 #include "can/lora.h"
+#include "can/losses.h"
 #include "can/optimizer.h"
 #include "can/score_model.h"
 

@@ -1,6 +1,8 @@
 // LoRA adapters on the tiny Llama: a fresh adapter changes nothing, disabled
 // adapters are the base model exactly, merging keeps the function, only
 // adapters train, and the PEFT directory round-trips with PEFT's key names.
+#include "can/lora.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +11,6 @@
 #include "assertions.h"
 #include "can/hf_checkpoint.h"
 #include "can/llama.h"
-#include "can/lora.h"
 #include "can/optimizer.h"
 #include "can/safetensors.h"
 #include "temporary_directory.h"
@@ -240,8 +241,9 @@ TEST(Lora, LoadingNamesTheMismatchedTensor) {
   const std::string message = error_message([&] { can::load_lora_adapters(*tiny_model(), directory.path()); });
   EXPECT_TRUE(contains(message, "adapter_model.safetensors: the adapters do not match the model"));
   EXPECT_TRUE(contains(message, "missing tensor base_model.model.model.layers.1.mlp.up_proj.lora_B.weight"));
-  EXPECT_TRUE(contains(message, "tensor base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight has shape "
-                                "[5, 32] but the model's is [4, 32]"));
+  EXPECT_TRUE(contains(message,
+                       "tensor base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight has shape "
+                       "[5, 32] but the model's is [4, 32]"));
 }
 
 TEST(Lora, BadOptionsAreClearErrors) {

@@ -409,8 +409,7 @@ TEST_F(Trainers, DpoWithLoraTrainsOnlyTheAdaptersAndResumesExactly) {
   // The base weights did not move; only adapters were in the optimizer and the checkpoints.
   const auto base = policy();
   for (const auto& parameter : base->named_parameters()) {
-    EXPECT_TRUE(torch::equal(uninterrupted->named_parameters()[parameter.key()], parameter.value()))
-        << parameter.key();
+    EXPECT_TRUE(torch::equal(uninterrupted->named_parameters()[parameter.key()], parameter.value())) << parameter.key();
   }
   const fs::path checkpoint = output_dir_.path() / "checkpoints" / "step-12";
   EXPECT_TRUE(fs::exists(checkpoint / "adapter_model.safetensors"));

@@ -30,9 +30,9 @@ class Module;
 namespace can {
 
 struct LoraOptions {
-  int64_t rank = 8;      // r
-  double alpha = 16.0;   // updates are scaled by alpha / r
-  double dropout = 0.0;  // on the adapters' input, in training mode
+  int64_t rank = 8;                                                // r
+  double alpha = 16.0;                                             // updates are scaled by alpha / r
+  double dropout = 0.0;                                            // on the adapters' input, in training mode
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // Hugging Face names
 };
 

@@ -39,9 +39,8 @@ void set_generator_state(const c10::Device& device, const at::Tensor& state) {
 // reach them even when x needs none, e.g. frozen embeddings under LoRA).
 class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDecoderLayer> {
  public:
-  static at::Tensor forward(AutogradContext* context, const at::Tensor& x, const at::Tensor& cos,
-                            const at::Tensor& sin, const at::Tensor& allowed, at::TensorList parameters,
-                            LlamaDecoderLayerImpl* layer) {
+  static at::Tensor forward(AutogradContext* context, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& allowed, at::TensorList parameters, LlamaDecoderLayerImpl* layer) {
     // The layer outlives the graph (it belongs to the model being trained); the
     // context holds only IValues, hence the pointer as an integer.
     context->saved_data["layer"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(layer));

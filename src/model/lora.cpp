@@ -70,8 +70,8 @@ void attach_lora(torch::nn::Module& model, const LoraOptions& options) {
         join(lora_target_names()));
   for (const auto& target : options.target_modules) {
     const auto& valid = lora_target_names();
-    check(std::find(valid.begin(), valid.end(), target) != valid.end(),
-          "LoRA target module '{}' is not one of: {}", target, join(valid));
+    check(std::find(valid.begin(), valid.end(), target) != valid.end(), "LoRA target module '{}' is not one of: {}",
+          target, join(valid));
   }
   check(options.rank > 0, "LoRA rank must be positive, got {}", options.rank);
   check(!has_lora(model), "the model has LoRA adapters already");
@@ -86,8 +86,7 @@ void attach_lora(torch::nn::Module& model, const LoraOptions& options) {
     linear->add_adapter(options.rank, options.alpha, options.dropout);
     ++attached;
   }
-  check(attached > 0, "the model has no projection named {} to attach LoRA adapters to",
-        join(options.target_modules));
+  check(attached > 0, "the model has no projection named {} to attach LoRA adapters to", join(options.target_modules));
 }
 
 bool has_lora(const torch::nn::Module& model) { return !adapted_layers(model).empty(); }

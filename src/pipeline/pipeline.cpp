@@ -246,8 +246,7 @@ LlamaForScore score_model_from_reference(const Config& config, const StageContex
 void run_score_model(const Config& config, const StageContext& context, bool cost) {
   const Tokenizer tokenizer = load_tokenizer(context);
   LlamaForScore model = score_model_from_reference(config, context);
-  model->model->activation_checkpointing =
-      (cost ? config.cost_model : config.reward_model).activation_checkpointing;
+  model->model->activation_checkpointing = (cost ? config.cost_model : config.reward_model).activation_checkpointing;
   auto [train, holdout] = split_holdout(read_preference_pairs(context.artifact("data") / "pairs_train.jsonl"));
   const auto options = training_options(cost ? config.cost_model : config.reward_model, config, context);
   const auto summary = cost ? train_cost_model(model, tokenizer, chat_template(config), train, holdout, options)

@@ -65,7 +65,8 @@ fs::path latest_training_checkpoint(const fs::path& output_dir) {
   return checkpoint;
 }
 
-TrainerState load_training_checkpoint(const fs::path& checkpoint, const std::function<void(const fs::path&)>& load_model,
+TrainerState load_training_checkpoint(const fs::path& checkpoint,
+                                      const std::function<void(const fs::path&)>& load_model,
                                       torch::optim::AdamW& optimizer) {
   load_model(checkpoint);
   load_optimizer_state(optimizer, checkpoint / "optimizer.pt");

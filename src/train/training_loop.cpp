@@ -288,10 +288,9 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     if (save_now) {
       check(all_finite(parameters), "{}: the weights are not finite after update {}; not saving them. {}.", stage, step,
             last_good_checkpoint());
-      last_checkpoint =
-          save_training_checkpoint(options.output_dir, step,
-                                   task.save_trained_weights ? task.save_trained_weights : task.save_model, *optimizer,
-                                   capture_trainer_state(step, shuffler));
+      last_checkpoint = save_training_checkpoint(
+          options.output_dir, step, task.save_trained_weights ? task.save_trained_weights : task.save_model, *optimizer,
+          capture_trainer_state(step, shuffler));
     }
     if (window.updates == 0) window.start = std::chrono::steady_clock::now();
     if (interrupted) {
