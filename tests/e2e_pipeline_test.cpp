@@ -168,6 +168,26 @@ TEST(EndToEnd, TinyPecanRunsEveryStage) {
   expect_report_fields(run_dir);
 }
 
+TEST(EndToEnd, TinyMocanWithLoraWritesMergedModelAndPeftAdapters) {
+  can::testing::TemporaryDirectory directory;
+  const fs::path run_dir = directory.path() / "lora";
+  const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir) +
+                                  " --set lora.rank=4 --set lora.target_modules=[q_proj,v_proj,down_proj]"
+                                  " --set dpo.activation_checkpointing=true");
+  ASSERT_EQ(result.status, 0) << result.output;
+  expect_model_directory(run_dir / "dpo" / "model");
+  const auto adapter_config = read_json(run_dir / "dpo" / "adapter" / "adapter_config.json");
+  EXPECT_EQ(adapter_config.at("peft_type"), "LORA");
+  EXPECT_EQ(adapter_config.at("r"), 4);
+  EXPECT_EQ(adapter_config.at("target_modules"), nlohmann::json::array({"q_proj", "v_proj", "down_proj"}));
+  EXPECT_TRUE(fs::exists(run_dir / "dpo" / "adapter" / "adapter_model.safetensors"));
+  // The Hugging Face model holds merged weights, never adapter tensors.
+  const std::string merged = can::read_text_file(run_dir / "dpo" / "model" / "model.safetensors");
+  EXPECT_EQ(merged.find("lora_"), std::string::npos);
+  expect_binding_dual(run_dir);
+  expect_report_fields(run_dir);
+}
+
 TEST(EndToEnd, AnInfeasibleMarginStopsAtTheDualSayingSo) {
   can::testing::TemporaryDirectory directory;
   const fs::path run_dir = directory.path() / "infeasible";

@@ -14,6 +14,7 @@
 #include "can/dpo_trainer.h"
 #include "can/json_lines.h"
 #include "can/logprobs.h"
+#include "can/lora.h"
 #include "can/reference_logps.h"
 #include "can/safetensors.h"
 #include "can/score_model_trainer.h"
@@ -381,6 +382,82 @@ TEST_F(Trainers, DpoResumedFromACheckpointReproducesTheUninterruptedLosses) {
     }
   }
   EXPECT_TRUE(torch::equal(resumed->lm_head->weight, uninterrupted->lm_head->weight));
+}
+
+TEST_F(Trainers, DpoWithLoraTrainsOnlyTheAdaptersAndResumesExactly) {
+  const auto train = marker_pairs(40, 71, /*same_words=*/false);
+  auto options = base_options(output_dir_.path());
+  options.micro_batch_size = 4;
+  options.gradient_accumulation_steps = 2;  // 5 updates per epoch
+  options.epochs = 3;
+  options.save_every = 4;  // 4, 8, 12, 15
+  options.learning_rate = 1e-2;
+  can::DpoTrainingOptions dpo;
+  can::LoraOptions lora;
+  lora.rank = 4;
+  lora.dropout = 0.1;  // draws random numbers, which resuming must reproduce
+  lora.target_modules = {"q_proj", "v_proj", "down_proj"};
+  const auto with_adapters = [&] {
+    auto model = policy();
+    torch::manual_seed(5);
+    can::attach_lora(*model, lora);
+    return model;
+  };
+  auto uninterrupted = with_adapters();
+  can::train_dpo(uninterrupted, *tokenizer_, chat_template_, train, {}, options, dpo);
+
+  // The base weights did not move; only adapters were in the optimizer and the checkpoints.
+  const auto base = policy();
+  for (const auto& parameter : base->named_parameters()) {
+    EXPECT_TRUE(torch::equal(uninterrupted->named_parameters()[parameter.key()], parameter.value())) << parameter.key();
+  }
+  const fs::path checkpoint = output_dir_.path() / "checkpoints" / "step-12";
+  EXPECT_TRUE(fs::exists(checkpoint / "adapter_model.safetensors"));
+  EXPECT_TRUE(fs::exists(checkpoint / "adapter_config.json"));
+  EXPECT_FALSE(fs::exists(checkpoint / "model.safetensors"));
+  const auto lines = metrics_lines(output_dir_.path());
+  EXPECT_NEAR(lines.front()["loss"].get<double>(), std::log(2.0), 1e-5);  // disabled adapters = the reference
+  // The final model is the merged one, in Hugging Face layout, without adapter tensors.
+  const auto merged = can::load_causal_lm((output_dir_.path() / "model").string());
+  EXPECT_TRUE(torch::equal(merged->lm_head->weight, base->lm_head->weight));  // not a target: unchanged
+  const auto& trained_layer = uninterrupted->model->layers->at<can::LlamaDecoderLayerImpl>(0);
+  const auto& merged_layer = merged->model->layers->at<can::LlamaDecoderLayerImpl>(0);
+  EXPECT_TRUE(torch::equal(merged_layer.self_attn->q_proj->weight, trained_layer.self_attn->q_proj->merged_weight()));
+  EXPECT_FALSE(torch::equal(merged_layer.self_attn->q_proj->weight, trained_layer.self_attn->q_proj->weight));
+
+  // The reference log-prob cache is keyed by the base weights: a plain model with them reuses it.
+  std::vector<can::TokenizedSequence> chosen, rejected;
+  for (const auto& pair : train) {
+    chosen.push_back(
+        can::tokenize_sequence(*tokenizer_, chat_template_, pair.prompt, pair.response(pair.better_response_id)));
+    rejected.push_back(
+        can::tokenize_sequence(*tokenizer_, chat_template_, pair.prompt, pair.response(1 - pair.better_response_id)));
+  }
+  auto plain = policy();
+  const auto cached = can::cached_reference_logps(plain, chosen, rejected, {options.max_length, 3}, 4,
+                                                  output_dir_.path() / "reference_logps.safetensors");
+  EXPECT_TRUE(cached.reused);
+
+  can::testing::TemporaryDirectory resumed_dir;
+  fs::create_directories(resumed_dir.path() / "checkpoints");
+  fs::copy(checkpoint, resumed_dir.path() / "checkpoints" / "step-12", fs::copy_options::recursive);
+  std::ofstream(resumed_dir.path() / "checkpoints" / "latest") << "step-12\n";
+  fs::copy(output_dir_.path() / "reference_logps.safetensors", resumed_dir.path() / "reference_logps.safetensors");
+  auto resumed = with_adapters();  // fresh adapters on the reference weights, as the caller passes them
+  options.output_dir = resumed_dir.path();
+  options.resume = true;
+  EXPECT_EQ(can::train_dpo(resumed, *tokenizer_, chat_template_, train, {}, options, dpo).steps, 15);
+  const auto actual = metrics_lines(resumed_dir.path());
+  ASSERT_EQ(lines.size(), 15u);
+  ASSERT_EQ(actual.size(), 3u);
+  for (size_t i = 0; i < actual.size(); ++i) {
+    for (const char* name : {"loss", "rewards/margins", "logps/chosen", "grad_norm"}) {
+      EXPECT_EQ(actual[i][name].get<double>(), lines[12 + i][name].get<double>()) << name << " at " << i;
+    }
+  }
+  for (const auto& parameter : uninterrupted->named_parameters()) {
+    EXPECT_TRUE(torch::equal(resumed->named_parameters()[parameter.key()], parameter.value())) << parameter.key();
+  }
 }
 
 }  // namespace

@@ -77,11 +77,12 @@ struct Config {
     int64_t warmup_steps;  // optimizer updates
     std::string lr_decay;  // cosine, constant
     double min_lr;
-    double max_grad_norm;  // 0: no clipping
-    int64_t eval_every;    // optimizer updates; 0: only at the end
-    int64_t save_every;    // optimizer updates; 0: only at the end
-    int64_t log_every;     // optimizer updates
-    int64_t max_length;    // tokens, prompt and response together
+    double max_grad_norm;           // 0: no clipping
+    int64_t eval_every;             // optimizer updates; 0: only at the end
+    int64_t save_every;             // optimizer updates; 0: only at the end
+    int64_t log_every;              // optimizer updates
+    int64_t max_length;             // tokens, prompt and response together
+    bool activation_checkpointing;  // recompute decoder layers in backward instead of keeping activations
   };
   struct Dpo : Training {
     double beta;

@@ -24,7 +24,11 @@ struct DpoTrainingOptions {
 
 // `model` holds the reference weights on entry, also when resuming (the reference
 // log-probs are read or computed from them before the loop loads the checkpoint),
-// and the trained policy on return. Log-probs are sequence sums in nats, for IPO
+// and the trained policy on return. With LoRA adapters attached (lora.h; fresh
+// ones, also when resuming) only they train: every other parameter is frozen,
+// the reference log-probs come from the model with its adapters disabled,
+// checkpoints hold the adapters (PEFT layout) and the optimizer state of them
+// alone, and <output_dir>/model gets the merged weights. Log-probs are sequence sums in nats, for IPO
 // too (TRL averages them per token for IPO). Stage "dpo"; metrics as TRL names
 // them: loss, rewards/chosen, rewards/rejected, rewards/margins,
 // rewards/accuracies, logps/chosen, logps/rejected, grad_norm, learning_rate; the

@@ -12,12 +12,13 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "can/linear.h"
 
 namespace can {
 
@@ -74,10 +75,10 @@ class LlamaAttentionImpl : public torch::nn::Module {
   // x [B, T, H]; cos, sin [B, T, D]; allowed [B, 1, T, S] bool; returns [B, T, H].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& allowed, KVCache* cache, int64_t layer);
-  torch::nn::Linear q_proj{nullptr};  // [Q*D, H]
-  torch::nn::Linear k_proj{nullptr};  // [K*D, H]
-  torch::nn::Linear v_proj{nullptr};  // [K*D, H]
-  torch::nn::Linear o_proj{nullptr};  // [H, Q*D]
+  Linear q_proj{nullptr};  // [Q*D, H]
+  Linear k_proj{nullptr};  // [K*D, H]
+  Linear v_proj{nullptr};  // [K*D, H]
+  Linear o_proj{nullptr};  // [H, Q*D]
   int64_t num_heads, num_key_value_heads, head_dim;
 };
 TORCH_MODULE(LlamaAttention);
@@ -86,9 +87,9 @@ class LlamaMLPImpl : public torch::nn::Module {
  public:
   explicit LlamaMLPImpl(const LlamaConfig& config);
   torch::Tensor forward(const torch::Tensor& x);  // SwiGLU: down(silu(gate(x)) * up(x))
-  torch::nn::Linear gate_proj{nullptr};           // [F, H]
-  torch::nn::Linear up_proj{nullptr};             // [F, H]
-  torch::nn::Linear down_proj{nullptr};           // [H, F]
+  Linear gate_proj{nullptr};                      // [F, H]
+  Linear up_proj{nullptr};                        // [F, H]
+  Linear down_proj{nullptr};                      // [H, F]
 };
 TORCH_MODULE(LlamaMLP);
 
@@ -120,20 +121,36 @@ class LlamaModelImpl : public torch::nn::Module {
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
   torch::Tensor inv_freq;  // [D/2] float32, not a parameter (not in checkpoints)
+  // Embeddings are cast to it after the lookup (set_compute_dtype); Undefined: no cast.
+  c10::ScalarType compute_dtype = c10::ScalarType::Undefined;
+  // In training mode with gradients, each decoder layer keeps only its input and
+  // recomputes its activations during backward (less memory, one more forward).
+  // Parameter gradients then reach .grad through loss.backward(), not through
+  // torch::autograd::grad. Never used with a KV cache.
+  bool activation_checkpointing = false;
 };
 TORCH_MODULE(LlamaModel);
 
 class LlamaForCausalLMImpl : public torch::nn::Module {
  public:
   explicit LlamaForCausalLMImpl(const LlamaConfig& config);
-  // As LlamaModel::forward; returns logits [B, T, V] in the parameters' dtype.
+  // As LlamaModel::forward; returns logits [B, T, V] in the parameters' dtype, or
+  // in float32 when a compute dtype is set (set_compute_dtype).
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache = nullptr);
 
   LlamaConfig config;
   LlamaModel model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // [V, H]; absent when tie_word_embeddings
+  Linear lm_head{nullptr};  // [V, H]; absent when tie_word_embeddings
 };
 TORCH_MODULE(LlamaForCausalLM);
+
+// Sets the dtype of every product of `model` (a LlamaForCausalLM or LlamaForScore):
+// each can::Linear casts its input and weight to `dtype`, embeddings are cast
+// after the lookup, RMSNorm and the attention softmax stay in float32, and the
+// causal LM returns float32 logits. The parameters keep their dtype (float32
+// master weights) and receive their gradients in it. Undefined: compute in the
+// parameters' dtype with no casts (the default).
+void set_compute_dtype(torch::nn::Module& model, c10::ScalarType dtype);
 
 // Loads config.json and the weights of a Hugging Face directory. The model is
 // built in float32 on CPU, weights are copied by name (every missing,
@@ -142,6 +159,9 @@ TORCH_MODULE(LlamaForCausalLM);
 LlamaForCausalLM load_causal_lm(const std::string& directory, torch::Device device = torch::kCPU,
                                 torch::ScalarType dtype = torch::kFloat32);
 // Writes config.json and model.safetensors (parameters in their current dtype).
+// LoRA adapter tensors are never written: with enabled adapters the file holds
+// the merged weights W + (alpha / rank)·B A (the model is not changed), with
+// disabled ones the base weights, so loading it gives the function the model computes.
 void save_causal_lm(const LlamaForCausalLM& model, const std::string& directory);
 
 }  // namespace can

@@ -7,7 +7,10 @@
 //  - weights: for each named parameter in module order, its name, dtype, shape and data bytes;
 //  - data: the pair count, then for every chosen and every rejected sequence, after
 //    truncation to max_length, its prompt length and ids and response length and ids.
-// The device and dtype of the forward pass are not part of the key.
+// The device and dtype of the forward pass are not part of the key. The
+// reference is the base model: LoRA adapters (lora.h) are disabled for the
+// forward pass and their parameters are left out of the weights hash, so the key
+// is the same before and after adapters are attached or trained.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -13,9 +13,6 @@
 
 #include "can/trainer_state.h"
 
-namespace torch::nn {
-class Module;
-}
 namespace torch::optim {
 class AdamW;
 }
@@ -35,9 +32,10 @@ std::filesystem::path save_training_checkpoint(const std::filesystem::path& outp
 // `latest` names a folder that does not exist.
 std::filesystem::path latest_training_checkpoint(const std::filesystem::path& output_dir);
 
-// Copies the checkpoint's weights into `model` (name- and shape-checked, any
-// device), loads the optimizer state and returns the trainer state.
-TrainerState load_training_checkpoint(const std::filesystem::path& checkpoint, torch::nn::Module& model,
+// Reads the checkpoint's weights with `load_model` (given the folder), loads the
+// optimizer state and returns the trainer state.
+TrainerState load_training_checkpoint(const std::filesystem::path& checkpoint,
+                                      const std::function<void(const std::filesystem::path&)>& load_model,
                                       torch::optim::AdamW& optimizer);
 
 }  // namespace can

@@ -62,7 +62,7 @@ struct MicroBatchLoss {
 
 struct TrainingTask {
   std::string stage;  // names the run in metrics.jsonl and logs: "sft", "reward_model", "cost_model", "dpo"
-  std::shared_ptr<torch::nn::Module> model;  // trained in place; checkpoints hold its named_parameters()
+  std::shared_ptr<torch::nn::Module> model;  // trained in place: the parameters with requires_grad
   int64_t num_examples = 0;                  // training examples, visited as indices [0, num_examples)
   // The forward pass on the training examples at `indices` (at most micro_batch_size); the loop runs backward.
   std::function<MicroBatchLoss(const std::vector<int64_t>& indices)> compute_loss;
@@ -71,6 +71,11 @@ struct TrainingTask {
   std::function<std::map<std::string, double>()> evaluate;
   // Writes config.json and model.safetensors (Hugging Face layout) into a folder.
   std::function<void(const std::filesystem::path& directory)> save_model;
+  // What a checkpoint holds of the model when only some parameters train (LoRA:
+  // the adapters), written into and read back from the checkpoint's folder. Both
+  // empty: save_model writes it and every named parameter is read back by name.
+  std::function<void(const std::filesystem::path& directory)> save_trained_weights;
+  std::function<void(const std::filesystem::path& directory)> load_trained_weights;
 };
 
 struct TrainingSummary {

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "can/error.h"
+#include "model/activation_checkpointing.h"
 
 namespace can {
 
@@ -61,11 +62,10 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config)
       num_key_value_heads(config.num_key_value_heads),
       head_dim(config.head_dim()) {
   const int64_t hidden = config.hidden_size;
-  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
-  q_proj = register_module("q_proj", linear(hidden, num_heads * head_dim));
-  k_proj = register_module("k_proj", linear(hidden, num_key_value_heads * head_dim));
-  v_proj = register_module("v_proj", linear(hidden, num_key_value_heads * head_dim));
-  o_proj = register_module("o_proj", linear(num_heads * head_dim, hidden));
+  q_proj = register_module("q_proj", Linear(hidden, num_heads * head_dim));
+  k_proj = register_module("k_proj", Linear(hidden, num_key_value_heads * head_dim));
+  v_proj = register_module("v_proj", Linear(hidden, num_key_value_heads * head_dim));
+  o_proj = register_module("o_proj", Linear(num_heads * head_dim, hidden));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -118,10 +118,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& config) {
-  auto linear = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
-  gate_proj = register_module("gate_proj", linear(config.hidden_size, config.intermediate_size));
-  up_proj = register_module("up_proj", linear(config.hidden_size, config.intermediate_size));
-  down_proj = register_module("down_proj", linear(config.intermediate_size, config.hidden_size));
+  gate_proj = register_module("gate_proj", Linear(config.hidden_size, config.intermediate_size));
+  up_proj = register_module("up_proj", Linear(config.hidden_size, config.intermediate_size));
+  down_proj = register_module("down_proj", Linear(config.intermediate_size, config.hidden_size));
 }
 
 torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
@@ -169,7 +168,8 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
       (key_mask.to(torch::kInt64).cumsum(1) - 1).clamp_min(0).slice(1, past, keys);  // [B, T]
   const torch::Tensor angles = positions.unsqueeze(-1).to(torch::kFloat32) * inv_freq.to(device);  // [B, T, D/2]
   const torch::Tensor embedded_angles = torch::cat({angles, angles}, -1);                         // [B, T, D]
-  const torch::Tensor hidden_in = embed_tokens(input_ids);                                        // [B, T, H]
+  torch::Tensor hidden_in = embed_tokens(input_ids);                                              // [B, T, H]
+  if (compute_dtype != c10::ScalarType::Undefined) hidden_in = hidden_in.to(compute_dtype);
   const torch::Tensor cos = embedded_angles.cos().to(hidden_in.scalar_type());
   const torch::Tensor sin = embedded_angles.sin().to(hidden_in.scalar_type());
 
@@ -180,8 +180,11 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
   const torch::Tensor allowed = causal.unsqueeze(0).unsqueeze(0) & key_mask.unsqueeze(1).unsqueeze(1);  // [B,1,T,S]
 
   torch::Tensor hidden = hidden_in;
+  const bool checkpointed = activation_checkpointing && is_training() && torch::GradMode::is_enabled();
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-    hidden = layers->at<LlamaDecoderLayerImpl>(i).forward(hidden, cos, sin, allowed, cache, i);
+    auto& layer = layers->at<LlamaDecoderLayerImpl>(i);
+    hidden = checkpointed && cache == nullptr ? checkpointed_decoder_layer(layer, hidden, cos, sin, allowed)
+                                              : layer.forward(hidden, cos, sin, allowed, cache, i);
   }
   if (cache != nullptr) cache->length = keys;
   return norm(hidden);
@@ -190,8 +193,7 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config_) : config(config_) {
   model = register_module("model", LlamaModel(config));
   if (!config.tie_word_embeddings) {
-    lm_head = register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.vocab_size).bias(false)));
+    lm_head = register_module("lm_head", Linear(config.hidden_size, config.vocab_size));
   }
   // Hugging Face's initialisation (initializer_range 0.02) for models built from scratch.
   torch::NoGradGuard no_grad;
@@ -203,8 +205,22 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config_) : config(
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                             KVCache* cache) {
   const torch::Tensor hidden = model(input_ids, attention_mask, cache);  // [B, T, H]
-  if (config.tie_word_embeddings) return torch::matmul(hidden, model->embed_tokens->weight.t());
-  return lm_head(hidden);  // [B, T, V]
+  const c10::ScalarType dtype = model->compute_dtype;
+  if (dtype == c10::ScalarType::Undefined) {
+    if (config.tie_word_embeddings) return torch::matmul(hidden, model->embed_tokens->weight.t());
+    return lm_head(hidden);  // [B, T, V]
+  }
+  const torch::Tensor logits = config.tie_word_embeddings
+                                   ? torch::matmul(hidden.to(dtype), model->embed_tokens->weight.to(dtype).t())
+                                   : lm_head(hidden);
+  return logits.to(torch::kFloat32);  // [B, T, V]
+}
+
+void set_compute_dtype(torch::nn::Module& model, c10::ScalarType dtype) {
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    if (auto* linear = dynamic_cast<LinearImpl*>(module.get())) linear->compute_dtype = dtype;
+    if (auto* backbone = dynamic_cast<LlamaModelImpl*>(module.get())) backbone->compute_dtype = dtype;
+  }
 }
 
 }  // namespace can

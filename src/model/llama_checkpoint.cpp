@@ -5,6 +5,7 @@
 
 #include "can/hf_checkpoint.h"
 #include "can/llama.h"
+#include "can/lora.h"
 #include "can/model_weights.h"
 
 namespace can {
@@ -21,7 +22,7 @@ LlamaForCausalLM load_causal_lm(const std::string& directory, torch::Device devi
 }
 
 void save_causal_lm(const LlamaForCausalLM& model, const std::string& directory) {
-  save_checkpoint(directory, model->config.to_json("LlamaForCausalLM"), named_tensors(*model));
+  save_checkpoint(directory, model->config.to_json("LlamaForCausalLM"), merged_named_tensors(*model));
 }
 
 }  // namespace can

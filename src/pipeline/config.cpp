@@ -335,6 +335,10 @@ void add_training_keys(Schema& schema, const std::string& prefix, ToGroup... to_
       .add(prefix + ".max_length", 512, "longest example in tokens, prompt and response together", to_group...,
            &T::max_length)
       .at_least(2);
+  schema.add(prefix + ".activation_checkpointing", false,
+             "recompute each decoder layer in backward instead of keeping its activations (less memory, ~1/3 "
+             "more compute)",
+             to_group..., &T::activation_checkpointing);
 }
 
 template <typename... ToGroup>

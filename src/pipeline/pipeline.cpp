@@ -5,11 +5,11 @@
 //   tokenizer/       tokenizer.model
 //   reference/       model/ (π_ref, Hugging Face layout), metrics.jsonl
 //   reward_model/, cost_model/        model/ (LlamaForScore), metrics.jsonl
-//   helpfulness_dpo/, safety_dpo/     model/ (PeCAN's π_r and π_g)
+//   helpfulness_dpo/, safety_dpo/     model/ (PeCAN's π_r and π_g), adapter/ (with LoRA)
 //   offline_scores/  scores.jsonl (DESIGN §5), responses.jsonl
 //   dual/            dual.json (can-dual --json's object)
 //   relabel/         pairs.jsonl (better_response_id = the pseudo-preference), probabilities.jsonl
-//   dpo/             model/ (the aligned policy), metrics.jsonl
+//   dpo/             model/ (the aligned policy, LoRA merged), adapter/ (PEFT adapters, with LoRA), metrics.jsonl
 //   eval/            report.json, report.md, responses.jsonl, plots
 // A model directory given in config.models replaces the stage that would train it.
 #include "can/pipeline.h"
@@ -30,6 +30,7 @@
 #include "can/evaluation.h"
 #include "can/hf_checkpoint.h"
 #include "can/json_lines.h"
+#include "can/lora.h"
 #include "can/model_weights.h"
 #include "can/offline_sampling.h"
 #include "can/relabel.h"
@@ -116,12 +117,6 @@ void copy_tokenizer_into(const StageContext& context, const fs::path& model_dir)
 void finish_training(const StageContext& context, const TrainingSummary& summary) {
   copy_tokenizer_into(context, summary.model_directory);
   fs::remove_all(context.work_dir / "checkpoints");
-}
-
-void check_full_fine_tuning(const Config& config) {
-  check(config.lora.rank == 0,
-        "lora.rank is {} but LoRA adapters are not implemented yet; set lora.rank: 0 to fine-tune every weight",
-        config.lora.rank);
 }
 
 std::vector<std::pair<std::string, std::string>> read_prompts(const fs::path& path, int64_t limit) {
@@ -226,6 +221,7 @@ void run_reference(const Config& config, const StageContext& context) {
   set_seed(static_cast<uint64_t>(config.run.seed));
   LlamaForCausalLM model(policy_architecture(config, tokenizer));
   model->to(device(config));
+  model->model->activation_checkpointing = config.sft.activation_checkpointing;
   auto [train, holdout] = split_holdout(read_prompt_responses(context.artifact("data") / "sft_train.jsonl"));
   const auto summary =
       train_sft(model, tokenizer, chat_template(config), train, holdout, training_options(config.sft, config, context));
@@ -252,6 +248,7 @@ LlamaForScore score_model_from_reference(const Config& config, const StageContex
 void run_score_model(const Config& config, const StageContext& context, bool cost) {
   const Tokenizer tokenizer = load_tokenizer(context);
   LlamaForScore model = score_model_from_reference(config, context);
+  model->model->activation_checkpointing = (cost ? config.cost_model : config.reward_model).activation_checkpointing;
   auto [train, holdout] = split_holdout(read_preference_pairs(context.artifact("data") / "pairs_train.jsonl"));
   const auto options = training_options(cost ? config.cost_model : config.reward_model, config, context);
   const auto summary = cost ? train_cost_model(model, tokenizer, chat_template(config), train, holdout, options)
@@ -260,14 +257,27 @@ void run_score_model(const Config& config, const StageContext& context, bool cos
 }
 
 // DPO from the reference weights on `pairs`, preferring the response `label` names.
+// With lora.rank > 0 only adapters train; model/ gets the merged weights (what
+// later stages load) and adapter/ the adapters alone, in PEFT's layout.
 void run_dpo(const Config& config, const StageContext& context, const Config::Dpo& dpo,
              const std::vector<PreferencePair>& pairs, PreferenceLabel label) {
-  check_full_fine_tuning(config);
   const Tokenizer tokenizer = load_tokenizer(context);
-  LlamaForCausalLM model = load_causal_lm(reference_directory(config, context).string(), device(config));
+  const fs::path reference = reference_directory(config, context);
+  LlamaForCausalLM model = load_causal_lm(reference.string(), device(config));
+  model->model->activation_checkpointing = dpo.activation_checkpointing;
+  const bool lora = config.lora.rank > 0;
+  if (lora) {
+    set_seed(static_cast<uint64_t>(config.run.seed));  // the adapters' initialisation, the same when resuming
+    attach_lora(*model, {config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules});
+  }
   auto [train, holdout] = split_holdout(pairs);
   const auto summary = train_dpo(model, tokenizer, chat_template(config), train, holdout,
                                  training_options(dpo, config, context), dpo_options(dpo, label));
+  if (lora) {
+    write_directory_atomically(context.work_dir / "adapter", [&](const fs::path& directory) {
+      save_lora_adapters(*model, directory, fs::absolute(reference).string());
+    });
+  }
   finish_training(context, summary);
 }
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "can/logprobs.h"
+#include "can/lora.h"
 #include "can/reference_logps.h"
 #include "can/tokenizer.h"
 #include "train/trainer_data.h"
@@ -64,6 +65,13 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
     };
   }
   task.save_model = [&](const std::filesystem::path& directory) { save_causal_lm(model, directory.string()); };
+  if (has_lora(*model)) {
+    freeze_all_but_lora(*model);
+    task.save_trained_weights = [&](const std::filesystem::path& directory) {
+      save_lora_adapters(*model, directory, "");
+    };
+    task.load_trained_weights = [&](const std::filesystem::path& directory) { load_lora_adapters(*model, directory); };
+  }
   return run_training(task, options);
 }
 

@@ -10,6 +10,7 @@
 
 #include "can/error.h"
 #include "can/logprobs.h"
+#include "can/lora.h"
 #include "can/progress.h"
 #include "can/safetensors.h"
 #include "train/trainer_data.h"
@@ -48,6 +49,7 @@ class Fnv1a64 {
 std::string hash_weights(const torch::nn::Module& model) {
   Fnv1a64 hash;
   for (const auto& parameter : model.named_parameters()) {
+    if (is_lora_parameter(parameter.key())) continue;  // disabled while the reference runs
     const auto data = parameter.value().detach().cpu().contiguous();
     hash.add(parameter.key());
     hash.add(static_cast<uint64_t>(data.scalar_type()));
@@ -127,6 +129,7 @@ ReferenceLogps cached_reference_logps(LlamaForCausalLM& reference, const std::ve
   }
 
   const c10::Device device = module_device(*reference);
+  const LoraDisabled base_model(*reference);
   std::vector<at::Tensor> chosen_parts, rejected_parts;
   ProgressBar progress("reference log-probs", pairs, "pairs");
   for (int64_t begin = 0; begin < pairs; begin += batch_size) {

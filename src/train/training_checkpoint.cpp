@@ -8,8 +8,6 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
-#include "can/hf_checkpoint.h"
-#include "can/model_weights.h"
 #include "can/optimizer.h"
 
 namespace can {
@@ -67,9 +65,10 @@ fs::path latest_training_checkpoint(const fs::path& output_dir) {
   return checkpoint;
 }
 
-TrainerState load_training_checkpoint(const fs::path& checkpoint, torch::nn::Module& model,
+TrainerState load_training_checkpoint(const fs::path& checkpoint,
+                                      const std::function<void(const fs::path&)>& load_model,
                                       torch::optim::AdamW& optimizer) {
-  load_named_tensors(model, load_checkpoint_tensors(checkpoint), checkpoint.string());
+  load_model(checkpoint);
   load_optimizer_state(optimizer, checkpoint / "optimizer.pt");
   return load_trainer_state(checkpoint / "trainer_state.json");
 }

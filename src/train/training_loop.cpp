@@ -11,7 +11,9 @@
 
 #include "can/atomic_file.h"
 #include "can/epoch_shuffler.h"
+#include "can/hf_checkpoint.h"
 #include "can/metrics_writer.h"
+#include "can/model_weights.h"
 #include "can/optimizer.h"
 #include "can/progress.h"
 #include "can/runtime.h"
@@ -57,6 +59,8 @@ void validate(const TrainingTask& task, const TrainingOptions& options) {
   check(task.model != nullptr, "{}: training task has no model", task.stage);
   check(task.num_examples > 0, "{}: no training examples", task.stage);
   check(task.compute_loss && task.save_model, "{}: training task needs compute_loss and save_model", task.stage);
+  check(!task.save_trained_weights == !task.load_trained_weights,
+        "{}: a training task sets both save_trained_weights and load_trained_weights, or neither", task.stage);
   check(options.epochs >= 1, "{}: epochs must be >= 1, got {}", task.stage, options.epochs);
   check(options.micro_batch_size >= 1, "{}: micro_batch_size must be >= 1, got {}", task.stage,
         options.micro_batch_size);
@@ -169,7 +173,11 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
           "{}: '{}' already holds checkpoints (latest: {}); resume to continue that run, or choose another "
           "output directory",
           stage, options.output_dir.string(), last_checkpoint.string());
-    const TrainerState state = load_training_checkpoint(last_checkpoint, model, *optimizer);
+    const auto load_all_parameters = [&](const fs::path& folder) {
+      load_named_tensors(model, load_checkpoint_tensors(folder), folder.string());
+    };
+    const TrainerState state = load_training_checkpoint(
+        last_checkpoint, task.load_trained_weights ? task.load_trained_weights : load_all_parameters, *optimizer);
     restore_trainer_state(state, shuffler);
     step = state.step;
     check(step <= total_steps, "{}: checkpoint '{}' is at update {}, beyond this run's {} updates", stage,
@@ -280,8 +288,9 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     if (save_now) {
       check(all_finite(parameters), "{}: the weights are not finite after update {}; not saving them. {}.", stage, step,
             last_good_checkpoint());
-      last_checkpoint = save_training_checkpoint(options.output_dir, step, task.save_model, *optimizer,
-                                                 capture_trainer_state(step, shuffler));
+      last_checkpoint = save_training_checkpoint(
+          options.output_dir, step, task.save_trained_weights ? task.save_trained_weights : task.save_model, *optimizer,
+          capture_trainer_state(step, shuffler));
     }
     if (window.updates == 0) window.start = std::chrono::steady_clock::now();
     if (interrupted) {

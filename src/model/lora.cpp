@@ -1,0 +1,220 @@
+#include "can/lora.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "can/atomic_file.h"
+#include "can/error.h"
+#include "can/hf_checkpoint.h"
+#include "can/linear.h"
+#include "can/safetensors.h"
+
+namespace can {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kPeftPrefix = "base_model.model.";
+constexpr const char* kAdapterWeights = "adapter_model.safetensors";
+constexpr const char* kAdapterConfig = "adapter_config.json";
+
+std::string last_component(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Every can::Linear of `model` that carries an adapter, by module name.
+std::vector<std::pair<std::string, LinearImpl*>> adapted_layers(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, LinearImpl*>> layers;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    auto* linear = dynamic_cast<LinearImpl*>(item.value().get());
+    if (linear != nullptr && linear->has_adapter()) layers.emplace_back(item.key(), linear);
+  }
+  return layers;
+}
+
+// PEFT's file keys of the adapters' tensors, with the tensors.
+std::map<std::string, at::Tensor> peft_tensors(const torch::nn::Module& model) {
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [name, layer] : adapted_layers(model)) {
+    tensors[kPeftPrefix + name + ".lora_A.weight"] = layer->lora_A->weight;
+    tensors[kPeftPrefix + name + ".lora_B.weight"] = layer->lora_B->weight;
+  }
+  return tensors;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string joined;
+  for (const auto& item : items) joined += (joined.empty() ? "" : ", ") + item;
+  return joined;
+}
+
+}  // namespace
+
+const std::vector<std::string>& lora_target_names() {
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+void attach_lora(torch::nn::Module& model, const LoraOptions& options) {
+  check(!options.target_modules.empty(), "LoRA needs at least one target module (one of: {})",
+        join(lora_target_names()));
+  for (const auto& target : options.target_modules) {
+    const auto& valid = lora_target_names();
+    check(std::find(valid.begin(), valid.end(), target) != valid.end(), "LoRA target module '{}' is not one of: {}",
+          target, join(valid));
+  }
+  check(options.rank > 0, "LoRA rank must be positive, got {}", options.rank);
+  check(!has_lora(model), "the model has LoRA adapters already");
+  int64_t attached = 0;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    auto* linear = dynamic_cast<LinearImpl*>(item.value().get());
+    const std::string name = last_component(item.key());
+    if (linear == nullptr ||
+        std::find(options.target_modules.begin(), options.target_modules.end(), name) == options.target_modules.end()) {
+      continue;
+    }
+    linear->add_adapter(options.rank, options.alpha, options.dropout);
+    ++attached;
+  }
+  check(attached > 0, "the model has no projection named {} to attach LoRA adapters to", join(options.target_modules));
+}
+
+bool has_lora(const torch::nn::Module& model) { return !adapted_layers(model).empty(); }
+
+bool is_lora_parameter(const std::string& name) {
+  return ends_with(name, "lora_A.weight") || ends_with(name, "lora_B.weight");
+}
+
+LoraOptions lora_options(const torch::nn::Module& model) {
+  const auto layers = adapted_layers(model);
+  check(!layers.empty(), "the model has no LoRA adapters");
+  const LinearImpl& first = *layers.front().second;
+  LoraOptions options;
+  options.rank = first.lora_A->out_features;
+  options.alpha = first.lora_scaling * static_cast<double>(options.rank);
+  options.dropout = first.lora_dropout;
+  options.target_modules.clear();
+  for (const auto& target : lora_target_names()) {
+    const bool used = std::any_of(layers.begin(), layers.end(),
+                                  [&](const auto& layer) { return last_component(layer.first) == target; });
+    if (used) options.target_modules.push_back(target);
+  }
+  return options;
+}
+
+void freeze_all_but_lora(torch::nn::Module& model) {
+  for (auto& parameter : model.named_parameters()) parameter.value().requires_grad_(is_lora_parameter(parameter.key()));
+}
+
+void set_lora_enabled(torch::nn::Module& model, bool enabled) {
+  for (const auto& layer : adapted_layers(model)) layer.second->adapter_enabled = enabled;
+}
+
+LoraDisabled::LoraDisabled(torch::nn::Module& model) : model_(model) { set_lora_enabled(model_, false); }
+
+LoraDisabled::~LoraDisabled() { set_lora_enabled(model_, true); }
+
+void merge_lora(torch::nn::Module& model) {
+  for (const auto& layer : adapted_layers(model)) layer.second->merge_adapter();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> merged_named_tensors(const torch::nn::Module& model) {
+  std::map<std::string, LinearImpl*> merged;  // "<module>.weight" of enabled adapters
+  for (const auto& [name, layer] : adapted_layers(model)) {
+    if (layer->adapter_enabled) merged[name + ".weight"] = layer;
+  }
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& parameter : model.named_parameters(/*recurse=*/true)) {
+    if (is_lora_parameter(parameter.key())) continue;
+    const auto found = merged.find(parameter.key());
+    tensors.emplace_back(parameter.key(),
+                         found != merged.end() ? found->second->merged_weight() : parameter.value().detach());
+  }
+  return tensors;
+}
+
+void save_lora_adapters(const torch::nn::Module& model, const fs::path& directory,
+                        const std::string& base_model_name_or_path) {
+  const LoraOptions options = lora_options(model);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [name, tensor] : peft_tensors(model)) tensors.emplace_back(name, tensor.detach());
+  fs::create_directories(directory);
+  save_safetensors(directory / kAdapterWeights, tensors, {{"format", "pt"}});
+  const nlohmann::json config = {{"peft_type", "LORA"},
+                                 {"task_type", "CAUSAL_LM"},
+                                 {"r", options.rank},
+                                 {"lora_alpha", options.alpha},
+                                 {"lora_dropout", options.dropout},
+                                 {"target_modules", options.target_modules},
+                                 {"bias", "none"},
+                                 {"fan_in_fan_out", false},
+                                 {"inference_mode", true},
+                                 {"init_lora_weights", true},
+                                 {"modules_to_save", nullptr},
+                                 {"base_model_name_or_path", base_model_name_or_path}};
+  write_text_atomically(directory / kAdapterConfig, config.dump(2) + "\n");
+}
+
+void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
+  const fs::path config_path = directory / kAdapterConfig;
+  const nlohmann::json config = read_json_file(config_path);
+  LoraOptions options;
+  try {
+    check(config.at("peft_type").get<std::string>() == "LORA", "peft_type is '{}', not LORA",
+          config.at("peft_type").get<std::string>());
+    check(config.value("bias", std::string("none")) == "none", "bias is '{}'; only \"none\" is supported",
+          config.value("bias", std::string("none")));
+    options.rank = config.at("r").get<int64_t>();
+    options.alpha = config.at("lora_alpha").get<double>();
+    options.dropout = config.value("lora_dropout", 0.0);
+    options.target_modules = config.at("target_modules").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& error) {
+    fail("{}: {}", config_path.string(), error.what());
+  } catch (const Error& error) {
+    fail("{}: {}", config_path.string(), error.what());
+  }
+  if (!has_lora(model)) {
+    attach_lora(model, options);
+  } else {
+    const LoraOptions attached = lora_options(model);
+    std::vector<std::string> targets = options.target_modules;
+    std::vector<std::string> attached_targets = attached.target_modules;
+    std::sort(targets.begin(), targets.end());
+    std::sort(attached_targets.begin(), attached_targets.end());
+    check(attached.rank == options.rank && attached.alpha == options.alpha && attached_targets == targets,
+          "{}: adapters of rank {}, alpha {} on [{}] do not match the model's, of rank {}, alpha {} on [{}]",
+          config_path.string(), options.rank, options.alpha, join(options.target_modules), attached.rank,
+          attached.alpha, join(attached.target_modules));
+  }
+
+  const fs::path weights_path = directory / kAdapterWeights;
+  const auto file = SafetensorsFile::open(weights_path);
+  const auto expected = peft_tensors(model);
+  std::vector<std::string> problems;
+  for (const auto& [name, tensor] : expected) {
+    if (!file.contains(name)) {
+      problems.push_back(fmt::format("missing tensor {}", name));
+    } else if (c10::IntArrayRef(file.shape(name)) != tensor.sizes()) {
+      problems.push_back(fmt::format("tensor {} has shape {} but the model's is {}", name,
+                                     c10::str(c10::IntArrayRef(file.shape(name))), c10::str(tensor.sizes())));
+    }
+  }
+  for (const auto& name : file.names()) {
+    if (expected.count(name) == 0) problems.push_back(fmt::format("unexpected tensor {}", name));
+  }
+  check(problems.empty(), "{}: the adapters do not match the model: {}", weights_path.string(), join(problems));
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, tensor] : expected) tensor.copy_(file.tensor(name));
+}
+
+}  // namespace can
