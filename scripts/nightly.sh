@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+mkdir -p runs
 for pipeline in mocan pecan; do
   rm -rf "runs/nightly-$pipeline"
   build/can-train --config "configs/tiny-$pipeline.yaml" --set "run.dir=runs/nightly-$pipeline" \
