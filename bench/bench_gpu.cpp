@@ -96,8 +96,7 @@ nlohmann::json shape_json(const std::string& name, const can::LlamaConfig& confi
 // masking not discounted).
 double model_flops_per_token(const can::LlamaConfig& config, int64_t parameters, int64_t seq) {
   const double matmul_parameters = static_cast<double>(parameters - config.vocab_size * config.hidden_size);
-  return 6.0 * matmul_parameters +
-         12.0 * static_cast<double>(config.num_hidden_layers * config.hidden_size * seq);
+  return 6.0 * matmul_parameters + 12.0 * static_cast<double>(config.num_hidden_layers * config.hidden_size * seq);
 }
 
 c10::ScalarType parse_dtype(const std::string& name) { return name == "bf16" ? torch::kBFloat16 : torch::kFloat32; }
@@ -300,7 +299,16 @@ nlohmann::json run_sampling(const Settings& settings, c10::Device device) {
           {"peak_allocated_gb", peak_allocated_gb(device)}};
 }
 
-// The options every case takes; their defaults are the case's (main).
+Settings case_defaults(const std::string& shape, int64_t batch, int64_t steps, int64_t warmup) {
+  Settings settings;
+  settings.shape = shape;
+  settings.batch = batch;
+  settings.steps = steps;
+  settings.warmup = warmup;
+  return settings;
+}
+
+// The options every case takes, with the case's defaults (case_defaults).
 void add_common_options(CLI::App& command, Settings& settings) {
   command.add_option("--shape", settings.shape, "model preset: tiny (CPU smoke runs), 1b or 7b")
       ->check(CLI::IsMember({"tiny", "1b", "7b"}))
@@ -328,10 +336,9 @@ void add_training_options(CLI::App& command, Settings& settings) {
 int main(int argc, char** argv) {
   CLI::App app{"CAN on a GPU: DPO step, batched sampling, LoRA DPO step; one JSON object on stdout"};
   app.require_subcommand(1);
-  Settings dpo{"1b"}, sampling{"1b"}, lora{"7b"};
-  dpo.batch = 8, dpo.steps = 20, dpo.warmup = 5;
-  sampling.batch = 64, sampling.steps = 2;
-  lora.batch = 4, lora.steps = 10, lora.warmup = 3;
+  Settings dpo = case_defaults("1b", 8, 20, 5);
+  Settings sampling = case_defaults("1b", 64, 2, 0);
+  Settings lora = case_defaults("7b", 4, 10, 3);
   CLI::App* dpo_command = app.add_subcommand("dpo", "DPO training step, full fine-tuning (case a)");
   add_common_options(*dpo_command, dpo);
   add_training_options(*dpo_command, dpo);

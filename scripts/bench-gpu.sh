@@ -61,7 +61,7 @@ run_case() {
     mv "$run_dir/$name.out" "$run_dir/$name.json"
   else
     local status=$?
-    { cat "$run_dir/$name.log"; echo "exit status $status (124: over the ${limit} s limit)"; } > "$run_dir/$name.err"
+    { echo "exit status $status (124: over the ${limit} s limit)"; tail -n 40 "$run_dir/$name.log"; } > "$run_dir/$name.err"
     tail -n 5 "$run_dir/$name.err" >&2
     failed=1
   fi
@@ -97,6 +97,20 @@ run_case can_lora 400 "$bench" lora --device "$device" "${lora_args[@]}"
 if [ "$mode" = gpu ]; then kill "$smi_pid"; fi
 
 python3 bench/gpu/merge_results.py "$run_dir" --output "$output" --date "$date" || failed=1
+if [ "$mode" = smoke ]; then
+  # The plumbing works when the merged file has every section and a CAN figure in each.
+  python3 - "$output" <<'EOF' || failed=1
+import json, sys
+result = json.load(open(sys.argv[1]))
+for key in ("device", "date"):
+    assert result.get(key), f"smoke: '{key}' missing in {sys.argv[1]}"
+for section, key in (("dpo_step", "can_tokens_per_second"), ("sampling", "can_tokens_per_second"),
+                     ("lora_7b", "tokens_per_second")):
+    assert result[section][key] > 0, f"smoke: {section}.{key} is {result[section][key]!r}"
+assert "errors" not in result, f"smoke: errors {result['errors']}"
+print("smoke: every section has its CAN figure")
+EOF
+fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/bench-gpu"
   cp "$output" "$OUT/"

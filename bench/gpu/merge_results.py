@@ -16,8 +16,9 @@ import pathlib
 from common import FLOPS_FORMULA, peak_bf16_flops
 
 
-def read_case(run_dir, name, errors):
-    """The case's JSON object, or None with the reason recorded in `errors`."""
+def read_case(run_dir, name, errors, notes):
+    """The case's JSON object, or None with the reason recorded in `errors` (it failed) or
+    `notes` (it was not run: the smoke mode runs no Python benchmark)."""
     output = run_dir / f"{name}.json"
     if output.exists():
         lines = [line for line in output.read_text().splitlines() if line.strip()]
@@ -27,7 +28,10 @@ def read_case(run_dir, name, errors):
             errors[name] = f"{output}: no JSON object on its last line ({error})"
             return None
     stderr = run_dir / f"{name}.err"
-    errors[name] = stderr.read_text()[-2000:] if stderr.exists() else "not run"
+    if stderr.exists():
+        errors[name] = stderr.read_text()  # the exit status, then the end of its stderr
+    else:
+        notes.append(f"{name}: not run")
     return None
 
 
@@ -51,10 +55,11 @@ def nvidia_smi_peak_gb(run_dir):
 def merge(run_dir, date):
     errors, notes = {}, []
     system = json.loads((run_dir / "system.json").read_text()) if (run_dir / "system.json").exists() else {}
-    can_dpo, pytorch_dpo = read_case(run_dir, "can_dpo", errors), read_case(run_dir, "pytorch_dpo", errors)
-    can_sampling = read_case(run_dir, "can_sampling", errors)
-    transformers_sampling = read_case(run_dir, "transformers_sampling", errors)
-    can_lora = read_case(run_dir, "can_lora", errors)
+    can_dpo = read_case(run_dir, "can_dpo", errors, notes)
+    pytorch_dpo = read_case(run_dir, "pytorch_dpo", errors, notes)
+    can_sampling = read_case(run_dir, "can_sampling", errors, notes)
+    transformers_sampling = read_case(run_dir, "transformers_sampling", errors, notes)
+    can_lora = read_case(run_dir, "can_lora", errors, notes)
 
     device = system.get("device_name") or next(
         (case["device_name"] for case in (pytorch_dpo, transformers_sampling) if case and "device_name" in case),
@@ -137,13 +142,16 @@ def table(result):
     def number(value, digits=0):
         return "-" if value is None else f"{value:,.{digits}f}"
 
+    def percent(fraction):
+        return number(fraction and 100 * fraction, 1)
+
     dpo, sampling, lora = result["dpo_step"], result["sampling"], result["lora_7b"]
     return "\n".join([
         f"{result['device']}  {result['date']}",
         f"{'case':<34}{'CAN tok/s':>14}{'Python tok/s':>14}{'ratio':>8}  other",
         f"{'dpo_step ' + str((dpo['shape'] or {}).get('name')):<34}{number(dpo['can_tokens_per_second']):>14}"
         f"{number(dpo['pytorch_tokens_per_second']):>14}{number(dpo['ratio'], 2):>8}  "
-        f"MFU {number(dpo['mfu'] and 100 * dpo['mfu'], 1)}% (PyTorch {number(dpo['pytorch_mfu'] and 100 * dpo['pytorch_mfu'], 1)}%)",
+        f"MFU {percent(dpo['mfu'])}% (PyTorch {percent(dpo['pytorch_mfu'])}%)",
         f"{'sampling ' + str((sampling['shape'] or {}).get('name')):<34}{number(sampling['can_tokens_per_second']):>14}"
         f"{number(sampling['transformers_tokens_per_second']):>14}{number(sampling['ratio'], 2):>8}",
         f"{'lora dpo_step ' + str((lora['shape'] or {}).get('name')):<34}{number(lora['tokens_per_second']):>14}"
