@@ -13,6 +13,7 @@
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
@@ -26,10 +27,15 @@
 #include "can/sampling.h"
 
 // The caching allocator's statistics are reachable without linking c10_cuda
-// (absent from CPU builds) through at::accelerator from LibTorch 2.9 on.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+// (absent from CPU builds) through at::accelerator from LibTorch 2.9 on. Should
+// that API not compile with some LibTorch, build with
+// CMAKE_EXTRA_ARGS=-DCMAKE_CXX_FLAGS=-DCAN_BENCH_ALLOCATOR_STATS=0 (.devdeps/build.sh):
+// the runner's nvidia-smi samples then give the peak.
+#ifndef CAN_BENCH_ALLOCATOR_STATS
+#define CAN_BENCH_ALLOCATOR_STATS (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9))
+#endif
+#if CAN_BENCH_ALLOCATOR_STATS
 #include <ATen/DeviceAccelerator.h>
-#define CAN_BENCH_ALLOCATOR_STATS 1
 #endif
 
 namespace {
@@ -111,11 +117,12 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 // Peak bytes held by LibTorch's CUDA caching allocator since the process started
 // (what torch.cuda.max_memory_allocated reports), in GB (1e9 bytes); null on a
-// CPU or with a LibTorch older than 2.9, where the runner's nvidia-smi samples stand in.
+// CPU, with a LibTorch older than 2.9 or CAN_BENCH_ALLOCATOR_STATS=0, where the
+// runner's nvidia-smi samples stand in.
 nlohmann::json peak_allocated_gb(c10::Device device) {
-#ifdef CAN_BENCH_ALLOCATOR_STATS
+#if CAN_BENCH_ALLOCATOR_STATS
   if (device.is_cuda()) {
-    const auto stats = at::accelerator::getDeviceStats(device.has_index() ? device.index() : 0);
+    const auto stats = at::accelerator::getDeviceStats(device.has_index() ? device.index() : c10::DeviceIndex{0});
     return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;  // [0]: all pools together
   }
 #endif
@@ -239,6 +246,12 @@ nlohmann::json run_lora(const Settings& settings, c10::Device device) {
   result["dtype"] = settings.dtype;
   result["precision"] = settings.dtype + " frozen base weights, float32 adapters, " + settings.dtype + " products";
   result["lora"] = {{"rank", lora.rank}, {"alpha", lora.alpha}, {"target_modules", lora.target_modules}};
+  std::set<std::string> base_dtypes, adapter_dtypes;  // as stored, to show what "precision" says
+  for (const auto& parameter : model->named_parameters()) {
+    (can::is_lora_parameter(parameter.key()) ? adapter_dtypes : base_dtypes)
+        .insert(c10::toString(parameter.value().scalar_type()));
+  }
+  result["parameter_dtypes"] = {{"base", base_dtypes}, {"adapters", adapter_dtypes}};
   result["model_build_seconds"] = build_seconds;
   result["peak_allocated_gb"] = peak_allocated_gb(device);
   return result;

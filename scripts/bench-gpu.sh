@@ -9,7 +9,8 @@
 #                                           Python benchmarks; the merged JSON goes to a temporary
 #                                           folder, never into bench/results/
 # A case that fails is recorded under "errors" in the JSON and the others still run; the exit
-# status is then 1. Step counts keep the whole run to about 3 minutes on an H100 after the build.
+# status is then 1. Step counts keep the run to about 5 minutes on an H100 after the build (most
+# of it building the 7B model on the CPU); the build itself may take as long again.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,7 @@ else
     bash .devdeps/build.sh || { echo "bench-gpu.sh: the CUDA build failed" >&2; exit 1; }
   fi
   # build.sh unpacks the C++ libraries bench_gpu links (spdlog, yaml-cpp, ...) here.
+  [ -d /tmp/devdeps/usr ] || { echo "bench-gpu.sh: /tmp/devdeps is missing: run without --skip-build" >&2; exit 1; }
   export LD_LIBRARY_PATH="/tmp/devdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 [ -x "$bench" ] || { echo "bench-gpu.sh: $bench is missing: build it first" >&2; exit 1; }
