@@ -326,7 +326,9 @@ void add_common_options(CLI::App& command, Settings& settings) {
   command.add_option("--shape", settings.shape, "model preset: tiny (CPU smoke runs), 1b or 7b")
       ->check(CLI::IsMember({"tiny", "1b", "7b"}))
       ->capture_default_str();
-  command.add_option("--batch", settings.batch)->check(CLI::PositiveNumber)->capture_default_str();
+  command.add_option("--batch", settings.batch, "pairs per step (dpo, lora) or prompts decoded together (sampling)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   command.add_option("--steps", settings.steps, "timed steps (sampling: timed runs)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -24,7 +24,6 @@ for argument in "$@"; do
   esac
 done
 
-run_dir=$(mktemp -d /tmp/can-bench-gpu.XXXXXX)
 date=$(date -u +%F)
 if [ "$mode" = smoke ]; then
   bench=build/bench_gpu
@@ -32,7 +31,6 @@ if [ "$mode" = smoke ]; then
   dpo_args=(--shape tiny --batch 2 --seq 32 --steps 2 --warmup 1)
   sampling_args=(--shape tiny --batch 4 --prompt-length 8 --new-tokens 8 --steps 1)
   lora_args=(--shape tiny --batch 2 --seq 32 --steps 2 --warmup 1)
-  output=$run_dir/gpu-smoke-$date.json
 else
   bench=build-cuda/bench_gpu
   device=cuda
@@ -51,6 +49,8 @@ else
   export LD_LIBRARY_PATH="/tmp/devdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 [ -x "$bench" ] || { echo "bench-gpu.sh: $bench is missing: build it first" >&2; exit 1; }
+run_dir=$(mktemp -d /tmp/can-bench-gpu.XXXXXX)
+[ "$mode" = smoke ] && output=$run_dir/gpu-smoke-$date.json
 
 # run_case NAME LIMIT_SECONDS COMMAND...: stdout to NAME.json, or stderr to NAME.err when it fails.
 failed=0
@@ -96,7 +96,7 @@ if [ "$mode" = gpu ]; then
   smi_pid=$!
 fi
 run_case can_lora 400 "$bench" lora --device "$device" "${lora_args[@]}"
-if [ "$mode" = gpu ]; then kill "$smi_pid"; fi
+if [ "$mode" = gpu ]; then kill "$smi_pid" && wait "$smi_pid" 2>/dev/null; fi
 
 python3 bench/gpu/merge_results.py "$run_dir" --output "$output" --date "$date" || failed=1
 if [ "$mode" = smoke ]; then
