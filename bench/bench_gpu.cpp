@@ -165,7 +165,6 @@ nlohmann::json time_dpo_steps(can::LlamaForCausalLM& model, const Settings& sett
   int64_t trained_parameters = 0;
   for (const auto& parameter : trained) trained_parameters += parameter.numel();
   const can::DpoOptions dpo;  // sigmoid, β = 0.1
-  std::vector<double> losses;
   const auto step = [&](int64_t index) {
     const size_t which = static_cast<size_t>(index) % batches.size();
     optimizer->zero_grad();
