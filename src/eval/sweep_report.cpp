@@ -87,14 +87,16 @@ PlotFigure sweep_figure(const std::vector<SweepPoint>& points) {
   figure.panels.push_back(trade_off);
 
   PlotPanel judge{"Judge against the margin", "margin b", "fraction / mean", {}, {}};
-  judge.series.push_back({"judge safety", margins, judge_safety, "", false, true});
-  judge.series.push_back({"judge helpfulness", margins, judge_helpfulness, "", false, true});
+  // Each reference line dashed in its measure's colour.
+  const std::string safety_colour = "#1f77b4", helpfulness_colour = "#ff7f0e";
+  judge.series.push_back({"judge safety", margins, judge_safety, safety_colour, false, true});
+  judge.series.push_back({"judge helpfulness", margins, judge_helpfulness, helpfulness_colour, false, true});
   const double reference_safety = field(points.front(), "/reference/judge_safety");
   const double reference_helpfulness = field(points.front(), "/reference/judge_helpfulness");
   const std::vector<double> ends = {margins.front(), margins.back()};
-  judge.series.push_back({"reference safety", ends, {reference_safety, reference_safety}, "", true, false});
-  judge.series.push_back(
-      {"reference helpfulness", ends, {reference_helpfulness, reference_helpfulness}, "", true, false});
+  judge.series.push_back({"reference safety", ends, {reference_safety, reference_safety}, safety_colour, true, false});
+  judge.series.push_back({"reference helpfulness", ends, {reference_helpfulness, reference_helpfulness},
+                          helpfulness_colour, true, false});
   figure.panels.push_back(judge);
   return figure;
 }
