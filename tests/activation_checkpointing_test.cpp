@@ -7,20 +7,9 @@
 
 #include "can/llama.h"
 #include "can/lora.h"
+#include "tiny_model.h"
 
 namespace {
-
-can::LlamaConfig tiny_config() {
-  can::LlamaConfig config;
-  config.vocab_size = 64;
-  config.hidden_size = 32;
-  config.intermediate_size = 48;
-  config.num_hidden_layers = 3;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.max_position_embeddings = 64;
-  return config;
-}
 
 // Names of every autograd node behind `tensor`.
 std::set<std::string> graph_node_names(const torch::Tensor& tensor) {
@@ -78,7 +67,7 @@ void expect_equal_gradients(const std::map<std::string, torch::Tensor>& expected
 
 TEST(ActivationCheckpointing, GradientsEqualThePlainBackward) {
   torch::manual_seed(5);
-  can::LlamaForCausalLM model(tiny_config());
+  can::LlamaForCausalLM model(can::testing::tiny_llama_config(64, /*num_hidden_layers=*/3));
   const auto plain = gradients(model, false);
   const auto checkpointed = gradients(model, true);
   EXPECT_EQ(plain.size(), model->named_parameters().size());
@@ -87,7 +76,7 @@ TEST(ActivationCheckpointing, GradientsEqualThePlainBackward) {
 
 TEST(ActivationCheckpointing, GradientsEqualThePlainBackwardWithLoraDropout) {
   torch::manual_seed(5);
-  can::LlamaForCausalLM model(tiny_config());
+  can::LlamaForCausalLM model(can::testing::tiny_llama_config(64, /*num_hidden_layers=*/3));
   can::LoraOptions options;
   options.rank = 4;
   options.dropout = 0.3;
@@ -108,7 +97,7 @@ TEST(ActivationCheckpointing, GradientsEqualThePlainBackwardWithLoraDropout) {
 
 TEST(ActivationCheckpointing, IsOffInEvaluationAndWithoutGradients) {
   torch::manual_seed(5);
-  can::LlamaForCausalLM model(tiny_config());
+  can::LlamaForCausalLM model(can::testing::tiny_llama_config(64, /*num_hidden_layers=*/3));
   model->model->activation_checkpointing = true;
   const torch::Tensor ids = torch::randint(0, 64, {1, 6});
   model->eval();

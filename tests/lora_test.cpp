@@ -14,6 +14,7 @@
 #include "can/optimizer.h"
 #include "can/safetensors.h"
 #include "temporary_directory.h"
+#include "tiny_model.h"
 
 namespace {
 
@@ -22,21 +23,9 @@ namespace fs = std::filesystem;
 using can::testing::contains;
 using can::testing::error_message;
 
-can::LlamaConfig tiny_config() {
-  can::LlamaConfig config;
-  config.vocab_size = 64;
-  config.hidden_size = 32;
-  config.intermediate_size = 48;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.max_position_embeddings = 64;
-  return config;
-}
-
 can::LlamaForCausalLM tiny_model() {
   torch::manual_seed(7);
-  return can::LlamaForCausalLM(tiny_config());
+  return can::LlamaForCausalLM(can::testing::tiny_llama_config(64));
 }
 
 can::LoraOptions every_target(int64_t rank = 4) {
@@ -186,7 +175,7 @@ TEST(Lora, AdaptersSaveWithPeftNamesAndLoadBackExactly) {
   };
   EXPECT_EQ(names, expected);
   EXPECT_EQ(file.shape("base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"),
-            (std::vector<int64_t>{4, 48}));  // [r, in]
+            (std::vector<int64_t>{4, 64}));  // [r, in = intermediate size]
   EXPECT_EQ(file.shape("base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"),
             (std::vector<int64_t>{16, 4}));  // [out = K·D, r]
   const auto config = can::read_json_file(directory.path() / "adapter_config.json");

@@ -1,5 +1,5 @@
 // Test support: a small synthetic world and a sentencepiece tokenizer trained
-// on its corpus, in a temporary directory, plus tiny model configs.
+// on its corpus, in a temporary directory.
 #pragma once
 
 #include <fstream>
@@ -8,6 +8,7 @@
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
 #include "temporary_directory.h"
+#include "tiny_model.h"
 
 namespace can::testing {
 
@@ -33,17 +34,5 @@ struct TinyWorld {
     tokenizer_path = directory.path() / "tokenizer.model";
   }
 };
-
-// Two layers, hidden 32, grouped-query attention: milliseconds per forward.
-inline LlamaConfig tiny_llama_config(int64_t vocab_size) {
-  LlamaConfig config;
-  config.vocab_size = vocab_size;
-  config.hidden_size = 32;
-  config.intermediate_size = 64;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  return config;
-}
 
 }  // namespace can::testing
