@@ -168,12 +168,14 @@ TEST(EndToEnd, TinyPecanRunsEveryStage) {
   expect_report_fields(run_dir);
 }
 
-TEST(EndToEnd, TinyMocanWithLoraWritesMergedModelAndPeftAdapters) {
+// LoRA in bfloat16 compute (what the paper's setting runs on a GPU), on the CPU: the
+// policy keeps float32 master weights, so the merged checkpoint is float32.
+TEST(EndToEnd, TinyMocanWithLoraInBfloat16WritesFloat32MergedModelAndPeftAdapters) {
   can::testing::TemporaryDirectory directory;
   const fs::path run_dir = directory.path() / "lora";
   const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir) +
                                   " --set lora.rank=4 --set lora.target_modules=[q_proj,v_proj,down_proj]"
-                                  " --set dpo.activation_checkpointing=true");
+                                  " --set dpo.activation_checkpointing=true --set run.compute_dtype=bfloat16");
   ASSERT_EQ(result.status, 0) << result.output;
   expect_model_directory(run_dir / "dpo" / "model");
   const auto adapter_config = read_json(run_dir / "dpo" / "adapter" / "adapter_config.json");
@@ -184,6 +186,8 @@ TEST(EndToEnd, TinyMocanWithLoraWritesMergedModelAndPeftAdapters) {
   // The Hugging Face model holds merged weights, never adapter tensors.
   const std::string merged = can::read_text_file(run_dir / "dpo" / "model" / "model.safetensors");
   EXPECT_EQ(merged.find("lora_"), std::string::npos);
+  EXPECT_NE(merged.find("\"F32\""), std::string::npos);
+  EXPECT_EQ(merged.find("\"BF16\""), std::string::npos);
   expect_binding_dual(run_dir);
   expect_report_fields(run_dir);
 }

@@ -30,6 +30,7 @@ struct Config {
     std::string device;  // auto, cpu, cuda, cuda:N
     int64_t threads;     // 0: all cores
     std::string log_level;
+    std::string compute_dtype;  // float32, bfloat16: the matmuls' dtype; weights stay float32
   };
   // The embedded synthetic safety world (DESIGN §8), used when enabled instead of `data`.
   struct World {

@@ -95,7 +95,10 @@ void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t
   input_ids = input_ids.to(device);
   mask = mask.to(device);
 
-  const auto dtype = model->parameters().front().scalar_type();
+  // Keys and values are kept in the dtype the projections compute in (set_compute_dtype).
+  const c10::ScalarType compute_dtype = model->model->compute_dtype;
+  const auto dtype = compute_dtype != c10::ScalarType::Undefined ? compute_dtype
+                                                                   : model->parameters().front().scalar_type();
   KVCache cache(model->config, batch, longest + steps, torch::TensorOptions(device).dtype(dtype));
   const auto on_device = torch::TensorOptions(device);
   // Step-major results of every batch row; -1 marks "nothing generated" (after EOS).

@@ -374,6 +374,11 @@ Schema build_schema() {
   s.add("run.log_level", "info", "verbosity of the console and of can-train.log", &C::run, &C::Run::log_level)
       .one_of({"trace", "debug", "info", "warn", "error", "off"})
       .without_effect_on_artifacts();
+  s.add("run.compute_dtype", "float32",
+        "dtype of every model's matmuls; weights, optimizer state, norms, softmax and losses stay float32 "
+        "(bfloat16 is for GPUs: on a CPU it is slower)",
+        &C::run, &C::Run::compute_dtype)
+      .one_of({"float32", "bfloat16"});
 
   s.add("pipeline", "mocan",
         "mocan: reward and cost models score the samples; pecan: helpfulness and safety DPO models do", &C::pipeline)

@@ -93,6 +93,30 @@ c10::Device device(const Config& config) { return select_device(config.run.devic
 
 ChatTemplate chat_template(const Config& config) { return ChatTemplate(config.data.chat_template); }
 
+// Every model of the run computes in run.compute_dtype. A model that is trained keeps
+// float32 master weights; one that only runs forward is stored in the compute dtype
+// (a 7B model in bfloat16 takes half the memory of float32).
+void apply_compute_dtype(const Config& config, torch::nn::Module& model) {
+  if (config.run.compute_dtype == "bfloat16") set_compute_dtype(model, torch::kBFloat16);
+}
+
+torch::ScalarType frozen_dtype(const Config& config) {
+  return config.run.compute_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
+}
+
+// A causal LM that only runs forward (sampling, log-probs, evaluation).
+LlamaForCausalLM load_policy_model(const Config& config, const std::string& directory) {
+  LlamaForCausalLM model = load_causal_lm(directory, device(config), frozen_dtype(config));
+  apply_compute_dtype(config, *model);
+  return model;
+}
+
+LlamaForScore load_scoring_model(const Config& config, const std::string& directory) {
+  LlamaForScore model = load_score_model(directory, device(config), frozen_dtype(config));
+  apply_compute_dtype(config, *model);
+  return model;
+}
+
 // Where a model comes from: the user's directory, or the artifact of the stage that trains it.
 fs::path model_directory(const StageContext& context, const std::string& given, const std::string& stage) {
   return given.empty() ? context.artifact(stage) / "model" : fs::path(given);
@@ -221,6 +245,7 @@ void run_reference(const Config& config, const StageContext& context) {
   set_seed(static_cast<uint64_t>(config.run.seed));
   LlamaForCausalLM model(policy_architecture(config, tokenizer));
   model->to(device(config));
+  apply_compute_dtype(config, *model);
   model->model->activation_checkpointing = config.sft.activation_checkpointing;
   auto [train, holdout] = split_holdout(read_prompt_responses(context.artifact("data") / "sft_train.jsonl"));
   const auto summary =
@@ -242,6 +267,7 @@ LlamaForScore score_model_from_reference(const Config& config, const StageContex
   }
   load_named_tensors(*model->model, backbone, reference.string());
   model->to(device(config));
+  apply_compute_dtype(config, *model);
   return model;
 }
 
@@ -263,7 +289,8 @@ void run_dpo(const Config& config, const StageContext& context, const Config::Dp
              const std::vector<PreferencePair>& pairs, PreferenceLabel label) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const fs::path reference = reference_directory(config, context);
-  LlamaForCausalLM model = load_causal_lm(reference.string(), device(config));
+  LlamaForCausalLM model = load_causal_lm(reference.string(), device(config));  // float32 master weights
+  apply_compute_dtype(config, *model);
   model->model->activation_checkpointing = dpo.activation_checkpointing;
   const bool lora = config.lora.rank > 0;
   if (lora) {
@@ -283,8 +310,7 @@ void run_dpo(const Config& config, const StageContext& context, const Config::Dp
 
 void run_offline_scores(const Config& config, const StageContext& context, bool pecan) {
   const Tokenizer tokenizer = load_tokenizer(context);
-  const auto target = device(config);
-  LlamaForCausalLM reference = load_causal_lm(reference_directory(config, context).string(), target);
+  LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context).string());
   reference->eval();
   SamplingOptions sampling;
   sampling.max_new_tokens = config.sampling.max_new_tokens;
@@ -300,8 +326,8 @@ void run_offline_scores(const Config& config, const StageContext& context, bool 
                                         config.sampling.responses_per_prompt, sampling);
   write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
   if (pecan) {
-    LlamaForCausalLM helpful = load_causal_lm((context.artifact("helpfulness_dpo") / "model").string(), target);
-    LlamaForCausalLM safe = load_causal_lm((context.artifact("safety_dpo") / "model").string(), target);
+    LlamaForCausalLM helpful = load_policy_model(config, (context.artifact("helpfulness_dpo") / "model").string());
+    LlamaForCausalLM safe = load_policy_model(config, (context.artifact("safety_dpo") / "model").string());
     helpful->eval();
     safe->eval();
     score_with_implicit_rewards(samples, config.pecan.helpfulness_dpo.beta, config.pecan.safety_dpo.beta, reference,
@@ -309,8 +335,8 @@ void run_offline_scores(const Config& config, const StageContext& context, bool 
         .save(context.work_dir / "scores.jsonl");
   } else {
     LlamaForScore reward =
-        load_score_model(model_directory(context, config.models.reward, "reward_model").string(), target);
-    LlamaForScore cost = load_score_model(model_directory(context, config.models.cost, "cost_model").string(), target);
+        load_scoring_model(config, model_directory(context, config.models.reward, "reward_model").string());
+    LlamaForScore cost = load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string());
     reward->eval();
     cost->eval();
     score_with_models(samples, tokenizer.eos_id(), reward, {&cost}, sampled_inference_options(config))
@@ -339,7 +365,6 @@ void run_dual(const Config& config, const StageContext& context, const std::vect
 void run_relabel(const Config& config, const StageContext& context, bool pecan, const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const ChatTemplate chat = chat_template(config);
-  const auto target = device(config);
   const DualSolution dual = read_dual_solution(context.artifact(dual_stage) / "dual.json");
   const auto pairs = read_preference_pairs(context.artifact("data") / "pairs_train.jsonl");
   const auto options = pair_inference_options(config);
@@ -347,9 +372,9 @@ void run_relabel(const Config& config, const StageContext& context, bool pecan, 
   std::array<std::vector<double>, 2> reward;
   std::array<std::vector<std::vector<double>>, 2> safety;
   if (pecan) {
-    LlamaForCausalLM reference = load_causal_lm(reference_directory(config, context).string(), target);
-    LlamaForCausalLM helpful = load_causal_lm((context.artifact("helpfulness_dpo") / "model").string(), target);
-    LlamaForCausalLM safe = load_causal_lm((context.artifact("safety_dpo") / "model").string(), target);
+    LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context).string());
+    LlamaForCausalLM helpful = load_policy_model(config, (context.artifact("helpfulness_dpo") / "model").string());
+    LlamaForCausalLM safe = load_policy_model(config, (context.artifact("safety_dpo") / "model").string());
     for (auto* model : {&reference, &helpful, &safe}) (*model)->eval();
     for (int response = 0; response < 2; ++response) {
       const auto sequences = pair_sequences(pairs, response, tokenizer, chat);
@@ -366,9 +391,9 @@ void run_relabel(const Config& config, const StageContext& context, bool pecan, 
     }
   } else {
     LlamaForScore reward_model =
-        load_score_model(model_directory(context, config.models.reward, "reward_model").string(), target);
+        load_scoring_model(config, model_directory(context, config.models.reward, "reward_model").string());
     LlamaForScore cost_model =
-        load_score_model(model_directory(context, config.models.cost, "cost_model").string(), target);
+        load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string());
     reward_model->eval();
     cost_model->eval();
     for (int response = 0; response < 2; ++response) {
@@ -397,12 +422,11 @@ void run_relabel(const Config& config, const StageContext& context, bool pecan, 
 void run_eval(const Config& config, const StageContext& context, const std::string& dpo_stage,
               const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
-  const auto target = device(config);
   EvaluationModels models;
-  models.policy = load_causal_lm((context.artifact(dpo_stage) / "model").string(), target);
-  models.reference = load_causal_lm(reference_directory(config, context).string(), target);
-  models.reward = load_score_model(model_directory(context, config.models.reward, "reward_model").string(), target);
-  models.costs.push_back(load_score_model(model_directory(context, config.models.cost, "cost_model").string(), target));
+  models.policy = load_policy_model(config, (context.artifact(dpo_stage) / "model").string());
+  models.reference = load_policy_model(config, reference_directory(config, context).string());
+  models.reward = load_scoring_model(config, model_directory(context, config.models.reward, "reward_model").string());
+  models.costs.push_back(load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string()));
   auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_test.jsonl");
   if (static_cast<int64_t>(prompts.size()) > config.eval.num_prompts) prompts.resize(config.eval.num_prompts);
   EvaluationOptions options;
