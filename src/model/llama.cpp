@@ -5,6 +5,11 @@
 #include "can/llama.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
+
+#ifndef TORCH_VERSION_MAJOR  // the attention kernel below is chosen by LibTorch's version
+#error "TORCH_VERSION_MAJOR is not defined by <torch/version.h>"
+#endif
 
 #include <cmath>
 
@@ -90,7 +95,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     key = key.repeat_interleave(group, /*dim=*/1);      // [B, Q, S, D]
     value = value.repeat_interleave(group, /*dim=*/1);  // [B, Q, S, D]
   }
-#if TORCH_VERSION_MAJOR >= 2  // <torch/version.h> comes with <torch/torch.h>
+#if TORCH_VERSION_MAJOR >= 2
   // Fused attention (LibTorch 2.x). The boolean mask is always passed (True = may
   // attend); is_causal without a mask would be right only for unpadded batches
   // without a cache, and telling those apart needs a host sync or a caller's
