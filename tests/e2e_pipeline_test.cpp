@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "can/atomic_file.h"
+#include "can/hf_checkpoint.h"
 #include "can/preference_data.h"
 #include "command_line.h"
 #include "temporary_directory.h"
@@ -27,8 +28,6 @@ std::string can_train(const std::string& config, const fs::path& run_dir) {
          " --set run.dir=" + run_dir.string();
 }
 
-nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(can::read_text_file(path)); }
-
 void expect_model_directory(const fs::path& directory) {
   for (const char* file : {"config.json", "model.safetensors", "tokenizer.model"}) {
     EXPECT_TRUE(fs::exists(directory / file)) << directory / file;
@@ -39,7 +38,7 @@ void expect_model_directory(const fs::path& directory) {
 // The dual binds: λ* > 0 and, by complementary slackness, the predicted safety
 // improvement equals the margin.
 void expect_binding_dual(const fs::path& run_dir) {
-  const auto dual = read_json(run_dir / "dual" / "dual.json");
+  const auto dual = can::read_json_file(run_dir / "dual" / "dual.json");
   EXPECT_TRUE(dual.at("feasible").get<bool>());
   EXPECT_TRUE(dual.at("converged").get<bool>());
   EXPECT_GT(dual.at("lambda")[0].get<double>(), 0.0);
@@ -47,7 +46,7 @@ void expect_binding_dual(const fs::path& run_dir) {
 }
 
 void expect_report_fields(const fs::path& run_dir) {
-  const auto report = read_json(run_dir / "eval" / "report.json");
+  const auto report = can::read_json_file(run_dir / "eval" / "report.json");
   for (const char* side : {"reference", "policy"}) {
     for (const char* field : {"reward", "cost", "judge_helpfulness", "judge_safety"}) {
       EXPECT_TRUE(report.at(side).at(field).is_number()) << side << "." << field;
@@ -60,7 +59,7 @@ void expect_report_fields(const fs::path& run_dir) {
   EXPECT_TRUE(report.at("win_rate").at("helpfulness").is_number());
   EXPECT_TRUE(report.at("win_rate").at("safety").is_number());
   EXPECT_EQ(report.at("margins"), nlohmann::json::array({0.01}));
-  EXPECT_EQ(report.at("lambda"), read_json(run_dir / "dual" / "dual.json").at("lambda"));
+  EXPECT_EQ(report.at("lambda"), can::read_json_file(run_dir / "dual" / "dual.json").at("lambda"));
   EXPECT_EQ(report.at("num_prompts").get<int>(), 24);
   for (const char* file : {"report.md", "responses.jsonl", "reward_distribution.svg", "cost_distribution.svg"}) {
     EXPECT_TRUE(fs::exists(run_dir / "eval" / file)) << file;
@@ -73,7 +72,7 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
   const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir));
   ASSERT_EQ(result.status, 0) << result.output;
 
-  const auto stages = read_json(run_dir / "stages.json");
+  const auto stages = can::read_json_file(run_dir / "stages.json");
   for (const char* stage : {"data", "tokenizer", "reference", "reward_model", "cost_model", "offline_scores", "dual",
                             "relabel", "dpo", "eval"}) {
     EXPECT_TRUE(fs::is_directory(run_dir / stage)) << stage;
@@ -104,13 +103,14 @@ TEST(EndToEnd, AMarginSweepReusesTheRunAndReproducesItsReport) {
   const fs::path run_dir = directory.path() / "sweep";
   const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir));
   ASSERT_EQ(result.status, 0) << result.output;
-  const auto swept = run_command(can_train("configs/tiny-mocan.yaml", run_dir) + " --resume --sweep-margins 0.005,0.01");
+  const auto swept =
+      run_command(can_train("configs/tiny-mocan.yaml", run_dir) + " --resume --sweep-margins 0.005,0.01");
   ASSERT_EQ(swept.status, 0) << swept.output;
   EXPECT_NE(swept.output.find("stage offline_scores: finished earlier, skipped"), std::string::npos) << swept.output;
 
   EXPECT_EQ(can::read_text_file(run_dir / "eval-b0.01" / "report.json"),
             can::read_text_file(run_dir / "eval" / "report.json"));
-  const auto points = read_json(run_dir / "sweep.json").at("points");
+  const auto points = can::read_json_file(run_dir / "sweep.json").at("points");
   ASSERT_EQ(points.size(), 2u);
   for (size_t i = 0; i < points.size(); ++i) {
     const double margin = i == 0 ? 0.005 : 0.01;
@@ -136,20 +136,20 @@ TEST(EndToEnd, UserModelsAndDataFilesReplaceTheWorldStages) {
 
   const fs::path user_run = directory.path() / "user";
   const fs::path data = world_run / "data";
-  const auto external = run_command(
-      can_train("configs/tiny-mocan.yaml", user_run) + " --set world.enabled=false" +
-      " --set data.pairs_train=" + (data / "pairs_train.jsonl").string() +
-      " --set data.prompts_sample=" + (data / "prompts_sample.jsonl").string() +
-      " --set data.prompts_test=" + (data / "prompts_test.jsonl").string() +
-      " --set models.policy=" + (world_run / "reference" / "model").string() +
-      " --set models.reward=" + (world_run / "reward_model" / "model").string() +
-      " --set models.cost=" + (world_run / "cost_model" / "model").string());
+  const auto external = run_command(can_train("configs/tiny-mocan.yaml", user_run) + " --set world.enabled=false" +
+                                    " --set data.pairs_train=" + (data / "pairs_train.jsonl").string() +
+                                    " --set data.prompts_sample=" + (data / "prompts_sample.jsonl").string() +
+                                    " --set data.prompts_test=" + (data / "prompts_test.jsonl").string() +
+                                    " --set models.policy=" + (world_run / "reference" / "model").string() +
+                                    " --set models.reward=" + (world_run / "reward_model" / "model").string() +
+                                    " --set models.cost=" + (world_run / "cost_model" / "model").string());
   ASSERT_EQ(external.status, 0) << external.output;
 
-  const auto manifest = read_json(user_run / "stages.json");
+  const auto manifest = can::read_json_file(user_run / "stages.json");
   std::vector<std::string> stages;
   for (const auto& stage : manifest.at("stages")) stages.push_back(stage.at("name"));
-  EXPECT_EQ(stages, (std::vector<std::string>{"data", "tokenizer", "offline_scores", "dual", "relabel", "dpo", "eval"}));
+  EXPECT_EQ(stages,
+            (std::vector<std::string>{"data", "tokenizer", "offline_scores", "dual", "relabel", "dpo", "eval"}));
   for (const char* file : {"tokenizer/tokenizer.model", "offline_scores/scores.jsonl", "dual/dual.json",
                            "relabel/pairs.jsonl", "dpo/model/model.safetensors", "eval/report.json"}) {
     EXPECT_EQ(can::read_text_file(user_run / file), can::read_text_file(world_run / file)) << file;
@@ -178,7 +178,7 @@ TEST(EndToEnd, TinyMocanWithLoraInBfloat16WritesFloat32MergedModelAndPeftAdapter
                                   " --set dpo.activation_checkpointing=true --set run.compute_dtype=bfloat16");
   ASSERT_EQ(result.status, 0) << result.output;
   expect_model_directory(run_dir / "dpo" / "model");
-  const auto adapter_config = read_json(run_dir / "dpo" / "adapter" / "adapter_config.json");
+  const auto adapter_config = can::read_json_file(run_dir / "dpo" / "adapter" / "adapter_config.json");
   EXPECT_EQ(adapter_config.at("peft_type"), "LORA");
   EXPECT_EQ(adapter_config.at("r"), 4);
   EXPECT_EQ(adapter_config.at("target_modules"), nlohmann::json::array({"q_proj", "v_proj", "down_proj"}));

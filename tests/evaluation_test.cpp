@@ -16,10 +16,12 @@
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/error.h"
+#include "can/hf_checkpoint.h"
 #include "can/json_lines.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
 #include "command_line.h"
+#include "json_files.h"
 #include "tiny_world.h"
 
 namespace {
@@ -31,14 +33,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr int64_t kTestPrompts = 8;
-
-json read_json(const fs::path& path) { return json::parse(can::read_text_file(path)); }
-
-std::vector<json> read_lines(const fs::path& path) {
-  std::vector<json> lines;
-  can::for_each_json_line(path, [&](const json& value, int64_t) { lines.push_back(value); });
-  return lines;
-}
 
 can::DualSolution two_constraint_solution() {
   can::DualSolution solution;
@@ -167,7 +161,7 @@ TEST_F(EvaluationTest, BadPromptLinesAreErrorsNamingFileAndLine) {
 TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
   const auto report = evaluate("policy", /*num_costs=*/2, two_constraint_solution());
   can::write_evaluation_report(path("two_costs"), report);
-  const json written = read_json(path("two_costs/report.json"));
+  const json written = can::read_json_file(path("two_costs/report.json"));
   EXPECT_EQ(written.at("num_prompts"), kTestPrompts);
   EXPECT_EQ(written.at("num_constraints"), 2);
   for (const char* policy : {"reference", "policy"}) {
@@ -193,7 +187,7 @@ TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
   EXPECT_EQ(
       by_class.at("harmful").at("num_prompts").get<int64_t>() + by_class.at("benign").at("num_prompts").get<int64_t>(),
       kTestPrompts);
-  EXPECT_EQ(read_lines(path("two_costs/responses.jsonl")).size(), static_cast<size_t>(kTestPrompts));
+  EXPECT_EQ(can::testing::read_json_lines(path("two_costs/responses.jsonl")).size(), static_cast<size_t>(kTestPrompts));
   for (const char* file : {"report.md", "reward_distribution.svg", "cost_distribution.svg"}) {
     EXPECT_TRUE(fs::is_regular_file(path("two_costs") / file)) << file;
   }
@@ -214,8 +208,8 @@ TEST_F(EvaluationTest, IdenticalPoliciesAchieveExactlyZeroAndEvenWinRates) {
 
 TEST_F(EvaluationTest, AggregatesEqualARecomputationFromTheResponsesFile) {
   can::write_evaluation_report(path("recomputed"), evaluate("policy"));
-  const json report = read_json(path("recomputed/report.json"));
-  const auto rows = read_lines(path("recomputed/responses.jsonl"));
+  const json report = can::read_json_file(path("recomputed/report.json"));
+  const auto rows = can::testing::read_json_lines(path("recomputed/responses.jsonl"));
   ASSERT_EQ(rows.size(), static_cast<size_t>(kTestPrompts));
   bool policies_differ = false;
   for (const json& row : rows) policies_differ |= row["policy"]["response"] != row["reference"]["response"];
@@ -350,14 +344,14 @@ TEST_F(EvaluationTest, PromptsWithoutTopicsAreScoredButNotJudged) {
   }
   const auto report = can::evaluate_policy(models, *tokenizer_, can::ChatTemplate(), prompts, small_options());
   can::write_evaluation_report(path("unjudged"), report);
-  const json written = read_json(path("unjudged/report.json"));
+  const json written = can::read_json_file(path("unjudged/report.json"));
   EXPECT_TRUE(written.at("reference").at("reward").is_number());
   EXPECT_TRUE(written.at("policy").at("judge_helpfulness").is_null());
   EXPECT_TRUE(written.at("policy").at("judge_safety").is_null());
   EXPECT_TRUE(written.at("win_rate").is_null());
   EXPECT_TRUE(written.at("predicted").is_null());
   EXPECT_EQ(written.at("by_class"), json::object());
-  EXPECT_FALSE(read_lines(path("unjudged/responses.jsonl")).front().at("policy").contains("judge"));
+  EXPECT_FALSE(can::testing::read_json_lines(path("unjudged/responses.jsonl")).front().at("policy").contains("judge"));
 
   prompts.front().topic = "cooking";
   const std::string mixed =
@@ -436,7 +430,7 @@ TEST_F(EvaluationTest, CanEvalWritesTheReportTheLibraryComputes) {
                                                 path("cli_dual.json").string() + " --out " + path("cli").string());
   ASSERT_EQ(result.status, 0) << result.output;
   EXPECT_TRUE(contains(result.output, "win rate")) << result.output;
-  const json written = read_json(path("cli/report.json"));
+  const json written = can::read_json_file(path("cli/report.json"));
   EXPECT_EQ(written.at("num_prompts"), 5);
   EXPECT_EQ(written.at("lambda"), json(two_constraint_solution().lambda));
   EXPECT_TRUE(contains(can::read_text_file(path("cli/report.md")), "Win rates"));

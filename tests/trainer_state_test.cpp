@@ -12,6 +12,7 @@
 #include "can/error.h"
 #include "can/json_lines.h"
 #include "can/metrics_writer.h"
+#include "json_files.h"
 
 namespace {
 
@@ -96,8 +97,7 @@ TEST_F(MetricsWriterFile, AppendsOneParsableObjectPerLineAcrossWriters) {
   can::MetricsWriter resumed(path);  // a resumed run appends
   resumed.write("reward_model", 1, {{"accuracy", 0.75}});
 
-  std::vector<nlohmann::json> lines;
-  can::for_each_json_line(path, [&](const nlohmann::json& value, int64_t) { lines.push_back(value); });
+  const auto lines = can::testing::read_json_lines(path);
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_EQ(lines[0]["stage"], "dpo");
   EXPECT_EQ(lines[0]["step"], 1);

@@ -21,6 +21,7 @@
 #include "can/sft_trainer.h"
 #include "can/tokenizer.h"
 #include "can/training_checkpoint.h"
+#include "json_files.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -130,13 +131,6 @@ can::TrainingOptions base_options(const fs::path& output_dir) {
   return options;
 }
 
-std::vector<nlohmann::json> metrics_lines(const fs::path& output_dir) {
-  std::vector<nlohmann::json> lines;
-  can::for_each_json_line(output_dir / "metrics.jsonl",
-                          [&](const nlohmann::json& line, int64_t) { lines.push_back(line); });
-  return lines;
-}
-
 class Trainers : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -231,7 +225,8 @@ TEST_F(Trainers, SftLowersTheResponseLossAndMakesTheResponsesLikelier) {
   const auto summary = can::train_sft(model, *tokenizer_, chat_template_, train, eval, options);
 
   EXPECT_EQ(summary.steps, 60);
-  const double first_loss = metrics_lines(output_dir_.path()).front()["loss"].get<double>();
+  const double first_loss =
+      can::testing::read_json_lines(output_dir_.path() / "metrics.jsonl").front()["loss"].get<double>();
   EXPECT_GT(first_loss, 4.0);  // about log(400) at the start
   EXPECT_LT(summary.eval_metrics.at("eval_loss"), 0.25 * first_loss);
   const auto after = response_logprobs();
@@ -281,7 +276,7 @@ TEST_F(Trainers, DpoReachesHighRewardAccuracyOnSeparablePairs) {
   EXPECT_GT(summary.eval_metrics.at("eval_rewards/accuracies"), 0.9);
   EXPECT_GT(summary.eval_metrics.at("eval_rewards/margins"), 0.0);
   EXPECT_LT(summary.eval_metrics.at("eval_loss"), std::log(2.0));
-  const auto lines = metrics_lines(output_dir_.path());
+  const auto lines = can::testing::read_json_lines(output_dir_.path() / "metrics.jsonl");
   for (const char* name : {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                            "logps/chosen", "logps/rejected", "grad_norm", "learning_rate"}) {
     EXPECT_TRUE(lines.back().contains(name)) << name;
@@ -370,8 +365,8 @@ TEST_F(Trainers, DpoResumedFromACheckpointReproducesTheUninterruptedLosses) {
   const auto summary = can::train_dpo(resumed, *tokenizer_, chat_template_, train, {}, options, dpo);
   EXPECT_EQ(summary.steps, 15);
 
-  const auto expected = metrics_lines(output_dir_.path());
-  const auto actual = metrics_lines(resumed_dir.path());
+  const auto expected = can::testing::read_json_lines(output_dir_.path() / "metrics.jsonl");
+  const auto actual = can::testing::read_json_lines(resumed_dir.path() / "metrics.jsonl");
   ASSERT_EQ(expected.size(), 15u);
   ASSERT_EQ(actual.size(), 3u);
   for (size_t i = 0; i < actual.size(); ++i) {
@@ -415,7 +410,7 @@ TEST_F(Trainers, DpoWithLoraTrainsOnlyTheAdaptersAndResumesExactly) {
   EXPECT_TRUE(fs::exists(checkpoint / "adapter_model.safetensors"));
   EXPECT_TRUE(fs::exists(checkpoint / "adapter_config.json"));
   EXPECT_FALSE(fs::exists(checkpoint / "model.safetensors"));
-  const auto lines = metrics_lines(output_dir_.path());
+  const auto lines = can::testing::read_json_lines(output_dir_.path() / "metrics.jsonl");
   EXPECT_NEAR(lines.front()["loss"].get<double>(), std::log(2.0), 1e-5);  // disabled adapters = the reference
   // The final model is the merged one, in Hugging Face layout, without adapter tensors.
   const auto merged = can::load_causal_lm((output_dir_.path() / "model").string());
@@ -447,7 +442,7 @@ TEST_F(Trainers, DpoWithLoraTrainsOnlyTheAdaptersAndResumesExactly) {
   options.output_dir = resumed_dir.path();
   options.resume = true;
   EXPECT_EQ(can::train_dpo(resumed, *tokenizer_, chat_template_, train, {}, options, dpo).steps, 15);
-  const auto actual = metrics_lines(resumed_dir.path());
+  const auto actual = can::testing::read_json_lines(resumed_dir.path() / "metrics.jsonl");
   ASSERT_EQ(lines.size(), 15u);
   ASSERT_EQ(actual.size(), 3u);
   for (size_t i = 0; i < actual.size(); ++i) {

@@ -15,6 +15,7 @@
 #include "can/json_lines.h"
 #include "can/model_weights.h"
 #include "can/training_checkpoint.h"
+#include "json_files.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -88,17 +89,11 @@ can::TrainingOptions toy_options(const fs::path& output_dir) {
   return options;
 }
 
-std::vector<nlohmann::json> metrics_lines(const fs::path& output_dir) {
-  std::vector<nlohmann::json> lines;
-  can::for_each_json_line(output_dir / "metrics.jsonl",
-                          [&](const nlohmann::json& line, int64_t) { lines.push_back(line); });
-  return lines;
-}
-
 // The last line of each step, as readers of a resumed metrics.jsonl do.
 std::map<int64_t, nlohmann::json> last_line_per_step(const fs::path& output_dir) {
   std::map<int64_t, nlohmann::json> by_step;
-  for (const auto& line : metrics_lines(output_dir)) by_step[line["step"].get<int64_t>()] = line;
+  for (const auto& line : can::testing::read_json_lines(output_dir / "metrics.jsonl"))
+    by_step[line["step"].get<int64_t>()] = line;
   return by_step;
 }
 
@@ -265,7 +260,7 @@ TEST(TrainingLoop, MetricsLinesFollowTheScheduleAndCarryEvaluations) {
   EXPECT_EQ(evaluations, 3);  // updates 4, 8, 12
 
   // Lines at the log steps (5, 10), the evaluations (4, 8, 12) and the end.
-  const auto lines = metrics_lines(output_dir.path());
+  const auto lines = can::testing::read_json_lines(output_dir.path() / "metrics.jsonl");
   std::vector<int64_t> steps;
   for (const auto& line : lines) steps.push_back(line["step"].get<int64_t>());
   EXPECT_EQ(steps, (std::vector<int64_t>{4, 5, 8, 10, 12}));
