@@ -27,16 +27,8 @@
 #include "can/sampling.h"
 
 // The caching allocator's statistics are reachable without linking c10_cuda
-// (absent from CPU builds) through at::accelerator from LibTorch 2.9 on. Should
-// that API not compile with some LibTorch, build with
-// CMAKE_EXTRA_ARGS=-DCMAKE_CXX_FLAGS=-DCAN_BENCH_ALLOCATOR_STATS=0 (.devdeps/build.sh):
-// the runner's nvidia-smi samples then give the peak.
-#ifndef CAN_BENCH_ALLOCATOR_STATS
-#define CAN_BENCH_ALLOCATOR_STATS (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9))
-#endif
-#if CAN_BENCH_ALLOCATOR_STATS
+// (absent from CPU builds) through at::accelerator (LibTorch >= 2.9).
 #include <ATen/DeviceAccelerator.h>
-#endif
 
 namespace {
 
@@ -116,18 +108,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 // Peak bytes held by LibTorch's CUDA caching allocator since the process started
-// (what torch.cuda.max_memory_allocated reports), in GB (1e9 bytes); null on a
-// CPU, with a LibTorch older than 2.9 or CAN_BENCH_ALLOCATOR_STATS=0, where the
-// runner's nvidia-smi samples stand in.
+// (what torch.cuda.max_memory_allocated reports), in GB (1e9 bytes); null on a CPU.
 nlohmann::json peak_allocated_gb(c10::Device device) {
-#if CAN_BENCH_ALLOCATOR_STATS
-  if (device.is_cuda()) {
-    const auto stats = at::accelerator::getDeviceStats(device.has_index() ? device.index() : c10::DeviceIndex{0});
-    return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;  // [0]: all pools together
-  }
-#endif
-  (void)device;
-  return nullptr;
+  if (!device.is_cuda()) return nullptr;
+  const auto stats = at::accelerator::getDeviceStats(device.has_index() ? device.index() : c10::DeviceIndex{0});
+  return static_cast<double>(stats.allocated_bytes[0].peak) / 1e9;  // [0]: all pools together
 }
 
 // `count` pair batches of `pairs` pairs on `device`: 2·pairs rows (chosen, then

@@ -68,6 +68,8 @@ run_case() {
     failed=1
   fi
   echo "   $((SECONDS - start)) s" >&2
+  # Into $OUT at once, so that a run cut short still brings back the cases it finished.
+  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/bench-gpu" && cp "$run_dir/$name".* "$OUT/bench-gpu/"; fi
 }
 
 if [ "$mode" = gpu ]; then
@@ -84,12 +86,13 @@ except ImportError as error:
     system["python_error"] = str(error)
 (run_dir / "system.json").write_text(json.dumps(system))
 EOF
+  if [ -n "${OUT:-}" ]; then mkdir -p "$OUT/bench-gpu" && cp "$run_dir/system.json" "$OUT/bench-gpu/"; fi
 fi
 
 run_case can_dpo 300 "$bench" dpo --device "$device" "${dpo_args[@]}"
+[ "$mode" = gpu ] && run_case pytorch_dpo 300 python3 bench/gpu/dpo_step.py --device cuda "${dpo_args[@]}"
 run_case can_sampling 300 "$bench" sampling --device "$device" "${sampling_args[@]}"
 if [ "$mode" = gpu ]; then
-  run_case pytorch_dpo 300 python3 bench/gpu/dpo_step.py --device cuda "${dpo_args[@]}"
   run_case transformers_sampling 300 python3 bench/gpu/sampling.py --device cuda "${sampling_args[@]}"
   # memory.used every 200 ms while the 7B case runs: the peak when the allocator's statistics are missing.
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$run_dir/lora_nvidia_smi.txt" &
@@ -116,7 +119,7 @@ fi
 if [ -n "${OUT:-}" ]; then
   mkdir -p "$OUT/bench-gpu"
   cp "$output" "$OUT/"
-  cp "$run_dir"/* "$OUT/bench-gpu/"
+  cp "$run_dir"/* "$OUT/bench-gpu/" 2>/dev/null
 fi
 echo "run folder: $run_dir" >&2
 exit "$failed"

@@ -7,7 +7,7 @@
 #   bash scripts/setup.sh build && bash scripts/nightly.sh [--update-baseline]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+export OMP_NUM_THREADS=1
 mkdir -p runs
 for pipeline in mocan pecan; do
   rm -rf "runs/nightly-$pipeline"

@@ -1,6 +1,7 @@
 // The can-train executable: exit status 1 with file:line: key on a bad config,
 // 2 on usage errors and while no pipeline stages are registered, the resolved
 // config with --print-config, and --sweep-margins checked like any other key.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -21,7 +22,7 @@ namespace fs = std::filesystem;
 
 // Runs can-train with `arguments` (already shell-quoted) through the shell.
 can::testing::CommandResult run_can_train(const std::string& arguments) {
-  return can::testing::run_command("'" + can::testing::built_executable("can-train") + "' " + arguments);
+  return can::testing::run_command(fmt::format("'{}' {}", can::testing::built_executable("can-train"), arguments));
 }
 
 class CanTrainCli : public ::testing::Test {

@@ -1,8 +1,12 @@
 // Parity with Hugging Face transformers on CUDA in bf16: the fixtures of
 // scripts/hf_parity_fixtures.py (float32 numbers from transformers) against
 // CAN's models loaded on the GPU in bfloat16. Skips without CUDA or fixtures.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <iostream>
+#include <utility>
 
 #include "hf_parity.h"
 
@@ -24,6 +28,12 @@ TEST(GpuHfParity, LogitsLogprobsAndScoresMatchTransformersInBfloat16) {
   if (!std::filesystem::exists(directory)) GTEST_SKIP() << can::testing::kMissingHfParityFixtures;
   for (const std::string side : {"left", "right"}) {
     const auto differences = can::testing::parity_differences(directory, side, torch::kCUDA, torch::kBFloat16);
+    for (const auto& [name, value] : {std::pair{"logits", differences.logits},
+                                      std::pair{"response_logprobs", differences.response_logprobs},
+                                      std::pair{"end_scores", differences.end_scores}}) {
+      RecordProperty(side + "_" + name, fmt::format("{:.3e}", value));  // measured: the report of --gtest_output
+      std::cout << "measured " << side << " " << name << " = " << fmt::format("{:.3e}", value) << "\n";
+    }
     EXPECT_LE(differences.logits, kLogitTolerance) << side << " padding";
     EXPECT_LE(differences.response_logprobs, kLogprobSumTolerance) << side << " padding";
     EXPECT_LE(differences.end_scores, kEndScoreTolerance) << side << " padding";

@@ -1,8 +1,13 @@
 // The Llama model on CUDA: float32 logits equal the CPU's, bf16 stays close to
 // float32, padding changes nothing for real tokens (fused attention included),
 // and cached sampling reproduces. Every test skips on a machine without CUDA.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <iostream>
+#include <string>
+#include <utility>
 
 #include "can/llama.h"
 #include "can/sampling.h"
@@ -67,6 +72,13 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kCPU, torch::kFloat32) - b.to(torch::kCPU, torch::kFloat32)).abs().max().item<double>();
 }
 
+// Puts a measured difference into the test's XML/JSON report (--gtest_output) and
+// on stdout: the tolerances below are settled from these numbers.
+void record(const std::string& name, double value) {
+  ::testing::Test::RecordProperty(name, fmt::format("{:.3e}", value));
+  std::cout << "measured " << name << " = " << fmt::format("{:.3e}", value) << "\n";
+}
+
 TEST_F(GpuModel, Float32LogitsOnCudaEqualCpuLogits) {
   torch::NoGradGuard no_grad;
   auto model = small_model();
@@ -75,8 +87,9 @@ TEST_F(GpuModel, Float32LogitsOnCudaEqualCpuLogits) {
   model->to(torch::kCUDA);
   const torch::Tensor cuda_logits = model(batch.input_ids.cuda(), batch.mask.cuda());
   for (int64_t i = 0; i < 2; ++i) {
-    EXPECT_LE(max_abs_diff(batch.real_positions(cuda_logits, i), batch.real_positions(cpu_logits, i)), 1e-4)
-        << "sequence " << i;
+    const double difference = max_abs_diff(batch.real_positions(cuda_logits, i), batch.real_positions(cpu_logits, i));
+    record(fmt::format("sequence{}_cuda_vs_cpu", i), difference);
+    EXPECT_LE(difference, 1e-4) << "sequence " << i;
   }
 }
 
@@ -94,9 +107,12 @@ TEST_F(GpuModel, Bfloat16LogitsStayCloseToFloat32) {
   // Padding rows too: a query with no real key must not produce NaN in any kernel.
   EXPECT_TRUE(torch::isfinite(bf16_logits).all().item<bool>());
   const double scale = float32_logits.abs().max().item<double>();
+  record("float32_logit_scale", scale);
   for (int64_t i = 0; i < 2; ++i) {
-    EXPECT_LE(max_abs_diff(batch.real_positions(bf16_logits, i), batch.real_positions(float32_logits, i)), 0.03 * scale)
-        << "sequence " << i << ", float32 logit scale " << scale;
+    const double difference =
+        max_abs_diff(batch.real_positions(bf16_logits, i), batch.real_positions(float32_logits, i));
+    record(fmt::format("sequence{}_bf16_vs_float32", i), difference);
+    EXPECT_LE(difference, 0.03 * scale) << "sequence " << i << ", float32 logit scale " << scale;
   }
 }
 
@@ -109,7 +125,37 @@ TEST_F(GpuModel, PaddedBatchEqualsEachSequenceAlone) {
   for (int64_t i = 0; i < 2; ++i) {
     const torch::Tensor ids = torch::tensor(batch.sequences[i]).unsqueeze(0).cuda();
     const torch::Tensor alone = model(ids, torch::ones_like(ids))[0];
-    EXPECT_LE(max_abs_diff(batch.real_positions(batch_logits, i), alone), 1e-4) << "sequence " << i;
+    const double difference = max_abs_diff(batch.real_positions(batch_logits, i), alone);
+    record(fmt::format("sequence{}_batch_vs_alone", i), difference);
+    EXPECT_LE(difference, 1e-4) << "sequence " << i;
+  }
+}
+
+// The fused kernel (SDPA: flash or memory-efficient on an unmasked right-padded
+// batch, a masked kernel on a left-padded one) against the reference attention,
+// in float32 and with bf16 compute.
+TEST_F(GpuModel, FusedAttentionEqualsReferenceOnPaddedBatches) {
+  torch::NoGradGuard no_grad;
+  auto model = small_model();
+  model->to(torch::kCUDA);
+  const torch::Tensor ids = torch::randint(3, 128, {4, 64}, torch::kInt64);  // [4, 64]
+  const torch::Tensor lengths = torch::tensor({64, 40, 17, 1}, torch::kInt64);
+  const torch::Tensor slots = torch::arange(64, torch::kInt64).unsqueeze(0);  // [1, 64]
+  const torch::Tensor right = (slots < lengths.unsqueeze(1)).to(torch::kInt64);            // [4, 64]
+  const torch::Tensor left = (slots >= 64 - lengths.unsqueeze(1)).to(torch::kInt64);       // [4, 64]
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    can::set_compute_dtype(*model, dtype == torch::kFloat32 ? c10::ScalarType::Undefined : dtype);
+    for (const auto& [side, mask] : {std::pair{"right", right}, std::pair{"left", left}}) {
+      const torch::Tensor real = mask.to(torch::kBool).unsqueeze(-1).cuda();  // [4, 64, 1]
+      can::set_attention_kernel(*model, can::AttentionKernel::Reference);
+      const torch::Tensor reference = model(ids.cuda(), mask.cuda()).masked_fill(~real, 0);
+      can::set_attention_kernel(*model, can::AttentionKernel::Fused);
+      const torch::Tensor fused = model(ids.cuda(), mask.cuda()).masked_fill(~real, 0);
+      const double difference = max_abs_diff(fused, reference);
+      const std::string name = fmt::format("{}_{}_fused_vs_reference", side, dtype == torch::kFloat32 ? "float32" : "bf16");
+      record(name, difference);
+      EXPECT_LE(difference, dtype == torch::kFloat32 ? 1e-4 : 0.03 * reference.abs().max().item<double>()) << name;
+    }
   }
 }
 

@@ -118,27 +118,86 @@ TEST(Llama, KVCacheDecodingEqualsFullForward) {
   EXPECT_LE(max_abs_diff(torch::cat(pieces, 1), full), 1e-5);
 }
 
-TEST(Llama, PaddedBatchEqualsEachSequenceAlone) {
+// Three sequences of lengths 6, 3 and 5 padded to width 6 on one side: ids and mask [3, 6].
+const std::vector<std::vector<int64_t>> kPaddedSequences = {{1, 4, 9, 16, 25, 36}, {1, 7, 3}, {1, 11, 12, 13, 14}};
+constexpr int64_t kPaddedWidth = 6;
+
+int64_t padding_offset(int64_t row, bool left) {
+  return left ? kPaddedWidth - static_cast<int64_t>(kPaddedSequences[row].size()) : 0;
+}
+
+std::pair<torch::Tensor, torch::Tensor> padded_batch(bool left) {
+  torch::Tensor ids = torch::zeros({3, kPaddedWidth}, torch::kInt64);
+  torch::Tensor mask = torch::zeros({3, kPaddedWidth}, torch::kInt64);
+  for (int64_t row = 0; row < 3; ++row) {
+    const int64_t length = kPaddedSequences[row].size(), offset = padding_offset(row, left);
+    ids[row].slice(0, offset, offset + length).copy_(torch::tensor(kPaddedSequences[row]));
+    mask[row].slice(0, offset, offset + length).fill_(1);
+  }
+  return {ids, mask};
+}
+
+// Right padding takes the fused kernel's unmasked causal path, left padding its
+// masked one (a wrong choice shifts every left-padded row); the reference kernel
+// must agree on both.
+TEST(Llama, PaddedBatchEqualsEachSequenceAloneWithEitherAttentionKernel) {
   auto model = tiny_model();
   torch::NoGradGuard no_grad;
-  const std::vector<std::vector<int64_t>> sequences = {{1, 4, 9, 16, 25, 36}, {1, 7, 3}, {1, 11, 12, 13, 14}};
-  const int64_t width = 6;
+  for (const auto kernel : {can::AttentionKernel::Fused, can::AttentionKernel::Reference}) {
+    can::set_attention_kernel(*model, kernel);
+    for (const bool left : {false, true}) {
+      const auto [ids, mask] = padded_batch(left);
+      const torch::Tensor batched = model(ids, mask, nullptr);
+      for (int64_t row = 0; row < 3; ++row) {
+        const torch::Tensor alone_ids = torch::tensor(kPaddedSequences[row]).unsqueeze(0);
+        const torch::Tensor alone = model(alone_ids, torch::ones_like(alone_ids), nullptr)[0];
+        const int64_t length = kPaddedSequences[row].size(), offset = padding_offset(row, left);
+        EXPECT_LE(max_abs_diff(batched[row].slice(0, offset, offset + length), alone), 1e-5)
+            << (kernel == can::AttentionKernel::Fused ? "fused" : "reference") << ", "
+            << (left ? "left" : "right") << " padding, row " << row;
+      }
+    }
+  }
+}
+
+// Fused (SDPA, grouped-query) against the matmul-softmax reference, float32, on
+// the real tokens of left- and right-padded batches.
+TEST(Llama, FusedAttentionEqualsReferenceOnPaddedBatches) {
+  auto model = tiny_model();
+  torch::NoGradGuard no_grad;
   for (const bool left : {false, true}) {
-    torch::Tensor ids = torch::zeros({3, width}, torch::kInt64);
-    torch::Tensor mask = torch::zeros({3, width}, torch::kInt64);
-    for (int64_t row = 0; row < 3; ++row) {
-      const int64_t length = sequences[row].size(), offset = left ? width - length : 0;
-      ids[row].slice(0, offset, offset + length).copy_(torch::tensor(sequences[row]));
-      mask[row].slice(0, offset, offset + length).fill_(1);
-    }
-    const torch::Tensor batched = model(ids, mask, nullptr);
-    for (int64_t row = 0; row < 3; ++row) {
-      const torch::Tensor alone_ids = torch::tensor(sequences[row]).unsqueeze(0);
-      const torch::Tensor alone = model(alone_ids, torch::ones_like(alone_ids), nullptr)[0];
-      const int64_t length = sequences[row].size(), offset = left ? width - length : 0;
-      EXPECT_LE(max_abs_diff(batched[row].slice(0, offset, offset + length), alone), 1e-5)
-          << (left ? "left" : "right") << " padding, row " << row;
-    }
+    const auto [ids, mask] = padded_batch(left);
+    can::set_attention_kernel(*model, can::AttentionKernel::Reference);
+    const torch::Tensor reference = model(ids, mask, nullptr);  // [3, 6, V]
+    can::set_attention_kernel(*model, can::AttentionKernel::Fused);
+    const torch::Tensor fused = model(ids, mask, nullptr);
+    const torch::Tensor real = mask.to(torch::kBool).unsqueeze(-1);  // [3, 6, 1]
+    EXPECT_LE(max_abs_diff(fused.masked_fill(~real, 0), reference.masked_fill(~real, 0)), 1e-5)
+        << (left ? "left" : "right") << " padding";
+    EXPECT_GT(reference.abs().max().item<double>(), 1e-2);  // the comparison is not between zeros
+  }
+}
+
+// With a KV cache SDPA's top-left causal alignment would be wrong, so the cached
+// paths pass a mask: a left-padded prompt, then a chunk of 3 after it, then
+// single decode steps, must equal the full forward with either kernel.
+TEST(Llama, CachedPrefillAndDecodeEqualFullForwardWithEitherAttentionKernel) {
+  auto model = tiny_model();
+  torch::NoGradGuard no_grad;
+  const auto [prompt, prompt_mask] = padded_batch(/*left=*/true);  // [3, 6]
+  const torch::Tensor continuation = torch::randint(3, 64, {3, 5});
+  const torch::Tensor ids = torch::cat({prompt, continuation}, 1);                           // [3, 11]
+  const torch::Tensor mask = torch::cat({prompt_mask, torch::ones_like(continuation)}, 1);  // [3, 11]
+  const torch::Tensor real = mask.to(torch::kBool).unsqueeze(-1);
+  for (const auto kernel : {can::AttentionKernel::Fused, can::AttentionKernel::Reference}) {
+    can::set_attention_kernel(*model, kernel);
+    const torch::Tensor full = model(ids, mask, nullptr);  // [3, 11, V]
+    can::KVCache cache(model->config, 3, 11, torch::TensorOptions().dtype(torch::kFloat32));
+    std::vector<torch::Tensor> pieces = {model(prompt, prompt_mask, &cache)};
+    pieces.push_back(model(ids.slice(1, 6, 9), mask.slice(1, 0, 9), &cache));  // prefill after cached tokens
+    for (int64_t t = 9; t < 11; ++t) pieces.push_back(model(ids.slice(1, t, t + 1), mask.slice(1, 0, t + 1), &cache));
+    EXPECT_LE(max_abs_diff(torch::cat(pieces, 1).masked_fill(~real, 0), full.masked_fill(~real, 0)), 1e-5)
+        << (kernel == can::AttentionKernel::Fused ? "fused" : "reference");
   }
 }
 

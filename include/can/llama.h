@@ -69,10 +69,23 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// How attention is computed; both are always built (set_attention_kernel).
+enum class AttentionKernel {
+  // at::scaled_dot_product_attention with grouped-query heads (enable_gqa): on a
+  // GPU the flash and memory-efficient kernels when the batch allows them.
+  Fused,
+  // The slow, obviously correct one: K/V heads repeated, float32 scores, masked
+  // softmax, matmul. What the fused one is tested against.
+  Reference,
+};
+
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const LlamaConfig& config);
-  // x [B, T, H]; cos, sin [B, T, D]; allowed [B, 1, T, S] bool; returns [B, T, H].
+  // x [B, T, H]; cos, sin [B, T, D]; returns [B, T, H].
+  // allowed [B, 1, T, S] bool (true: the query may see the key), or undefined for
+  // plain causal attention of T queries over the same T keys (no cache, no
+  // padding before a real token: LlamaModel::forward decides).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const torch::Tensor& allowed, KVCache* cache, int64_t layer);
   Linear q_proj{nullptr};  // [Q*D, H]
@@ -80,6 +93,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   Linear v_proj{nullptr};  // [K*D, H]
   Linear o_proj{nullptr};  // [H, Q*D]
   int64_t num_heads, num_key_value_heads, head_dim;
+  AttentionKernel kernel = AttentionKernel::Fused;
 };
 TORCH_MODULE(LlamaAttention);
 
@@ -151,6 +165,9 @@ TORCH_MODULE(LlamaForCausalLM);
 // master weights) and receive their gradients in it. Undefined: compute in the
 // parameters' dtype with no casts (the default).
 void set_compute_dtype(torch::nn::Module& model, c10::ScalarType dtype);
+
+// Chooses the attention of every layer of `model` (Fused unless set).
+void set_attention_kernel(torch::nn::Module& model, AttentionKernel kernel);
 
 // Loads config.json and the weights of a Hugging Face directory. The model is
 // built in float32 on CPU, weights are copied by name (every missing,

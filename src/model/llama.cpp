@@ -5,11 +5,6 @@
 #include "can/llama.h"
 
 #include <torch/torch.h>
-#include <torch/version.h>
-
-#ifndef TORCH_VERSION_MAJOR  // the attention kernel below is chosen by LibTorch's version
-#error "TORCH_VERSION_MAJOR is not defined by <torch/version.h>"
-#endif
 
 #include <cmath>
 
@@ -29,6 +24,58 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 // x [B, heads, T, D]; cos, sin [B, T, D] -> [B, heads, T, D].
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1);
+}
+
+// query [B, Q, T, D]; key, value [B, K, S, D]; allowed [B, 1, T, S] bool or
+// undefined (causal, T == S) -> [B, Q, T, D].
+torch::Tensor fused_attention(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+                              const torch::Tensor& allowed) {
+  const bool grouped = query.size(1) != key.size(1);  // the memory-efficient kernel takes no GQA: ask only when needed
+  if (!allowed.defined()) {
+    // No mask: the flash and memory-efficient kernels qualify. SDPA's causal mask
+    // is aligned to the top-left corner, right only when queries and keys start
+    // at the same slot, which LlamaModel::forward guarantees for this case.
+    return at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                            /*is_causal=*/true, /*scale=*/std::nullopt, grouped);
+  }
+  // A query with no allowed key (a left-padding slot) would get NaN from some
+  // kernels, and NaN at a padding slot leaks into real tokens through 0 * NaN in
+  // later layers, so every query also sees its own slot: padding outputs change,
+  // real tokens (which never see padding keys) do not.
+  const int64_t steps = query.size(2), keys = key.size(2);
+  const auto slot_options = torch::TensorOptions(query.device()).dtype(torch::kInt64);
+  const torch::Tensor own_slot = torch::arange(keys - steps, keys, slot_options).unsqueeze(1) ==
+                                 torch::arange(0, keys, slot_options).unsqueeze(0);  // [T, S]
+  return at::scaled_dot_product_attention(query, key, value, allowed | own_slot, /*dropout_p=*/0.0,
+                                          /*is_causal=*/false, /*scale=*/std::nullopt, grouped);
+}
+
+// The reference: same contract as fused_attention, written out. Scores and
+// softmax in float32; a masked score is the lowest finite float, not -inf, so a
+// query with no allowed key (a padding slot) gets a harmless uniform average.
+torch::Tensor reference_attention(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
+                                  const torch::Tensor& allowed) {
+  const int64_t group = query.size(1) / key.size(1);  // query heads sharing one key/value head
+  const torch::Tensor keys = key.repeat_interleave(group, /*dim=*/1);      // [B, Q, S, D]
+  const torch::Tensor values = value.repeat_interleave(group, /*dim=*/1);  // [B, Q, S, D]
+  const int64_t steps = query.size(2), key_count = key.size(2);
+  torch::Tensor mask = allowed;
+  if (!mask.defined()) {
+    mask = torch::ones({steps, key_count}, torch::TensorOptions(query.device()).dtype(torch::kBool)).tril();  // [T, S]
+  }
+  torch::Tensor scores = torch::matmul(query.to(torch::kFloat32), keys.to(torch::kFloat32).transpose(-2, -1)) /
+                         std::sqrt(static_cast<double>(query.size(-1)));  // [B, Q, T, S]
+  scores = scores.masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
+  const torch::Tensor weights = torch::softmax(scores, -1).to(values.scalar_type());
+  return torch::matmul(weights, values);  // [B, Q, T, D]
+}
+
+// attention_mask [B, S] (1 real, 0 padding) -> whether some row has a padding
+// slot before a real token (left padding, or a hole).
+bool padding_before_real_token(const torch::Tensor& attention_mask) {
+  if (attention_mask.size(1) < 2) return false;
+  const torch::Tensor real = attention_mask.to(torch::kBool);                      // [B, S]
+  return (real.slice(1, 1) & real.slice(1, 0, -1).logical_not()).any().item<bool>();  // a 0 then a 1
 }
 
 }  // namespace
@@ -90,35 +137,8 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     key = cache->keys[layer].slice(2, 0, end);      // [B, K, S, D]
     value = cache->values[layer].slice(2, 0, end);  // [B, K, S, D]
   }
-  const int64_t group = num_heads / num_key_value_heads;  // query heads sharing one key/value head
-  if (group > 1) {
-    key = key.repeat_interleave(group, /*dim=*/1);      // [B, Q, S, D]
-    value = value.repeat_interleave(group, /*dim=*/1);  // [B, Q, S, D]
-  }
-#if TORCH_VERSION_MAJOR >= 2
-  // Fused attention (LibTorch 2.x). The boolean mask is always passed (True = may
-  // attend); is_causal without a mask would be right only for unpadded batches
-  // without a cache, and telling those apart needs a host sync or a caller's
-  // promise. A query with no allowed key (a left-padding position) would get NaN
-  // from some SDPA kernels, and NaN at a padding slot leaks into real tokens
-  // through 0 * NaN in later layers, so every query also sees its own slot:
-  // padding outputs change, real tokens (which never see padding keys) do not.
-  const int64_t keys = key.size(2);
-  const auto slot_options = torch::TensorOptions(x.device()).dtype(torch::kInt64);
-  const torch::Tensor own_slot = torch::arange(keys - steps, keys, slot_options).unsqueeze(1) ==
-                                 torch::arange(0, keys, slot_options).unsqueeze(0);  // [T, S]
-  const torch::Tensor attended =
-      at::scaled_dot_product_attention(query, key, value, allowed | own_slot);  // [B, Q, T, D], scale 1/sqrt(D)
-#else
-  // Scores and softmax in float32. A masked score is the lowest finite float,
-  // not -inf, so a query with no allowed key (a padding position) gets a
-  // harmless uniform average instead of NaN.
-  torch::Tensor scores = torch::matmul(query.to(torch::kFloat32), key.to(torch::kFloat32).transpose(-2, -1)) /
-                         std::sqrt(static_cast<double>(head_dim));  // [B, Q, T, S]
-  scores = scores.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
-  const torch::Tensor weights = torch::softmax(scores, -1).to(value.scalar_type());
-  const torch::Tensor attended = torch::matmul(weights, value);  // [B, Q, T, D]
-#endif
+  const torch::Tensor attended = kernel == AttentionKernel::Fused ? fused_attention(query, key, value, allowed)
+                                                                  : reference_attention(query, key, value, allowed);
   return o_proj(attended.transpose(1, 2).reshape({batch, steps, num_heads * head_dim}));
 }
 
@@ -179,10 +199,17 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
   const torch::Tensor sin = embedded_angles.sin().to(hidden_in.scalar_type());
 
   // Query at slot past+i may see key slot j when j <= past+i and key j is real.
-  const torch::Tensor query_slots = torch::arange(past, keys, torch::TensorOptions(device).dtype(torch::kInt64));
-  const torch::Tensor key_slots = torch::arange(0, keys, torch::TensorOptions(device).dtype(torch::kInt64));
-  const torch::Tensor causal = key_slots.unsqueeze(0) <= query_slots.unsqueeze(1);  // [T, S]
-  const torch::Tensor allowed = causal.unsqueeze(0).unsqueeze(0) & key_mask.unsqueeze(1).unsqueeze(1);  // [B,1,T,S]
+  // Without a cache, and with every row's real tokens before its padding (right
+  // padding or none), that is plain causal attention for every real token, and
+  // attention gets no mask (undefined `allowed`): the fast kernels qualify.
+  // Deciding reads one boolean from the mask's device (no sync for a CPU mask).
+  torch::Tensor allowed;
+  if (cache != nullptr || padding_before_real_token(attention_mask)) {
+    const torch::Tensor query_slots = torch::arange(past, keys, torch::TensorOptions(device).dtype(torch::kInt64));
+    const torch::Tensor key_slots = torch::arange(0, keys, torch::TensorOptions(device).dtype(torch::kInt64));
+    const torch::Tensor causal = key_slots.unsqueeze(0) <= query_slots.unsqueeze(1);  // [T, S]
+    allowed = causal.unsqueeze(0).unsqueeze(0) & key_mask.unsqueeze(1).unsqueeze(1);  // [B, 1, T, S]
+  }
 
   torch::Tensor hidden = hidden_in;
   const bool checkpointed = activation_checkpointing && is_training() && torch::GradMode::is_enabled();
@@ -219,6 +246,12 @@ torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, cons
                                    ? torch::matmul(hidden.to(dtype), model->embed_tokens->weight.to(dtype).t())
                                    : lm_head(hidden);
   return logits.to(torch::kFloat32);  // [B, T, V]
+}
+
+void set_attention_kernel(torch::nn::Module& model, AttentionKernel kernel) {
+  for (const auto& module : model.modules(/*include_self=*/true)) {
+    if (auto* attention = dynamic_cast<LlamaAttentionImpl*>(module.get())) attention->kernel = kernel;
+  }
 }
 
 void set_compute_dtype(torch::nn::Module& model, c10::ScalarType dtype) {
