@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 job=${1:-build}
 
 packages=(
-  build-essential cmake ninja-build pkg-config git python3 python3-venv
+  build-essential cmake ninja-build git python3 python3-venv
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
 )
