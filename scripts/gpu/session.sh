@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One use of the GPU machine, from the project root, with .devdeps/ present (README, GPU):
-#   bash scripts/gpu/session.sh [BUDGET_SECONDS]      (default 540)
+#   bash scripts/gpu/session.sh [BUDGET_SECONDS] [--skip-bench]      (default 540)
 # In order, each step with its own time limit inside the budget, every result
 # written under $OUT (default gpu-out/) as soon as it exists:
 #   1. configure build-cuda/ against the machine's own PyTorch (CMake asks its python3)
@@ -8,11 +8,14 @@
 #   3. the GPU tests and llama_test, with their measured differences (--gtest_output JSON)
 #   4. configs/tiny-mocan.yaml on CUDA in float32, then with run.compute_dtype=bfloat16
 #   5. scripts/bench-gpu.sh --skip-build with whatever time is left (its cases land in $OUT as they end)
-# steps.txt says what each step returned and how long it took. Exit status 0 always:
-# read steps.txt.
+# steps.txt says what each step returned and how long it took. Everything is also packed
+# into $OUT/gpu-session.tar.gz (the device tool brings back only a few files). Exit
+# status 0 always: read steps.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-540}
+bench=1
+[ "${2:-}" = --skip-bench ] && bench=0
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 begin=$SECONDS
@@ -69,5 +72,6 @@ for dtype in float32 bfloat16; do
 done
 
 left=$((budget - (SECONDS - begin)))
-[ -x build-cuda/bench_gpu ] && step bench "$left" bash scripts/bench-gpu.sh --skip-build
+[ "$bench" = 1 ] && [ -x build-cuda/bench_gpu ] && step bench "$left" bash scripts/bench-gpu.sh --skip-build
+tar -czf /tmp/gpu-session.tar.gz -C "$out" . && mv /tmp/gpu-session.tar.gz "$out/"
 exit 0
