@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "can/atomic_file.h"
 #include "can/dual.h"
 #include "can/offline_scores.h"
 #include "can/synthetic_scores.h"
@@ -87,6 +88,6 @@ int main(int argc, char** argv) {
       }
     }
   }
-  fs::remove_all(directory);
+  can::remove_tree(directory);
   return 0;
 }

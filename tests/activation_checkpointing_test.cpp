@@ -34,16 +34,21 @@ bool uses_checkpointing(const torch::Tensor& tensor) {
 }
 
 // Gradients of every parameter that trains, by name, after one backward of a
-// next-token loss on a padded batch; the generator is reseeded first, so that
+// next-token loss on a padded batch (row 2 padded on `left`, or on the right: the
+// mask path and the unmasked causal one); the generator is reseeded first, so that
 // dropout draws the same masks in both runs.
-std::map<std::string, torch::Tensor> gradients(can::LlamaForCausalLM& model, bool checkpointing) {
+std::map<std::string, torch::Tensor> gradients(can::LlamaForCausalLM& model, bool checkpointing, bool left) {
   model->model->activation_checkpointing = checkpointing;
   model->train();
   model->zero_grad();
   torch::manual_seed(11);
   const torch::Tensor ids = torch::randint(0, 64, {3, 10});
   torch::Tensor mask = torch::ones({3, 10}, torch::kInt64);
-  mask[2].slice(0, 0, 4).zero_();
+  if (left) {
+    mask[2].slice(0, 0, 4).zero_();
+  } else {
+    mask[2].slice(0, 6).zero_();
+  }
   const torch::Tensor logits = model(ids, mask);  // [3, 10, V]
   EXPECT_EQ(uses_checkpointing(logits), checkpointing);
   torch::nn::functional::cross_entropy(logits.slice(1, 0, 9).reshape({-1, 64}), ids.slice(1, 1).reshape({-1}))
@@ -68,10 +73,12 @@ void expect_equal_gradients(const std::map<std::string, torch::Tensor>& expected
 TEST(ActivationCheckpointing, GradientsEqualThePlainBackward) {
   torch::manual_seed(5);
   can::LlamaForCausalLM model(can::testing::tiny_llama_config(64, /*num_hidden_layers=*/3));
-  const auto plain = gradients(model, false);
-  const auto checkpointed = gradients(model, true);
-  EXPECT_EQ(plain.size(), model->named_parameters().size());
-  expect_equal_gradients(plain, checkpointed);
+  for (const bool left : {true, false}) {
+    const auto plain = gradients(model, false, left);
+    const auto checkpointed = gradients(model, true, left);
+    EXPECT_EQ(plain.size(), model->named_parameters().size());
+    expect_equal_gradients(plain, checkpointed);
+  }
 }
 
 TEST(ActivationCheckpointing, GradientsEqualThePlainBackwardWithLoraDropout) {
@@ -89,10 +96,12 @@ TEST(ActivationCheckpointing, GradientsEqualThePlainBackwardWithLoraDropout) {
       if (parameter.key().find("lora_B") != std::string::npos) parameter.value().normal_(0.0, 0.1);
     }
   }
-  const auto plain = gradients(model, false);
-  const auto checkpointed = gradients(model, true);
-  EXPECT_EQ(plain.size(), 3u * 7u * 2u);  // layers × targets × (A, B)
-  expect_equal_gradients(plain, checkpointed);
+  for (const bool left : {true, false}) {
+    const auto plain = gradients(model, false, left);
+    const auto checkpointed = gradients(model, true, left);
+    EXPECT_EQ(plain.size(), 3u * 7u * 2u);  // layers × targets × (A, B)
+    expect_equal_gradients(plain, checkpointed);
+  }
 }
 
 TEST(ActivationCheckpointing, IsOffInEvaluationAndWithoutGradients) {

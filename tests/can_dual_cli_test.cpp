@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "can/atomic_file.h"
 #include "can/offline_scores.h"
 
 namespace {
@@ -39,7 +40,7 @@ class CanDualCli : public ::testing::Test {
                                                "{\"prompt_id\": 1, \"reward\": [1, 0], \"safety\": [0, 1]}\n"
                                                "{\"prompt_id\": 2, \"reward\": [1, 0], \"safety\": [0, 1]}\n";
   }
-  void TearDown() override { fs::remove_all(directory_); }
+  void TearDown() override { can::remove_tree(directory_); }
 
   ProcessResult run(const std::string& program, const std::string& arguments) {
     const fs::path err_path = directory_ / "stderr.txt";

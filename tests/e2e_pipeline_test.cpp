@@ -87,8 +87,8 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
 
   // Redo the last two stages: --resume skips the finished ones and the report comes out the same.
   const std::string report = can::read_text_file(run_dir / "eval" / "report.json");
-  fs::remove_all(run_dir / "dpo");
-  fs::remove_all(run_dir / "eval");
+  can::remove_tree(run_dir / "dpo");
+  can::remove_tree(run_dir / "eval");
   const auto resumed = run_command(can_train("configs/tiny-mocan.yaml", run_dir) + " --resume");
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("stage reference: finished earlier, skipped"), std::string::npos) << resumed.output;

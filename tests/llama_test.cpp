@@ -9,6 +9,7 @@
 #include <tuple>
 #include <nlohmann/json.hpp>
 
+#include "can/atomic_file.h"
 #include "can/error.h"
 #include "can/llama.h"
 #include "can/model_weights.h"
@@ -193,7 +194,8 @@ TEST(Llama, CachedPrefillAndDecodeEqualFullForwardWithEitherAttentionKernel) {
     can::set_attention_kernel(*model, kernel);
     const torch::Tensor full = model(ids, mask, nullptr);  // [3, 11, V]
     can::KVCache cache(model->config, 3, 11, torch::TensorOptions().dtype(torch::kFloat32));
-    std::vector<torch::Tensor> pieces = {model(prompt, prompt_mask, &cache)};
+    std::vector<torch::Tensor> pieces;
+    pieces.push_back(model(prompt, prompt_mask, &cache));
     pieces.push_back(model(ids.slice(1, 6, 9), mask.slice(1, 0, 9), &cache));  // prefill after cached tokens
     for (int64_t t = 9; t < 11; ++t) pieces.push_back(model(ids.slice(1, t, t + 1), mask.slice(1, 0, t + 1), &cache));
     EXPECT_LE(max_abs_diff(torch::cat(pieces, 1).masked_fill(~real, 0), full.masked_fill(~real, 0)), 1e-5)
@@ -478,7 +480,7 @@ TEST(ModelWeights, LoadingCopiesEveryTensor) {
 TEST(Llama, SaveThenLoadGivesIdenticalLogits) {
   auto model = tiny_model();
   const auto directory = std::filesystem::temp_directory_path() / "can_llama_roundtrip";
-  std::filesystem::remove_all(directory);
+  can::remove_tree(directory);
   can::save_causal_lm(model, directory.string());
   auto loaded = can::load_causal_lm(directory.string());
   loaded->eval();
@@ -491,7 +493,7 @@ TEST(Llama, SaveThenLoadGivesIdenticalLogits) {
   EXPECT_EQ(can::load_causal_lm(directory.string())->parameters().front().scalar_type(), torch::kFloat32);
   EXPECT_EQ(can::load_causal_lm(directory.string(), torch::kCPU, torch::kBFloat16)->parameters().front().scalar_type(),
             torch::kBFloat16);
-  std::filesystem::remove_all(directory);
+  can::remove_tree(directory);
 }
 
 TEST(LlamaConfig, ParsesHuggingFaceFieldsAndRejectsBadValues) {

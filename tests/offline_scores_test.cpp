@@ -1,3 +1,4 @@
+#include "can/atomic_file.h"
 #include "can/offline_scores.h"
 
 #include <gtest/gtest.h>
@@ -26,7 +27,7 @@ class OfflineScoresFile : public ::testing::Test {
                                                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(directory_);
   }
-  void TearDown() override { fs::remove_all(directory_); }
+  void TearDown() override { can::remove_tree(directory_); }
 
   fs::path write(const std::string& content) {
     const fs::path path = directory_ / "scores.jsonl";

@@ -1,3 +1,4 @@
+#include "can/atomic_file.h"
 #include "can/preference_data.h"
 
 #include <gtest/gtest.h>
@@ -21,7 +22,7 @@ class PreferenceDataFile : public ::testing::Test {
                                                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(directory_);
   }
-  void TearDown() override { fs::remove_all(directory_); }
+  void TearDown() override { can::remove_tree(directory_); }
 
   fs::path write_lines(const std::vector<std::string>& lines) {
     const auto path = directory_ / "pairs.jsonl";

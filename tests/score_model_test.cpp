@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "assertions.h"
+#include "can/atomic_file.h"
 #include "can/hf_checkpoint.h"
 #include "can/model_weights.h"
 #include "can/score_model.h"
@@ -69,7 +70,7 @@ TEST(ScoreModel, SavesSafeRlhfLayoutAndLoadsBack) {
   for (const bool bias : {true, false}) {
     auto model = tiny_score_model(bias);
     const auto directory = std::filesystem::temp_directory_path() / "can_score_roundtrip";
-    std::filesystem::remove_all(directory);
+    can::remove_tree(directory);
     can::save_score_model(model, directory.string());
     const auto tensors = can::load_checkpoint_tensors(directory);
     EXPECT_EQ(tensors.count("score_head.weight"), 1u);
@@ -80,7 +81,7 @@ TEST(ScoreModel, SavesSafeRlhfLayoutAndLoadsBack) {
     torch::NoGradGuard no_grad;
     const torch::Tensor ids = torch::randint(0, 50, {2, 6});
     EXPECT_TRUE(model(ids, torch::ones_like(ids)).equal(loaded(ids, torch::ones_like(ids))));
-    std::filesystem::remove_all(directory);
+    can::remove_tree(directory);
   }
 }
 

@@ -4,6 +4,7 @@
 // run directory, a changed config and a missing input are refused up front.
 #include "can/stage_runner.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -45,7 +46,7 @@ class StageRunnerTest : public ::testing::Test {
         order_.push_back(name);
         resuming_[name] = context.resuming;
         std::string text = name;
-        for (const std::string& input : inputs) text += "<" + can::read_text_file(context.artifact(input) / "out.txt");
+        for (const std::string& input : inputs) text += fmt::format("<{}", can::read_text_file(context.artifact(input) / "out.txt"));
         if (name == "b") {
           // A trainer's checkpoint: it must survive a failure and be seen again on --resume.
           seen_checkpoint_ = fs::exists(context.work_dir / "checkpoint");

@@ -38,7 +38,7 @@ can::WorldOptions small_options(uint64_t seed) {
 // A fresh, empty directory for one test.
 fs::path scratch_directory(const std::string& name) {
   const fs::path directory = fs::temp_directory_path() / fmt::format("can_world_{}_{}", name, getpid());
-  fs::remove_all(directory);
+  can::remove_tree(directory);
   return directory;
 }
 
@@ -82,7 +82,7 @@ TEST(World, SameSeedWritesByteIdenticalFilesAndAnotherSeedDoesNot) {
     EXPECT_EQ(content, can::read_text_file(second / file)) << file;
     EXPECT_NE(content, can::read_text_file(other / file)) << file;
   }
-  for (const auto& directory : {first, second, other}) fs::remove_all(directory);
+  for (const auto& directory : {first, second, other}) can::remove_tree(directory);
 }
 
 TEST(World, TestPromptCountDoesNotChangeTrainData) {
@@ -334,7 +334,7 @@ TEST(World, PairsFileFollowsThePkuSafeRlhfSchema) {
   const auto summary = nlohmann::json::parse(can::read_text_file(directory / "world.json"));
   EXPECT_EQ(summary["options"]["seed"], 17);
   EXPECT_EQ(summary["counts"]["pairs"], 300);
-  fs::remove_all(directory);
+  can::remove_tree(directory);
 }
 
 TEST(World, OutOfRangeOptionsAreErrorsThatNameTheOption) {

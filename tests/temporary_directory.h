@@ -6,7 +6,8 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
-#include <system_error>
+
+#include "can/atomic_file.h"
 
 namespace can::testing {
 
@@ -20,8 +21,10 @@ class TemporaryDirectory {
   TemporaryDirectory(const TemporaryDirectory&) = delete;
   TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
   ~TemporaryDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
+    try {
+      can::remove_tree(path_);
+    } catch (const std::exception&) {  // a destructor must not throw; the folder stays behind
+    }
   }
 
   const std::filesystem::path& path() const { return path_; }

@@ -140,7 +140,7 @@ class TokenizerTest : public ::testing::Test {
     Tokenizer::train(train_options(*corpus_, *directory_ / "unigram", "unigram"));
   }
   static void TearDownTestSuite() {
-    fs::remove_all(*directory_);
+    can::remove_tree(*directory_);
     delete corpus_;
     delete directory_;
   }
@@ -321,7 +321,7 @@ class TokenizerTrainingErrorTest : public ::testing::Test {
     write_lines(directory_ / "corpus.txt", corpus_sentences());
     options_ = train_options(directory_ / "corpus.txt", directory_ / "model", "bpe");
   }
-  void TearDown() override { fs::remove_all(directory_); }
+  void TearDown() override { can::remove_tree(directory_); }
 
   // Trains with `options_` and expects an error containing `expected`, and no model written.
   void expect_training_error(const std::string& expected) {

@@ -1,4 +1,5 @@
 // Checkpoint bookkeeping: trainer state save/load and resume, and metrics.jsonl.
+#include "can/atomic_file.h"
 #include "can/trainer_state.h"
 
 #include <gtest/gtest.h>
@@ -26,7 +27,7 @@ class TemporaryDirectory : public ::testing::Test {
                                                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(directory_);
   }
-  void TearDown() override { fs::remove_all(directory_); }
+  void TearDown() override { can::remove_tree(directory_); }
   fs::path directory_;
 };
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "can/atomic_file.h"
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/dpo_trainer.h"
@@ -154,7 +155,7 @@ class Trainers : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     delete tokenizer_;
-    fs::remove_all(*directory_);
+    can::remove_tree(*directory_);
     delete directory_;
   }
 

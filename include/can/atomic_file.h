@@ -23,6 +23,14 @@ void write_directory_atomically(const std::filesystem::path& directory,
 // Convenience for text content.
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);
 
+// Removes `path` and everything under it (nothing to do when it does not exist);
+// symbolic links are removed, never followed. Use it instead of
+// std::filesystem::remove_all: the PyTorch wheels' libtorch exports its own copy of
+// libstdc++'s filesystem code, and with LibTorch 2.11 a program's remove_all bound to
+// it called a null pointer on a non-empty directory (seen on the GPU machine).
+// Throws can::Error naming the entry that could not be removed.
+void remove_tree(const std::filesystem::path& path);
+
 // Reads a whole file; the error names the file.
 std::string read_text_file(const std::filesystem::path& path);
 

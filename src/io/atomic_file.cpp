@@ -1,6 +1,11 @@
 #include "can/atomic_file.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <fstream>
 #include <sstream>
@@ -33,24 +38,53 @@ void write_file_atomically(const fs::path& path, const std::function<void(std::o
 void write_directory_atomically(const fs::path& directory, const std::function<void(const fs::path&)>& write) {
   const std::string suffix = fmt::format(".{}", static_cast<long>(getpid()));
   const fs::path temporary = directory.string() + ".tmp" + suffix;
-  fs::remove_all(temporary);
+  remove_tree(temporary);
   fs::create_directories(temporary);
   try {
     write(temporary);
     if (fs::exists(directory)) {
       const fs::path old = directory.string() + ".old" + suffix;
-      fs::remove_all(old);
+      remove_tree(old);
       fs::rename(directory, old);
       fs::rename(temporary, directory);
-      fs::remove_all(old);
+      remove_tree(old);
     } else {
       fs::rename(temporary, directory);
     }
   } catch (...) {
-    std::error_code ignored;
-    fs::remove_all(temporary, ignored);
+    try {
+      remove_tree(temporary);
+    } catch (const Error&) {  // the first error is the one to report
+    }
     throw;
   }
+}
+
+namespace {
+
+// The first entry that could not be removed, for the error message (nftw's callback takes no context).
+thread_local std::string remove_tree_failure;
+
+int remove_entry(const char* entry, const struct stat*, int, struct FTW*) {
+  if (::remove(entry) == 0) return 0;
+  remove_tree_failure = fmt::format("cannot remove '{}': {}", entry, std::strerror(errno));
+  return 1;
+}
+
+}  // namespace
+
+void remove_tree(const fs::path& path) {
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0) {
+    check(errno == ENOENT, "cannot remove '{}': {}", path.string(), std::strerror(errno));
+    return;
+  }
+  // Depth first (children before their directory), without following symbolic links.
+  remove_tree_failure.clear();
+  const int result = ::nftw(path.c_str(), remove_entry, /*nopenfd=*/16, FTW_DEPTH | FTW_PHYS);
+  check(result == 0, "{}", remove_tree_failure.empty() ? fmt::format("cannot remove '{}': {}", path.string(),
+                                                                     std::strerror(errno))
+                                                       : remove_tree_failure);
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {

@@ -36,21 +36,24 @@ void set_generator_state(const c10::Device& device, const at::Tensor& state) {
 }
 
 // Inputs: x, cos, sin, allowed, then the layer's parameters (so that gradients
-// reach them even when x needs none, e.g. frozen embeddings under LoRA).
+// reach them even when x needs none, e.g. frozen embeddings under LoRA). `allowed`
+// is an optional: absent for plain causal attention (an undefined tensor is no
+// valid input of an autograd function).
 class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDecoderLayer> {
  public:
   static at::Tensor forward(AutogradContext* context, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& allowed, at::TensorList parameters, LlamaDecoderLayerImpl* layer) {
+                            const std::optional<at::Tensor>& allowed, at::TensorList parameters,
+                            LlamaDecoderLayerImpl* layer) {
     // The layer outlives the graph (it belongs to the model being trained); the
     // context holds only IValues, hence the pointer as an integer.
     context->saved_data["layer"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(layer));
     context->saved_data["num_parameters"] = static_cast<int64_t>(parameters.size());
     context->saved_data["cos"] = cos;
     context->saved_data["sin"] = sin;
-    context->saved_data["allowed"] = allowed;
+    if (allowed) context->saved_data["allowed"] = *allowed;
     if (layer->is_training()) context->saved_data["rng_state"] = generator_state(x.device());
     context->save_for_backward({x});
-    return layer->forward(x, cos, sin, allowed, /*cache=*/nullptr, /*layer=*/0);  // autograd is off here
+    return layer->forward(x, cos, sin, allowed.value_or(at::Tensor()), /*cache=*/nullptr, /*layer=*/0);  // no autograd here
   }
 
   static variable_list backward(AutogradContext* context, variable_list output_gradients) {
@@ -68,8 +71,10 @@ class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDe
     at::Tensor output;
     {
       torch::AutoGradMode enable_grad(true);
+      const auto allowed = context->saved_data.find("allowed");
       output = layer->forward(x, context->saved_data["cos"].toTensor(), context->saved_data["sin"].toTensor(),
-                              context->saved_data["allowed"].toTensor(), /*cache=*/nullptr, /*layer=*/0);
+                              allowed != context->saved_data.end() ? allowed->second.toTensor() : at::Tensor(),
+                              /*cache=*/nullptr, /*layer=*/0);
     }
     if (state_now) set_generator_state(device, *state_now);
 
@@ -109,7 +114,8 @@ class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDe
 at::Tensor checkpointed_decoder_layer(LlamaDecoderLayerImpl& layer, const at::Tensor& x, const at::Tensor& cos,
                                       const at::Tensor& sin, const at::Tensor& allowed) {
   const std::vector<at::Tensor> parameters = layer.parameters();
-  return CheckpointedDecoderLayer::apply(x, cos, sin, allowed, at::TensorList(parameters), &layer);
+  const std::optional<at::Tensor> mask = allowed.defined() ? std::optional<at::Tensor>(allowed) : std::nullopt;
+  return CheckpointedDecoderLayer::apply(x, cos, sin, mask, at::TensorList(parameters), &layer);
 }
 
 }  // namespace can

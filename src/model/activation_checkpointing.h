@@ -8,7 +8,8 @@
 
 namespace can {
 
-// layer.forward(x, cos, sin, allowed) without a cache, keeping none of the
+// layer.forward(x, cos, sin, allowed) without a cache (allowed may be undefined: plain
+// causal attention, LlamaAttention::forward), keeping none of the
 // layer's activations: only the input is saved, and backward runs the layer
 // again with gradients (under the forward's random generator state, so that
 // adapter dropout draws the same mask) to get the gradients of x and of the

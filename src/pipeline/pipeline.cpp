@@ -140,7 +140,7 @@ void copy_tokenizer_into(const StageContext& context, const fs::path& model_dir)
 // Checkpoints are for resuming the stage; once it has finished they are dead weight.
 void finish_training(const StageContext& context, const TrainingSummary& summary) {
   copy_tokenizer_into(context, summary.model_directory);
-  fs::remove_all(context.work_dir / "checkpoints");
+  remove_tree(context.work_dir / "checkpoints");
 }
 
 std::vector<std::pair<std::string, std::string>> read_prompts(const fs::path& path, int64_t limit) {

@@ -33,7 +33,7 @@ void remove_old_checkpoints(const fs::path& checkpoints) {
     if (entry.is_directory() && step >= 0) found.emplace_back(step, entry.path());
   }
   std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  for (size_t i = kCheckpointsKept; i < found.size(); ++i) fs::remove_all(found[i].second);
+  for (size_t i = kCheckpointsKept; i < found.size(); ++i) remove_tree(found[i].second);
 }
 
 }  // namespace
