@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up CAN on a fresh Debian 12 or 13 machine and runs one job:
 #   bash scripts/setup.sh main    install, build, run the main job on the embedded default
-#   bash scripts/setup.sh test    install, build, run the test suite (unit and e2e labels)
+#   bash scripts/setup.sh test    install, build, run the test suite (labels unit, e2e, reference)
 #   bash scripts/setup.sh build   install and build only
 # Idempotent: Debian packages already present are not reinstalled, .venv/ is reused
 # when it already satisfies requirements.txt, and the build is incremental.
@@ -43,6 +43,6 @@ case "$job" in
   main) bash scripts/main-job.sh ;;
   # Tests run as many at a time as there are cores, each single-threaded:
   # oversubscribed OpenMP threads spin and slow tiny models tenfold.
-  test) OMP_NUM_THREADS=1 ctest --test-dir build -L 'unit|e2e' --output-on-failure -j "$(nproc)" ;;
+  test) OMP_NUM_THREADS=1 ctest --test-dir build -L 'unit|e2e|reference' --output-on-failure -j "$(nproc)" ;;
   *) echo "setup: unknown job '$job' (expected main, test or build)" >&2; exit 2 ;;
 esac
