@@ -34,7 +34,7 @@ for library in "$cuda"/lib/*.so.*; do
   ln -sf "$library" "$toolkit/lib64/$name"
   ln -sf "$library" "$toolkit/lib64/${name%%.so.*}.so"
 done
-ln -s "$cuda"/lib/*.a "$toolkit/lib64/"
+for archive in "$cuda"/lib/*.a; do [ -e "$archive" ] && ln -s "$archive" "$toolkit/lib64/"; done
 
 # The architectures to compile for, named so that LibTorch's CMake does not probe for a GPU.
 export TORCH_CUDA_ARCH_LIST=9.0

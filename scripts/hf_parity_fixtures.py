@@ -194,8 +194,8 @@ def main():
         for side in ("left", "right"):
             ids, mask, response = padded(side)
             logits = causal_lm(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits.float()
-            real = mask.bool().unsqueeze(-1)
-            drift = {"logits": ((logits - expected[f"{side}.logits"]).abs() * real).max(),
+            padding = ~mask.bool().unsqueeze(-1)
+            drift = {"logits": (logits - expected[f"{side}.logits"]).abs().masked_fill(padding, 0).max(),
                      "response_logprobs": (response_logprobs(logits, ids, response)
                                            - expected[f"{side}.response_logprobs"]).abs().max(),
                      "end_scores": (end_scores(backbone, score_head, ids, mask, positions(mask))

@@ -26,12 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # LibTorch comes from the PyTorch wheel in .venv/ (CMakeLists.txt finds it there).
-if [ ! -x .venv/bin/python3 ]; then python3 -m venv .venv; fi
+# A .venv/ without a working pip (a venv that failed half-way) is made anew.
+.venv/bin/python3 -m pip --version > /dev/null 2>&1 || python3 -m venv --clear .venv
 stamp=.venv/requirements.installed
-if ! cmp -s requirements.txt "$stamp"; then
+if ! { cat requirements.txt; .venv/bin/python3 --version; } | cmp -s - "$stamp"; then
   echo "setup: pip install -r requirements.txt into .venv/"
   .venv/bin/python3 -m pip install -q -r requirements.txt
-  cp requirements.txt "$stamp"
+  { cat requirements.txt; .venv/bin/python3 --version; } > "$stamp"
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > build.configure.log 2>&1 || { cat build.configure.log; exit 1; }

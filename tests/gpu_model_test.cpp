@@ -18,8 +18,7 @@ class GpuModel : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!torch::cuda::is_available()) {
-      GTEST_SKIP() << "CUDA is not available: run on the GPU machine with "
-                      "`bash .devdeps/build.sh ctest --test-dir build-cuda -L gpu` (README, GPU)";
+      GTEST_SKIP() << "CUDA is not available: run on a GPU machine (README, GPU: scripts/gpu/session.sh)";
     }
     // Exact float32 on CUDA: these tests compare with the CPU to 1e-4.
     at::globalContext().setAllowTF32CuBLAS(false);

@@ -161,6 +161,21 @@ TEST(Llama, PaddedBatchEqualsEachSequenceAloneWithEitherAttentionKernel) {
   }
 }
 
+// The choice of the unmasked causal path: only a padding slot before a real token
+// (left padding or a hole) forces the mask.
+TEST(Llama, PaddingBeforeARealTokenIsDetectedInAnyRow) {
+  auto mask = [](std::vector<std::vector<int64_t>> rows) {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& row : rows) tensors.push_back(torch::tensor(row));
+    return torch::stack(tensors);  // [B, S]
+  };
+  EXPECT_FALSE(can::padding_before_real_token(mask({{1, 1, 1}, {1, 1, 0}, {1, 0, 0}})));  // right padding, none
+  EXPECT_FALSE(can::padding_before_real_token(mask({{0, 0, 0}, {1, 1, 1}})));             // an all-padding row
+  EXPECT_FALSE(can::padding_before_real_token(mask({{0}})));
+  EXPECT_TRUE(can::padding_before_real_token(mask({{1, 1, 1}, {0, 1, 1}})));               // left padding
+  EXPECT_TRUE(can::padding_before_real_token(mask({{1, 0, 1}})));                          // a hole
+}
+
 // Fused (SDPA, grouped-query) against the matmul-softmax reference, float32, on
 // the real tokens of left- and right-padded batches.
 TEST(Llama, FusedAttentionEqualsReferenceOnPaddedBatches) {

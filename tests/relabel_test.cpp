@@ -11,9 +11,11 @@ namespace {
 
 std::vector<can::PreferencePair> pairs(size_t count) {
   can::PreferencePair pair;
-  pair.prompt = "p";
-  pair.response_0 = "a";
-  pair.response_1 = "b";
+  // std::string temporaries, not literals: GCC 12's -Wstringop-overflow misfires on
+  // assigning a literal in C++20 (with LibTorch 2.14's headers).
+  pair.prompt = std::string("p");
+  pair.response_0 = std::string("a");
+  pair.response_1 = std::string("b");
   pair.better_response_id = 0;
   pair.safer_response_id = 1;
   pair.is_response_0_safe = false;

@@ -166,6 +166,11 @@ TORCH_MODULE(LlamaForCausalLM);
 // parameters' dtype with no casts (the default).
 void set_compute_dtype(torch::nn::Module& model, c10::ScalarType dtype);
 
+// attention_mask [B, S] (1 real token, 0 padding) -> whether some row has a
+// padding slot before a real token (left padding, or a hole). Without a KV cache
+// and without such padding, attention is plain causal and takes no mask.
+bool padding_before_real_token(const torch::Tensor& attention_mask);
+
 // Chooses the attention of every layer of `model` (Fused unless set).
 void set_attention_kernel(torch::nn::Module& model, AttentionKernel kernel);
 

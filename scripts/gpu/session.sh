@@ -10,7 +10,7 @@
 #   5. scripts/bench-gpu.sh --skip-build with whatever time is left (its cases land in $OUT as they end)
 # steps.txt says what each step returned and how long it took. Everything is also packed
 # into $OUT/gpu-session.tar.gz (the device tool brings back only a few files). Exit
-# status 0 always: read steps.txt.
+# status 1 when any step failed or was not run, after packing.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-540}
@@ -74,4 +74,4 @@ done
 left=$((budget - (SECONDS - begin)))
 [ "$bench" = 1 ] && [ -x build-cuda/bench_gpu ] && step bench "$left" bash scripts/bench-gpu.sh --skip-build
 tar -czf /tmp/gpu-session.tar.gz -C "$out" . && mv /tmp/gpu-session.tar.gz "$out/"
-exit 0
+! grep -v ': exit 0 after' "$out/steps.txt"

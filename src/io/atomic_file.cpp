@@ -62,29 +62,40 @@ void write_directory_atomically(const fs::path& directory, const std::function<v
 
 namespace {
 
-// The first entry that could not be removed, for the error message (nftw's callback takes no context).
-thread_local std::string remove_tree_failure;
+// The first entry that could not be removed and its errno, for the error message:
+// nftw's callback takes no context, and nothing may throw through nftw's C frames.
+thread_local bool remove_tree_failed = false;
+thread_local std::string remove_tree_failed_path;
+thread_local int remove_tree_failed_errno = 0;
 
 int remove_entry(const char* entry, const struct stat*, int, struct FTW*) {
   if (::remove(entry) == 0) return 0;
-  remove_tree_failure = fmt::format("cannot remove '{}': {}", entry, std::strerror(errno));
+  remove_tree_failed_errno = errno;
+  remove_tree_failed = true;
+  remove_tree_failed_path.assign(entry);
   return 1;
 }
 
 }  // namespace
 
 void remove_tree(const fs::path& path) {
+  // "link/" would make lstat follow the link: strip trailing separators first.
+  std::string root = path.string();
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
   struct stat status {};
-  if (::lstat(path.c_str(), &status) != 0) {
-    check(errno == ENOENT, "cannot remove '{}': {}", path.string(), std::strerror(errno));
-    return;
+  if (::lstat(root.c_str(), &status) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return;  // nothing there (as std::filesystem::remove_all)
+    fail("cannot remove '{}': {}", root, std::strerror(errno));
   }
   // Depth first (children before their directory), without following symbolic links.
-  remove_tree_failure.clear();
-  const int result = ::nftw(path.c_str(), remove_entry, /*nopenfd=*/16, FTW_DEPTH | FTW_PHYS);
-  check(result == 0, "{}", remove_tree_failure.empty() ? fmt::format("cannot remove '{}': {}", path.string(),
-                                                                     std::strerror(errno))
-                                                       : remove_tree_failure);
+  remove_tree_failed = false;
+  errno = 0;
+  if (::nftw(root.c_str(), remove_entry, /*nopenfd=*/16, FTW_DEPTH | FTW_PHYS) != 0) {
+    if (remove_tree_failed) {
+      fail("cannot remove '{}': {}", remove_tree_failed_path, std::strerror(remove_tree_failed_errno));
+    }
+    fail("cannot remove '{}': {}", root, std::strerror(errno));
+  }
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {

@@ -32,7 +32,8 @@ torch::Tensor fused_attention(const torch::Tensor& query, const torch::Tensor& k
                               const torch::Tensor& allowed) {
   const bool grouped = query.size(1) != key.size(1);  // the memory-efficient kernel takes no GQA: ask only when needed
   if (!allowed.defined()) {
-    // No mask: the flash and memory-efficient kernels qualify. SDPA's causal mask
+    // No mask: on a GPU the flash kernel qualifies (bf16/fp16; GQA included), or the
+    // memory-efficient one when there is no GQA; float32 takes the math kernel. SDPA's causal mask
     // is aligned to the top-left corner, right only when queries and keys start
     // at the same slot, which LlamaModel::forward guarantees for this case.
     return at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
@@ -70,15 +71,13 @@ torch::Tensor reference_attention(const torch::Tensor& query, const torch::Tenso
   return torch::matmul(weights, values);  // [B, Q, T, D]
 }
 
-// attention_mask [B, S] (1 real, 0 padding) -> whether some row has a padding
-// slot before a real token (left padding, or a hole).
+}  // namespace
+
 bool padding_before_real_token(const torch::Tensor& attention_mask) {
   if (attention_mask.size(1) < 2) return false;
   const torch::Tensor real = attention_mask.to(torch::kBool);                      // [B, S]
   return (real.slice(1, 1) & real.slice(1, 0, -1).logical_not()).any().item<bool>();  // a 0 then a 1
 }
-
-}  // namespace
 
 // ----------------------------------------------------------------------------- KV cache
 
@@ -137,6 +136,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     key = cache->keys[layer].slice(2, 0, end);      // [B, K, S, D]
     value = cache->values[layer].slice(2, 0, end);  // [B, K, S, D]
   }
+  check(allowed.defined() || key.size(2) == steps,
+        "attention without a mask must be plain causal over its own {} positions, but sees {} keys", steps,
+        key.size(2));
   const torch::Tensor attended = kernel == AttentionKernel::Fused ? fused_attention(query, key, value, allowed)
                                                                   : reference_attention(query, key, value, allowed);
   return o_proj(attended.transpose(1, 2).reshape({batch, steps, num_heads * head_dim}));
@@ -202,7 +204,8 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
   // Without a cache, and with every row's real tokens before its padding (right
   // padding or none), that is plain causal attention for every real token, and
   // attention gets no mask (undefined `allowed`): the fast kernels qualify.
-  // Deciding reads one boolean from the mask's device (no sync for a CPU mask).
+  // Deciding reads one boolean from the mask's device: a host sync per forward when
+  // the mask lives on a GPU (the trainers move it there first), none for a CPU mask.
   torch::Tensor allowed;
   if (cache != nullptr || padding_before_real_token(attention_mask)) {
     const torch::Tensor query_slots = torch::arange(past, keys, torch::TensorOptions(device).dtype(torch::kInt64));
