@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "prompts decoded together with the cache")->capture_default_str();
   app.add_option("--prompt-length", prompt_length)->capture_default_str();
   app.add_option("--threads", threads, "0: all cores")->capture_default_str();
+  std::string attention = "fused";
+  app.add_option("--attention", attention, "fused (SDPA) or reference (matmul-softmax)")
+      ->check(CLI::IsMember({"fused", "reference"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   can::configure_threads(threads);
 
@@ -48,6 +52,7 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   can::LlamaForCausalLM model(config);
   model->eval();
+  can::set_attention_kernel(*model, attention == "fused" ? can::AttentionKernel::Fused : can::AttentionKernel::Reference);
   int64_t parameters = 0;
   for (const auto& p : model->parameters()) parameters += p.numel();
 
@@ -76,6 +81,7 @@ int main(int argc, char** argv) {
   const nlohmann::json result = {
       {"parameters", parameters},
       {"threads", torch::get_num_threads()},
+      {"attention", attention},
       {"prompt_length", prompt_length},
       {"new_tokens", new_tokens},
       {"kv_cache_batch", {{"batch", batch}, {"tokens_per_s", count_tokens(cached) / cached_seconds}}},
