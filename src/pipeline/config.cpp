@@ -669,7 +669,7 @@ int64_t read_int(const YAML::Node& node, const std::string& where, const std::st
 }
 
 double read_float(const YAML::Node& node, const std::string& where, const std::string& path) {
-  const std::string& text = scalar_text(node, "a float", where, path);
+  const std::string text = scalar_text(node, "a float", where, path);
   if (is_quoted(node)) fail_at(where, path, fmt::format("expected a float, got the quoted string \"{}\"", text));
   const bool number_characters = !text.empty() && text.find_first_not_of("0123456789+-.eE") == std::string::npos;
   char* end = nullptr;
@@ -682,7 +682,7 @@ double read_float(const YAML::Node& node, const std::string& where, const std::s
 }
 
 bool read_bool(const YAML::Node& node, const std::string& where, const std::string& path) {
-  const std::string& text = scalar_text(node, "true or false", where, path);
+  const std::string text = scalar_text(node, "true or false", where, path);
   if (!is_quoted(node)) {
     if (text == "true" || text == "True" || text == "TRUE") return true;
     if (text == "false" || text == "False" || text == "FALSE") return false;
