@@ -111,16 +111,11 @@ class CheckpointedDecoderLayer : public torch::autograd::Function<CheckpointedDe
 
 }  // namespace
 
-// GCC 14 warns (-Warray-bounds) inside LibTorch's Function::apply (a std::vector<bool>
-// reserve it inlines here): a false positive in LibTorch's header, silenced for this call only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Warray-bounds"
 at::Tensor checkpointed_decoder_layer(LlamaDecoderLayerImpl& layer, const at::Tensor& x, const at::Tensor& cos,
                                       const at::Tensor& sin, const at::Tensor& allowed) {
   const std::vector<at::Tensor> parameters = layer.parameters();
   const std::optional<at::Tensor> mask = allowed.defined() ? std::optional<at::Tensor>(allowed) : std::nullopt;
   return CheckpointedDecoderLayer::apply(x, cos, sin, mask, at::TensorList(parameters), &layer);
 }
-#pragma GCC diagnostic pop
 
 }  // namespace can
