@@ -131,8 +131,9 @@ TEST(ComputeDtype, ADpoStepWithLoraTrainsTheFloat32Adapters) {
   for (int step = 0; step < 3; ++step) {
     optimizer->zero_grad();
     const torch::Tensor policy = can::sequence_logprobs(model(b.ids, b.mask), b.ids, response_mask);
+    const auto tokens = response_mask.sum(1);  // [2]
     const auto output = can::dpo_loss(policy.slice(0, 0, 1), policy.slice(0, 1, 2), reference.slice(0, 0, 1),
-                                      reference.slice(0, 1, 2), {});
+                                      reference.slice(0, 1, 2), tokens.slice(0, 0, 1), tokens.slice(0, 1, 2), {});
     output.loss.backward();
     optimizer->step();
     losses.push_back(output.loss.item<double>());

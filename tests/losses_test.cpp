@@ -105,15 +105,19 @@ TEST(SequenceLogprobs, RejectsMismatchedShapes) {
 // Two pairs, β = 0.1:
 //   pair 1: π_c = −10, π_r = −12, ref_c = −11, ref_r = −11: log-ratios +1 and −1, h = 2, βh = 0.2
 //   pair 2: π_c = −8,  π_r = −7,  ref_c = −8.5, ref_r = −8: log-ratios +0.5 and +1, h = −0.5, βh = −0.05
+// Response tokens (IPO only): pair 1 has 2 chosen and 4 rejected, pair 2 has 1 and 2.
 struct DpoInputs {
   at::Tensor policy_chosen = vector({-10, -8}, true);
   at::Tensor policy_rejected = vector({-12, -7}, true);
   at::Tensor reference_chosen = vector({-11, -8.5}, true);
   at::Tensor reference_rejected = vector({-11, -8}, true);
+  at::Tensor chosen_tokens = vector({2, 1});
+  at::Tensor rejected_tokens = vector({4, 2});
 };
 
 can::LossOutput dpo(const DpoInputs& in, can::DpoOptions options) {
-  return can::dpo_loss(in.policy_chosen, in.policy_rejected, in.reference_chosen, in.reference_rejected, options);
+  return can::dpo_loss(in.policy_chosen, in.policy_rejected, in.reference_chosen, in.reference_rejected,
+                       in.chosen_tokens, in.rejected_tokens, options);
 }
 
 TEST(DpoLoss, SigmoidLossAndEveryMetricMatchHandValues) {
@@ -148,19 +152,24 @@ TEST(DpoLoss, LabelSmoothingGivesTheConservativeLoss) {
   EXPECT_NEAR(metric(output, "rewards/margins"), 0.075, 1e-6);  // metrics do not depend on ε
 }
 
-TEST(DpoLoss, IpoLossMatchesHandValue) {
+TEST(DpoLoss, IpoLossComparesPerTokenLogRatios) {
   const DpoInputs in;
   const auto output = dpo(in, {/*beta=*/0.1, /*label_smoothing=*/0.0, can::PreferenceLossKind::kIpo});
-  // 1/(2β) = 5: mean((2 − 5)², (−0.5 − 5)²) = mean(9, 30.25) = 19.625
-  EXPECT_NEAR(output.loss.item<double>(), 19.625, 1e-5);
+  // 1/(2β) = 5; per-token log-ratio differences: pair 1: 1/2 − (−1)/4 = 0.75, pair 2: 0.5/1 − 1/2 = 0.
+  // mean((0.75 − 5)², (0 − 5)²) = mean(18.0625, 25) = 21.53125 (sequence sums would give 19.625)
+  EXPECT_NEAR(output.loss.item<double>(), 21.53125, 1e-5);
   EXPECT_NEAR(metric(output, "rewards/accuracies"), 0.5, 1e-12);
+  // ∂loss/∂π_c(pair 1) = ½ · 2·(0.75 − 5) · (1/2) = −2.125
+  output.loss.backward();
+  EXPECT_NEAR(in.policy_chosen.grad()[0].item<double>(), -2.125, 1e-5);
 }
 
 TEST(DpoLoss, PolicyEqualToReferenceGivesLogTwo) {
   const auto chosen = vector({-3, -40, -7.5});
   const auto rejected = vector({-9, -2, -7.5});
   for (const double smoothing : {0.0, 0.2}) {
-    const auto output = can::dpo_loss(chosen, rejected, chosen, rejected, {0.5, smoothing});
+    const auto tokens = vector({1, 2, 3});
+    const auto output = can::dpo_loss(chosen, rejected, chosen, rejected, tokens, tokens, {0.5, smoothing});
     EXPECT_NEAR(output.loss.item<double>(), std::log(2.0), 1e-7) << "label_smoothing " << smoothing;
     EXPECT_EQ(metric(output, "rewards/margins"), 0.0);
     EXPECT_EQ(metric(output, "rewards/accuracies"), 0.0);  // ties are not wins
@@ -171,7 +180,11 @@ TEST(DpoLoss, RejectsInvalidOptionsAndShapes) {
   const DpoInputs in;
   EXPECT_THROW(dpo(in, {/*beta=*/0.0}), can::Error);
   EXPECT_THROW(dpo(in, {/*beta=*/0.1, /*label_smoothing=*/0.5}), can::Error);
-  EXPECT_THROW(can::dpo_loss(in.policy_chosen, vector({-1}), in.reference_chosen, in.reference_rejected, {}),
+  EXPECT_THROW(can::dpo_loss(in.policy_chosen, vector({-1}), in.reference_chosen, in.reference_rejected,
+                             in.chosen_tokens, in.rejected_tokens, {}),
+               can::Error);
+  EXPECT_THROW(can::dpo_loss(in.policy_chosen, in.policy_rejected, in.reference_chosen, in.reference_rejected,
+                             vector({1}), in.rejected_tokens, {}),
                can::Error);
   EXPECT_EQ(can::parse_preference_loss_kind("ipo"), can::PreferenceLossKind::kIpo);
   EXPECT_THROW(can::parse_preference_loss_kind("hinge"), can::Error);

@@ -28,8 +28,8 @@ struct DpoTrainingOptions {
 // ones, also when resuming) only they train: every other parameter is frozen,
 // the reference log-probs come from the model with its adapters disabled,
 // checkpoints hold the adapters (PEFT layout) and the optimizer state of them
-// alone, and <output_dir>/model gets the merged weights. Log-probs are sequence sums in nats, for IPO
-// too (TRL averages them per token for IPO). Stage "dpo"; metrics as TRL names
+// alone, and <output_dir>/model gets the merged weights. Log-probs are sequence sums in nats; IPO
+// divides each log-ratio by its response's token count, as TRL does (losses.h). Stage "dpo"; metrics as TRL names
 // them: loss, rewards/chosen, rewards/rejected, rewards/margins,
 // rewards/accuracies, logps/chosen, logps/rejected, grad_norm, learning_rate; the
 // same with "eval_" on `eval` when it is not empty.

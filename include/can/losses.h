@@ -32,17 +32,20 @@ struct DpoOptions {
   PreferenceLossKind kind = PreferenceLossKind::kSigmoid;
 };
 
-// With log-ratio difference h = (logπ_c − logπ_ref_c) − (logπ_r − logπ_ref_r):
+// With log-ratios ρ_c = logπ_c − logπ_ref_c, ρ_r = logπ_r − logπ_ref_r, h = ρ_c − ρ_r:
 //   sigmoid: −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)
-//   ipo:     (h − 1/(2β))²
-// Log-probs are sequence sums in nats (sequence_logprobs); TRL length-normalizes
-// them for IPO, which is the caller's choice here. Reference log-probs are
-// detached. Metrics, as TRL names them: rewards/chosen = mean β(logπ_c − logπ_ref_c),
-// rewards/rejected, rewards/margins = mean of their difference, rewards/accuracies
-// = fraction of pairs with chosen reward > rejected reward, logps/chosen and
+//   ipo:     (ρ_c/n_c − ρ_r/n_r − 1/(2β))²
+// Log-probs are sequence sums in nats (sequence_logprobs); n_c, n_r [batch] are
+// the response token counts of each pair, which only IPO uses: it compares
+// per-token log-ratios, as TRL does (its DPOTrainer, confirmed with the IPO
+// authors), so β means the same for short and long responses. Reference
+// log-probs are detached. Metrics, as TRL names them: rewards/chosen = mean βρ_c,
+// rewards/rejected = mean βρ_r, rewards/margins = mean of their difference,
+// rewards/accuracies = fraction of pairs with βρ_c > βρ_r, logps/chosen and
 // logps/rejected = mean policy log-probs.
 LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& policy_rejected_logps,
                     const at::Tensor& reference_chosen_logps, const at::Tensor& reference_rejected_logps,
+                    const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,
                     const DpoOptions& options);
 
 // Bradley–Terry reward-model loss −log σ(s_better − s_worse). Metrics: accuracy

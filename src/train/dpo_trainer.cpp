@@ -16,7 +16,9 @@ LossOutput dpo_pair_batch_loss(LlamaForCausalLM& policy, const SequenceBatch& pa
   const auto policy_logps = sequence_logprobs(logits, pair_batch.input_ids, pair_batch.response_mask);  // [2B]
   const auto [policy_chosen, policy_rejected] = split_chosen_rejected(policy_logps);
   const auto [reference_chosen, reference_rejected] = split_chosen_rejected(reference_logps);
-  return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, options);
+  const auto [chosen_tokens, rejected_tokens] = split_chosen_rejected(pair_batch.response_mask.sum(1));  // [B] each
+  return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_tokens, rejected_tokens,
+                  options);
 }
 
 TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, const ChatTemplate& chat_template,

@@ -37,6 +37,7 @@ PreferenceLossKind parse_preference_loss_kind(const std::string& name) {
 
 LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& policy_rejected_logps,
                     const at::Tensor& reference_chosen_logps, const at::Tensor& reference_rejected_logps,
+                    const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,
                     const DpoOptions& options) {
   check(options.beta > 0, "DPO beta must be positive, got {}", options.beta);
   check(options.label_smoothing >= 0 && options.label_smoothing < 0.5,
@@ -44,7 +45,9 @@ LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& pol
   check_batch_vectors({{"policy_chosen_logps", &policy_chosen_logps},
                        {"policy_rejected_logps", &policy_rejected_logps},
                        {"reference_chosen_logps", &reference_chosen_logps},
-                       {"reference_rejected_logps", &reference_rejected_logps}});
+                       {"reference_rejected_logps", &reference_rejected_logps},
+                       {"chosen_response_tokens", &chosen_response_tokens},
+                       {"rejected_response_tokens", &rejected_response_tokens}});
 
   const auto chosen_log_ratio =
       policy_chosen_logps.to(torch::kFloat) - reference_chosen_logps.detach().to(torch::kFloat);
@@ -58,7 +61,10 @@ LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& pol
     const double epsilon = options.label_smoothing;
     losses = -(1 - epsilon) * torch::log_sigmoid(beta * h) - epsilon * torch::log_sigmoid(-beta * h);
   } else {
-    losses = (h - 1 / (2 * beta)).pow(2);
+    // Every sequence keeps a response token (truncate_sequence); the clamp only guards hand-made batches.
+    const auto per_token_h = chosen_log_ratio / chosen_response_tokens.to(torch::kFloat).clamp_min(1) -
+                             rejected_log_ratio / rejected_response_tokens.to(torch::kFloat).clamp_min(1);  // [batch]
+    losses = (per_token_h - 1 / (2 * beta)).pow(2);
   }
 
   const auto chosen_rewards = beta * chosen_log_ratio.detach();
