@@ -178,6 +178,11 @@ def restore_peft_scale(model, old):
             module.scaling.update(old[name])
 
 
+def enum_value(field):
+    """PEFT's PeftType / TaskType members, or plain strings, as strings."""
+    return getattr(field, "value", field)
+
+
 def peft_names_and_shapes(base, config):
     """The tensors PEFT itself writes for `config` on the base model: {name: shape}."""
     model = peft.get_peft_model(load_base(base), config)
@@ -196,8 +201,8 @@ def check_can_adapter(checks, folder, base, batches, rank, alpha, targets, seed)
     checks.equal(f"{label}: adapter_config.json keys are LoraConfig fields", sorted(set(written) - known), [])
     config = peft.LoraConfig.from_pretrained(adapter)
     checks.equal(f"{label}: LoraConfig r, lora_alpha, targets, peft_type, task_type, bias, use_rslora",
-                 (config.r, float(config.lora_alpha), sorted(config.target_modules), str(config.peft_type),
-                  str(config.task_type), config.bias, config.use_rslora),
+                 (config.r, float(config.lora_alpha), sorted(config.target_modules), enum_value(config.peft_type),
+                  enum_value(config.task_type), config.bias, config.use_rslora),
                  (rank, float(alpha), sorted(targets), "LORA", "CAUSAL_LM", "none", False))
 
     weights = safetensors_torch.load_file(os.path.join(adapter, "adapter_model.safetensors"))

@@ -30,12 +30,17 @@ Checked for every variant:
 Checked for beaver and beaver-no-bias, with a sentencepiece tokenizer.model
 (BPE, byte fallback, unk 0 bos 1 eos 2 pad 3, Llama's normalization) trained
 here by the sentencepiece package:
-  * `can-score --json` on several prompt/response texts, default template and a
-    custom --chat-template, against the same text built in Python the way CAN's
+  * `can-score --json` on prompt/response texts (four on beaver, one on
+    beaver-no-bias: digits, unicode through byte fallback, a newline, a response
+    with leading spaces, a prompt holding "{prompt}"), with the default template
+    and with a custom --chat-template, against the same text built in Python the way CAN's
     pipeline builds it (src/data/tokenize_sequence.cpp, chat_template.cpp):
         ids = [bos] + sp.encode(template with {prompt} replaced by the prompt)
                     + sp.encode(response) + [eos],
-    prompt and response encoded separately, scored at the final EOS.
+    prompt and response encoded separately, scored at the final EOS. (This
+    pins CAN's rule. Safe-RLHF itself encodes prompt + response + eos as one
+    string, so its response tokens carry no dummy-prefix "▁": "ASSISTANT:Hello"
+    where CAN has "ASSISTANT:", "▁Hello".)
 And that wrong variants are far outside the tolerance: the score at the last
 column of right-padded rows, one token before the end, attention over the left
 padding, the head without its bias, the other chat template.
@@ -84,7 +89,8 @@ VARIANTS = {
     "legacy": ({"bias": False}, False),
     "legacy-bias": ({"bias": True}, True),
 }
-CLI_VARIANTS = ("beaver", "beaver-no-bias")
+# can-score runs (LibTorch starts anew each time, ~1 s): every conversation on beaver, one on beaver-no-bias.
+CLI_CONVERSATIONS = {"beaver": (0, 1, 2, 3), "beaver-no-bias": (1,)}
 
 # (prompt, response) for can-score: unicode (byte fallback), digits, newlines, a
 # response with a leading double space, a prompt containing the placeholder text.
@@ -116,12 +122,11 @@ class LlamaForScore(LlamaPreTrainedModel):
         self.normalizer = Normalizer(config.score_dim)
         self.post_init()
 
-    def end_scores(self, ids, mask, position_ids=None):
+    def end_scores(self, ids, mask):
         """[B, score_dim]: Safe-RLHF's end_scores (head on every position, gathered at the last mask == 1)."""
-        if position_ids is None:
-            position_ids = tiny.position_ids(mask)
         with torch.no_grad():
-            hidden = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
+            hidden = self.model(input_ids=ids, attention_mask=mask,
+                                position_ids=tiny.position_ids(mask)).last_hidden_state
             scores = self.score_head(hidden).float()  # [B, T, D]
         end = torch.stack([row.nonzero()[-1, 0] for row in mask])  # [B]
         return scores[torch.arange(ids.size(0)), end]
@@ -251,7 +256,8 @@ def check_probe(checks, folder, name, model_dir, model):
 
 
 def check_cli(checks, name, model_dir, model, sp):
-    for index, (prompt, response) in enumerate(CONVERSATIONS):
+    for index in CLI_CONVERSATIONS[name]:
+        prompt, response = CONVERSATIONS[index]
         ids = torch.tensor([pipeline_ids(sp, DEFAULT_TEMPLATE, prompt, response)])
         expected = model.end_scores(ids, torch.ones_like(ids))
         got = guarded(checks, f"{name}: can-score conversation {index}",
@@ -299,7 +305,7 @@ def main():
                          sorted(["score_head.weight", "normalizer.mean", "normalizer.var", "normalizer.count"]
                                 + (["score_head.bias"] if head_bias else [])))
             check_probe(checks, folder, name, model_dir, model)
-            if name in CLI_VARIANTS:
+            if name in CLI_CONVERSATIONS:
                 with open(os.path.join(folder, "tokenizer.model"), "rb") as source, \
                         open(os.path.join(model_dir, "tokenizer.model"), "wb") as out:
                     out.write(source.read())

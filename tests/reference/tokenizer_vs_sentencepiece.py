@@ -35,7 +35,6 @@ Exit 0: all pass; 1: a failure (each named); 77: a library missing (outside CI).
 The build folder comes from CAN_BINARY_DIR (CTest sets it), default build/.
 """
 import io
-import json
 import os
 import random
 import shutil
