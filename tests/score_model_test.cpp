@@ -85,14 +85,25 @@ TEST(ScoreModel, SavesSafeRlhfLayoutAndLoadsBack) {
   }
 }
 
-// Safe-RLHF's config.json says `bias` (default false when absent) and may ask
-// for normalised scores, which CAN does not compute.
-TEST(ScoreModel, ReadsSafeRlhfBiasFieldAndRefusesNormalisedScores) {
-  auto model = tiny_score_model(/*bias=*/false);
+// Safe-RLHF's config.json says `score_bias` (its current reader) and `bias` (its
+// 2023 reader; beaver checkpoints carry `bias` false beside `score_bias` true), and
+// may ask for normalised scores, which CAN does not compute.
+TEST(ScoreModel, ReadsSafeRlhfBiasFieldsAndRefusesNormalisedScores) {
+  auto model = tiny_score_model(/*bias=*/true);
   can::testing::TemporaryDirectory directory;
   nlohmann::json config = model->config.to_json("LlamaForScore");
-  EXPECT_EQ(config.at("bias"), false);
-  config.erase("bias");  // absent: Safe-RLHF's default, no bias
+  EXPECT_EQ(config.at("score_bias"), true);
+  EXPECT_EQ(config.at("bias"), true);
+  config["bias"] = false;  // the beaver layout: score_bias decides
+  can::save_checkpoint(directory.path(), config, can::named_tensors(*model));
+  EXPECT_TRUE(can::load_score_model(directory.path().string())->config.score_bias);
+
+  model = tiny_score_model(/*bias=*/false);
+  config = model->config.to_json("LlamaForScore");
+  config.erase("score_bias");  // a 2023 checkpoint: bias decides
+  can::save_checkpoint(directory.path(), config, can::named_tensors(*model));
+  EXPECT_FALSE(can::load_score_model(directory.path().string())->config.score_bias);
+  config.erase("bias");  // neither: no bias
   can::save_checkpoint(directory.path(), config, can::named_tensors(*model));
   EXPECT_FALSE(can::load_score_model(directory.path().string())->config.score_bias);
 

@@ -80,8 +80,10 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   config.eos_token_id = read_token_id(json, "eos_token_id", source, 2);
   config.pad_token_id = read_token_id(json, "pad_token_id", source, -1);
   config.score_dim = read_integer(json, "score_dim", source, 1);
-  // Safe-RLHF's field is `bias` (default false); CAN wrote `score_bias` before it wrote `bias`.
-  config.score_bias = read_bool(json, "bias", source, read_bool(json, "score_bias", source, false));
+  // Safe-RLHF's current ScoreModelMixin reads `score_bias`; its 2023 version read
+  // `bias`, which beaver checkpoints still carry beside it (`bias` false, `score_bias`
+  // true, with a score_head.bias tensor). So `score_bias` decides, then `bias`.
+  config.score_bias = read_bool(json, "score_bias", source, read_bool(json, "bias", source, false));
 
   for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", config.vocab_size},
                                    {"hidden_size", config.hidden_size},
@@ -137,6 +139,7 @@ nlohmann::json LlamaConfig::to_json(const std::string& architecture) const {
   };
   if (architecture == "LlamaForScore") {
     json["score_dim"] = score_dim;
+    json["score_bias"] = score_bias;  // both keys, for Safe-RLHF's current and 2023 readers
     json["bias"] = score_bias;
   }
   return json;

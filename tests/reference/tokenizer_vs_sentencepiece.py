@@ -44,7 +44,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 from can_reference import Checks, probe, read_json, require, temporary_folder, write_json  # noqa: E402
 
-# transformers reads a tokenizer.model through protobuf (SentencePieceExtractor).
+# transformers reads a tokenizer.model through protobuf (SentencePieceExtractor); without it AutoTokenizer
+# falls back to tiktoken and fails with a misleading error.
 spm, transformers, tokenizers, _ = require("sentencepiece", "transformers", "tokenizers", "google.protobuf")
 from tokenizers import normalizers  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
