@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "can/atomic_file.h"
@@ -174,6 +175,25 @@ void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
           config.at("peft_type").get<std::string>());
     check(config.value("bias", std::string("none")) == "none", "bias is '{}'; only \"none\" is supported",
           config.value("bias", std::string("none")));
+    // PEFT writes every LoraConfig field. These are read here or do not change what
+    // loaded adapters compute (initialisation, bookkeeping); every other one must be
+    // unset (null, false or empty): rsLoRA's alpha/sqrt(r), DoRA, per-module rank or
+    // alpha patterns, layer subsets, extra trained modules would each compute
+    // something else, so they are refused by name rather than ignored.
+    static const std::set<std::string> kInertKeys = {
+        "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+        "inference_mode", "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "init_lora_weights",
+        "loftq_config", "eva_config", "corda_config", "lora_ga_config", "megatron_core", "qalora_group_size",
+        "layers_pattern", "ensure_weight_tying"};
+    for (const auto& [key, value] : config.items()) {
+      if (kInertKeys.count(key) != 0) continue;
+      const bool unset = value.is_null() || (value.is_boolean() && !value.get<bool>()) ||
+                         ((value.is_object() || value.is_array() || value.is_string()) && value.empty());
+      check(unset, "{} = {} is not supported: CAN computes plain LoRA, W x + (lora_alpha / r)·B A x on the "
+            "target_modules of every layer", key, value.dump());
+    }
+    check(config.at("target_modules").is_array(), "target_modules is {}; only a list of projection names ({}) is "
+          "supported", config.at("target_modules").dump(), join(lora_target_names()));
     options.rank = config.at("r").get<int64_t>();
     options.alpha = config.at("lora_alpha").get<double>();
     options.dropout = config.value("lora_dropout", 0.0);
