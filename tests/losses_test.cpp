@@ -9,6 +9,7 @@
 
 #include "can/error.h"
 #include "can/logprobs.h"
+#include "tiny_model.h"
 
 namespace {
 
@@ -100,6 +101,44 @@ TEST(SequenceLogprobs, RejectsMismatchedShapes) {
   EXPECT_THROW(can::sequence_logprobs(batch.logits, batch.input_ids.slice(1, 0, 2), batch.response_mask), can::Error);
   EXPECT_THROW(can::sequence_logprobs(batch.logits, batch.input_ids, batch.response_mask.slice(0, 0, 1)), can::Error);
   EXPECT_THROW(can::sequence_logprobs(batch.logits[0], batch.input_ids, batch.response_mask), can::Error);
+}
+
+// The trainers' path (LM head only where a response token is predicted) against
+// the full-logits reference: same sums, same NLL, same parameter gradients, for
+// untied and tied heads and with a bf16 compute dtype.
+TEST(SequenceLogprobs, FromTheModelEqualsTheFullLogitsReference) {
+  for (const bool tied : {false, true}) {
+    for (const bool bf16 : {false, true}) {
+      torch::manual_seed(7);
+      auto config = can::testing::tiny_llama_config(/*vocab_size=*/50);
+      config.tie_word_embeddings = tied;
+      can::LlamaForCausalLM model(config);
+      if (bf16) can::set_compute_dtype(*model, torch::kBFloat16);
+      const auto ids = torch::randint(3, 50, {3, 7}, torch::kLong);  // [B, T]
+      // Right padding of different lengths; responses start at different positions.
+      const auto mask = torch::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0}).view({3, 7});
+      const auto response = torch::tensor({0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0}).view({3, 7});
+      const auto gradients = [&](const at::Tensor& loss) {
+        model->zero_grad();
+        loss.backward();
+        std::vector<at::Tensor> grads;
+        for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
+        return grads;
+      };
+      const auto reference = can::sequence_logprobs(model(ids, mask), ids, response);  // [B]
+      const auto fast = can::sequence_logprobs(model, ids, mask, response);
+      const double tolerance = bf16 ? 1e-3 : 1e-5;  // the same products, summed in another order
+      EXPECT_TRUE(torch::allclose(fast, reference, tolerance, tolerance)) << fast << reference;
+      EXPECT_TRUE((reference < -1).all().item<bool>()) << reference;  // two or more tokens of ~log(1/50) each
+      const auto reference_grads = gradients(reference.sum());
+      const auto fast_grads = gradients(fast.sum());
+      for (size_t i = 0; i < reference_grads.size(); ++i) {
+        EXPECT_TRUE(torch::allclose(fast_grads[i], reference_grads[i], tolerance, tolerance)) << "parameter " << i;
+      }
+      const auto nll = can::response_nll(model, ids, mask, response);
+      EXPECT_NEAR(nll.item<double>(), can::response_nll(model(ids, mask), ids, response).item<double>(), tolerance);
+    }
+  }
 }
 
 // Two pairs, β = 0.1:

@@ -151,6 +151,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // As LlamaModel::forward; returns logits [B, T, V] in the parameters' dtype, or
   // in float32 when a compute dtype is set (set_compute_dtype).
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache = nullptr);
+  // The LM head alone: hidden [..., H] from `model` -> logits [..., V], in the same
+  // dtype as forward's. forward(ids, mask) = logits(model(ids, mask)).
+  torch::Tensor logits(const torch::Tensor& hidden);
 
   LlamaConfig config;
   LlamaModel model{nullptr};

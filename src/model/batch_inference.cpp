@@ -55,7 +55,7 @@ std::vector<double> response_logprobs(LlamaForCausalLM& model, const std::vector
   const auto device = model->parameters().front().device();
   return batched(sequences, options, device,
                  [&](const torch::Tensor& ids, const torch::Tensor& attention, const torch::Tensor& response) {
-                   return sequence_logprobs(model(ids, attention, nullptr), ids, response);  // [B]
+                   return sequence_logprobs(model, ids, attention, response);  // [B]
                  });
 }
 

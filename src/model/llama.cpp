@@ -239,16 +239,19 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& config_) : config(
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                             KVCache* cache) {
-  const torch::Tensor hidden = model(input_ids, attention_mask, cache);  // [B, T, H]
+  return logits(model(input_ids, attention_mask, cache));  // [B, T, V]
+}
+
+torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
   const c10::ScalarType dtype = model->compute_dtype;
   if (dtype == c10::ScalarType::Undefined) {
     if (config.tie_word_embeddings) return torch::matmul(hidden, model->embed_tokens->weight.t());
-    return lm_head(hidden);  // [B, T, V]
+    return lm_head(hidden);  // [..., V]
   }
-  const torch::Tensor logits = config.tie_word_embeddings
+  const torch::Tensor result = config.tie_word_embeddings
                                    ? torch::matmul(hidden.to(dtype), model->embed_tokens->weight.to(dtype).t())
                                    : lm_head(hidden);
-  return logits.to(torch::kFloat32);  // [B, T, V]
+  return result.to(torch::kFloat32);  // [..., V]
 }
 
 void set_attention_kernel(torch::nn::Module& model, AttentionKernel kernel) {

@@ -12,8 +12,8 @@ namespace can {
 
 LossOutput dpo_pair_batch_loss(LlamaForCausalLM& policy, const SequenceBatch& pair_batch,
                                const at::Tensor& reference_logps, const DpoOptions& options) {
-  const auto logits = policy->forward(pair_batch.input_ids, pair_batch.attention_mask);
-  const auto policy_logps = sequence_logprobs(logits, pair_batch.input_ids, pair_batch.response_mask);  // [2B]
+  const auto policy_logps =
+      sequence_logprobs(policy, pair_batch.input_ids, pair_batch.attention_mask, pair_batch.response_mask);  // [2B]
   const auto [policy_chosen, policy_rejected] = split_chosen_rejected(policy_logps);
   const auto [reference_chosen, reference_rejected] = split_chosen_rejected(reference_logps);
   const auto [chosen_tokens, rejected_tokens] = split_chosen_rejected(pair_batch.response_mask.sum(1));  // [B] each

@@ -39,11 +39,33 @@ at::Tensor sequence_logprobs(const at::Tensor& logits, const at::Tensor& input_i
   return torch::where(mask, token_logprobs, torch::zeros_like(token_logprobs)).sum(1);
 }
 
+at::Tensor sequence_logprobs(LlamaForCausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                             const at::Tensor& response_mask) {
+  check(input_ids.dim() == 2 && input_ids.size(1) >= 2,
+        "input_ids must be [batch, seq] with seq >= 2 to score a next token, got shape {}",
+        fmt::join(input_ids.sizes(), "x"));
+  const auto scored = shifted_response_mask(response_mask, input_ids);  // [B, T-1]
+  const auto hidden = model->model(input_ids, attention_mask);          // [B, T, H]
+  const auto where = scored.nonzero();                                  // [N, 2]: (row, t - 1)
+  const auto rows = where.select(1, 0);                                 // [N]
+  const auto positions = where.select(1, 1);                            // [N]
+  const auto logits = model->logits(hidden.index({rows, positions})).to(torch::kFloat);  // [N, V]
+  const auto targets = input_ids.index({rows, positions + 1}).to(torch::kLong);          // [N]
+  const auto token_logprobs = -at::cross_entropy_loss(logits, targets, {}, at::Reduction::None);  // [N]
+  return torch::zeros({input_ids.size(0)}, token_logprobs.options()).index_add(0, rows, token_logprobs);  // [B]
+}
+
 at::Tensor response_nll(const at::Tensor& logits, const at::Tensor& input_ids, const at::Tensor& response_mask) {
   const auto token_logprobs = next_token_logprobs(logits, input_ids);
   const auto mask = shifted_response_mask(response_mask, input_ids);
   const auto total = torch::where(mask, token_logprobs, torch::zeros_like(token_logprobs)).sum();
   return -total / mask.sum().clamp_min(1).to(torch::kFloat);
+}
+
+at::Tensor response_nll(LlamaForCausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                        const at::Tensor& response_mask) {
+  const auto total = sequence_logprobs(model, input_ids, attention_mask, response_mask).sum();
+  return -total / shifted_response_mask(response_mask, input_ids).sum().clamp_min(1).to(torch::kFloat);
 }
 
 }  // namespace can

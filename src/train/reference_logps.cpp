@@ -104,8 +104,7 @@ at::Tensor reference_sequence_logprobs(LlamaForCausalLM& model, const SequenceBa
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
-  const auto logits = model->forward(batch.input_ids, batch.attention_mask);
-  const auto logprobs = sequence_logprobs(logits, batch.input_ids, batch.response_mask);
+  const auto logprobs = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask);
   model->train(was_training);
   return logprobs;
 }

@@ -36,9 +36,9 @@ TrainingSummary train_sft(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
   const auto loss_on = [&](const std::vector<TokenizedSequence>& sequences, const std::vector<int64_t>& indices) {
     const SequenceBatch batch = make_batch(select(sequences, indices), batching);
     const SequenceBatch on_device = batch_to_device(batch, device);
-    const auto logits = model->forward(on_device.input_ids, on_device.attention_mask);
     MicroBatchLoss result;
-    result.output.loss = response_nll(logits, on_device.input_ids, on_device.response_mask);
+    result.output.loss =
+        response_nll(model, on_device.input_ids, on_device.attention_mask, on_device.response_mask);
     result.tokens = count_tokens(batch);
     return result;
   };

@@ -51,8 +51,8 @@ Cases and how TRL computes each loss, h = (logπ_c − logπ_ref_c) − (logπ_r
       the prompt (P tokens) is shorter than max_length, the same sequences.
       (They differ only when P >= max_length, which TRL's dataset preparation
       drops and CAN keeps as BOS + prompt tail + first response token; that case
-      is shown, not compared, at the end: CAN's rule on it is checked and TRL's
-      collator is shown to leave no completion token.)
+      is shown, not compared: CAN's rule on it is checked, and what TRL's
+      collator makes of it printed.)
 Every case also checks that TRL's loss equals its formula evaluated in float64
 on TRL's per-token log-probs (so the test knows what TRL computes), that
 deliberately wrong variants (no label smoothing, IPO without length
@@ -60,21 +60,34 @@ normalisation, the completion mask off by one) miss TRL's loss by far more than
 the tolerance, that no pair is saturated (|βh| ≤ 4) nor a near-tie for
 rewards/accuracies.
 
+Tokenization (docs/design.md): TRL's dataset preparation (non-conversational
+data) appends the EOS text to each completion, tokenizes prompt and prompt +
+completion jointly and splits at the prompt's length; CAN encodes BOS +
+chat_template(prompt) and the response apart (no BOS, then the EOS id). With a
+Llama-style sentencepiece tokenizer trained here (transformers' LlamaTokenizer
+for TRL, `can_reference_probe tokenize` for CAN), TRL's own DPOTrainer prepares
+one example written three ways: with the prompt ending in "ASSISTANT:" and the
+completion " " + response, TRL's ids equal CAN's (checked); the completion
+without that space and the prompt ending in the space give other ids (shown).
+
 Exit 0: all pass; 1: a failure (each named); 77: a library missing (outside CI).
 The build folder comes from CAN_BINARY_DIR (CTest sets it), default build/.
 """
+import io
 import os
+import random
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
-from can_reference import Checks, probe, require, temporary_folder, write_json  # noqa: E402
+from can_reference import Checks, probe, read_json, require, temporary_folder, write_json  # noqa: E402
 
-torch, transformers, trl, datasets, tokenizers, safetensors = require(
-    "torch", "transformers", "trl", "datasets", "tokenizers", "safetensors")
+# transformers reads a sentencepiece tokenizer.model through protobuf.
+torch, transformers, trl, datasets, tokenizers, safetensors, spm, _ = require(
+    "torch", "transformers", "trl", "datasets", "tokenizers", "safetensors", "sentencepiece", "google.protobuf")
 import torch.nn.functional as F  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 import tiny_causal_lm as tiny  # noqa: E402
@@ -165,6 +178,10 @@ CASES = [
 ]
 # Shown, not compared: a prompt longer than max_length (PAIRS[1] has 9 prompt tokens).
 LONG_PROMPT_MAX_LENGTH = 8
+# Tokenization (shown, one form checked): can::ChatTemplate's default, a prompt, a response.
+CHAT_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+TEXT_PROMPT = "How do I bake bread?"
+TEXT_RESPONSE = "Sure, here is a simple recipe."
 METRICS = ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
            "logps/rejected"]
 
@@ -190,10 +207,12 @@ def placeholder_tokenizer():
 
 
 def load(model_dir):
+    """A saved model as TRL gets it: float32, transformers' eager attention (the plain softmax(QKᵀ)V)."""
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
 
 
 def make_trainer(folder, policy_dir, reference_dir, loss_config, beta, max_length):
+    """A DPOTrainer on the saved policy, with the saved reference as its frozen ref_model."""
     args = DPOConfig(
         output_dir=os.path.join(folder, "trl_output"), report_to="none", use_cpu=True,
         bf16=False, gradient_checkpointing=False,  # DPOConfig's defaults: float32, no recomputation
@@ -276,7 +295,7 @@ def check_formula_and_fixture(checks, label, trainer, batch, trl_loss, loss, bet
         wrong["TRL's plain sigmoid (no label smoothing)"] = sigmoid_loss(h_c - h_r, beta, 0.0)
     else:
         wrong["label smoothing 0.1 applied"] = sigmoid_loss(h_c - h_r, beta, 0.1)
-    # Scoring positions one to the left: the last prompt token in, the last response token out.
+    # The response mask not shifted with the logits: the first response token out, the position after it in.
     shifted = pair_quantities(policy, reference, batch["completion_mask"][:, :-1].double())
     wrong["completion mask off by one"] = can_formula(loss, beta, epsilon, *shifted)
     for name, value in wrong.items():
@@ -398,6 +417,13 @@ def check_decay_groups(checks, trainer):
                  sorted(can_decayed))
     exempt = [(name, p) for name, p in model.named_parameters() if name not in decayed]
     checks.check("some parameters are exempt from decay (norm weights)", bool(exempt))
+    # The optimizer DPOTrainer builds from that grouping, with the hyperparameters CAN is given.
+    names = {id(p): name for name, p in model.named_parameters()}
+    groups = [(sorted(names[id(p)] for p in group["params"]), group["weight_decay"], group["lr"], group["betas"],
+               group["eps"]) for group in trl_adamw(trainer, model).param_groups]
+    checks.equal("TRL's AdamW groups: (decayed, wd), (exempt, 0) with lr, betas, eps", groups, [
+        (sorted(decayed), WEIGHT_DECAY, LEARNING_RATE, (0.9, 0.999), ADAM_EPS),
+        (sorted(name for name, _ in exempt), 0.0, LEARNING_RATE, (0.9, 0.999), ADAM_EPS)])
     # Decaying an exempt tensor would shift it by lr·wd·|p|: must exceed the update tolerance.
     smallest = min(float((LEARNING_RATE * WEIGHT_DECAY * p.detach().abs()).max()) for _, p in exempt)
     rounding = max(UPDATE_ATOL + UPDATE_RTOL * float(p.detach().abs().max()) for _, p in exempt)
@@ -421,8 +447,9 @@ def check_trl_sigmoid_ignores_label_smoothing(checks, folder, policy_dir, refere
 
 
 def show_long_prompt(checks, folder, policy_dir, reference_dir):
-    """A prompt longer than max_length: CAN keeps BOS + prompt tail + first response token; TRL's collator keeps
-    no completion token (its dataset preparation drops such examples). Shown, and CAN's rule checked."""
+    """A prompt longer than max_length: CAN keeps BOS + prompt tail + first response token (checked); TRL's
+    collator keeps the prompt's first max_length tokens and no completion token (shown; TRL's dataset preparation
+    drops such examples)."""
     prompt, chosen, rejected = PAIRS[1]
     max_length = LONG_PROMPT_MAX_LENGTH
     can = run_can(folder, "long prompt", policy_dir, reference_dir, "sigmoid", 0.1, 0.0, max_length,
@@ -436,8 +463,73 @@ def show_long_prompt(checks, folder, policy_dir, reference_dir):
     checks.equal("long prompt: CAN keeps BOS + prompt tail + first response token", can["input_ids"].tolist(),
                  expected)
     checks.equal("long prompt: CAN scores that one response token", can["response_mask"].sum(-1).tolist(), [1, 1])
-    checks.check("long prompt: TRL's collator keeps no completion token (the rules differ here)",
-                 int(trl_batch["completion_mask"].sum()) == 0, str(trl_batch["completion_mask"].tolist()))
+
+
+def train_sentencepiece(folder):
+    """A Llama-style BPE tokenizer.model (dummy prefix, byte fallback; unk 0, bos 1, eos 2, pad 3), trained on
+    chat-templated lines, in a folder that transformers' AutoTokenizer loads as a LlamaTokenizer."""
+    rng = random.Random(3)
+    words = ("sure here is a simple recipe for bread you can bake it at home with flour water salt and yeast "
+             "sorry i cannot help with that because it is not safe how do what why tell me please").split()
+    lines = []
+    for _ in range(2000):
+        prompt = " ".join(rng.choice(words) for _ in range(rng.randint(3, 10))).capitalize() + "?"
+        response = " ".join(rng.choice(words) for _ in range(rng.randint(3, 15))) + "."
+        response = rng.choice(["Sure, ", "Sorry, ", "Yes. "]) + response
+        lines.append(CHAT_TEMPLATE.format(prompt=prompt) + " " + response)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=600, unk_id=0,
+        bos_id=tiny.BOS, eos_id=tiny.EOS, pad_id=3, byte_fallback=True, character_coverage=1.0,
+        normalization_rule_name="identity", add_dummy_prefix=True, remove_extra_whitespaces=False,
+        num_threads=1, minloglevel=2)
+    directory = os.path.join(folder, "llama_tokenizer")
+    os.makedirs(directory)
+    with open(os.path.join(directory, "tokenizer.model"), "wb") as out:
+        out.write(model.getvalue())
+    write_json(os.path.join(directory, "tokenizer_config.json"),
+               {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+                "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
+    return directory
+
+
+def show_tokenization(checks, folder, policy_dir, reference_dir):
+    """TRL tokenizes prompt and prompt + completion jointly and splits; CAN encodes the templated prompt (with BOS)
+    and the response (no BOS, then EOS) apart. With the completion written as " " + response they agree (checked);
+    the two other ways of writing the same text are shown."""
+    tokenizer_dir = train_sentencepiece(folder)
+    llama = AutoTokenizer.from_pretrained(tokenizer_dir)
+    templated = CHAT_TEMPLATE.format(prompt=TEXT_PROMPT)
+    forms = {"completion ' ' + response": (templated, " " + TEXT_RESPONSE),
+             "completion without the space": (templated, TEXT_RESPONSE),
+             "prompt ending in the space": (templated + " ", TEXT_RESPONSE)}
+    # TRL's own dataset preparation (EOS text appended, joint tokenization, split) on the three forms.
+    dataset = datasets.Dataset.from_list([{"prompt": p, "chosen": c, "rejected": c} for p, c in forms.values()])
+    print("tokenization: TRL prepares three forms of one example (its 'Mismatch' warnings are for the third)")
+    args = DPOConfig(output_dir=os.path.join(folder, "trl_tokenization"), report_to="none", use_cpu=True,
+                     bf16=False, gradient_checkpointing=False)
+    prepared = DPOTrainer(model=load(policy_dir), ref_model=load(reference_dir), args=args, train_dataset=dataset,
+                          processing_class=llama).train_dataset
+
+    request, response = os.path.join(folder, "texts.json"), os.path.join(folder, "tokens.json")
+    write_json(request, {"texts": [templated, TEXT_RESPONSE]})
+    probe("tokenize", "--tokenizer", os.path.join(tokenizer_dir, "tokenizer.model"), "--input", request,
+          "--output", response)
+    prompt_ids, response_ids = read_json(response)["ids"]  # each with BOS first
+    can_prompt, can_response = prompt_ids, response_ids[1:] + [tiny.EOS]  # src/data/tokenize_sequence.cpp
+
+    def pieces(ids):
+        return [llama.convert_ids_to_tokens(i) for i in ids]
+
+    print(f"tokenization: CAN: prompt ...{pieces(can_prompt[-2:])} | response {pieces(can_response[:3])}...")
+    for (name, _), row in zip(forms.items(), prepared):
+        same_sequence = row["prompt_ids"] + row["chosen_ids"] == can_prompt + can_response
+        same_split = same_sequence and row["prompt_ids"] == can_prompt
+        print(f"  TRL, {name}: prompt ...{pieces(row['prompt_ids'][-2:])} | completion "
+              f"{pieces(row['chosen_ids'][:3])}... (CAN's sequence: {same_sequence}, CAN's split: {same_split})")
+    first = prepared[0]
+    checks.equal("tokenization: TRL with completion ' ' + response = CAN's prompt and response ids",
+                 (first["prompt_ids"], first["chosen_ids"]), (can_prompt, can_response))
 
 
 def save_models(folder):
@@ -468,6 +560,7 @@ def main():
         for label, loss, beta, epsilon, max_length in CASES:
             compare_case(checks, folder, label, policy_dir, reference_dir, loss, beta, epsilon, max_length)
         show_long_prompt(checks, folder, policy_dir, reference_dir)
+        show_tokenization(checks, folder, policy_dir, reference_dir)
     status = checks.report()
     print(f"({time.monotonic() - start:.1f} s)")
     return status
