@@ -4,8 +4,10 @@
 For a ~25M and a ~125M-parameter Llama, transformers creates one random
 checkpoint (and a Safe-RLHF score model) in a temporary folder; CAN
 (build/bench_peer) and the Python peer then run the same task on the same
-weights, token ids, shapes and thread count, each warmed up and timed over
---repetitions runs (median reported). Rows:
+weights, token ids, shapes and thread count. This machine's speed drifts by tens
+of percent over minutes (a shared virtual machine), so the two sides alternate:
+--rounds rounds of (CAN: one warm-up and --repetitions timed runs, then Python:
+the same), and each side's median over all its timed runs is reported. Rows:
 
   dpo      one DPO update on B pairs of T tokens with cached reference log-probs.
            Python: TRL 1.13's DPOTrainer.compute_loss (its real loss code, with the
@@ -22,9 +24,10 @@ weights, token ids, shapes and thread count, each warmed up and timed over
            LlamaModel + linear head at the last token, Safe-RLHF's computation).
 
 tokens/s counts every sequence token for dpo, sft and score, new tokens for sample.
-ratio = CAN / Python. Writes bench/results/cpu-vs-python-<date>.json and .md.
+ratio = CAN / Python. Writes bench/results/cpu-vs-python-<date>.json and .md, unless
+--only picks some tasks (for profiling: the rows are printed only).
 
-    .venv/bin/python3 bench/cpu_vs_python.py [--threads N] [--repetitions 5] [--only dpo,sample]
+    .venv/bin/python3 bench/cpu_vs_python.py [--threads N] [--rounds 3] [--repetitions 2] [--only dpo,sample]
 """
 import argparse
 import datetime
@@ -67,10 +70,6 @@ def sequence_for(stream, length, vocab):
     body = ids_for(stream, length - 2, vocab)
     prompt_length = length // 2
     return [1] + body[:prompt_length - 1], body[prompt_length - 1:] + [2]
-
-
-def median_tokens_per_s(seconds, tokens):
-    return tokens / statistics.median(seconds)
 
 
 def time_repetitions(step, warmup, repetitions):
@@ -118,7 +117,7 @@ def run_can(task, model_dir, batch, length, threads, repetitions):
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["threads"] == threads, report
-    return median_tokens_per_s(report["seconds"], report["tokens_per_repetition"])
+    return report["seconds"], report["tokens_per_repetition"]
 
 
 class PythonPeer:
@@ -162,8 +161,8 @@ class PythonPeer:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
 
-        seconds = time_repetitions(step, 1, repetitions)
-        return median_tokens_per_s(seconds, 2 * batch * length), type(optimizer).__name__, optimizer.defaults
+        assert type(optimizer).__name__ == "AdamW" and optimizer.defaults["fused"], optimizer.defaults
+        return time_repetitions(step, 1, repetitions), 2 * batch * length
 
     def sft(self, batch, length, repetitions):
         torch = self.torch
@@ -185,8 +184,7 @@ class PythonPeer:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
 
-        seconds = time_repetitions(step, 1, repetitions)
-        return median_tokens_per_s(seconds, batch * length)
+        return time_repetitions(step, 1, repetitions), batch * length
 
     def sample(self, batch, length, repetitions):
         torch = self.torch
@@ -201,8 +199,7 @@ class PythonPeer:
                                         min_new_tokens=NEW_TOKENS, pad_token_id=0)
             assert output.shape == (batch, length + NEW_TOKENS), output.shape
 
-        seconds = time_repetitions(step, 1, repetitions)
-        return median_tokens_per_s(seconds, batch * NEW_TOKENS)
+        return time_repetitions(step, 1, repetitions), batch * NEW_TOKENS
 
     def score(self, batch, length, repetitions):
         torch = self.torch
@@ -223,8 +220,7 @@ class PythonPeer:
                 last = attention_mask.sum(-1) - 1
                 head(hidden[torch.arange(batch), last])
 
-        seconds = time_repetitions(step, 1, repetitions)
-        return median_tokens_per_s(seconds, batch * length)
+        return time_repetitions(step, 1, repetitions), batch * length
 
     def trainer_args(self, kind, **extra):
         return kind(output_dir=os.path.join(self.folder, "trainer"), report_to="none", use_cpu=True,
@@ -258,7 +254,8 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads on both sides")
-    parser.add_argument("--repetitions", type=int, default=5, help="timed runs per side and row (median reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two sides per row")
+    parser.add_argument("--repetitions", type=int, default=2, help="timed runs per side and round")
     parser.add_argument("--only", default="", help="comma-separated tasks to run (default: all)")
     args = parser.parse_args()
     import torch
@@ -271,7 +268,8 @@ def main():
               "command": " ".join([".venv/bin/python3", "bench/cpu_vs_python.py", *sys.argv[1:]]),
               "versions": {"can": commit.strip(), "torch": torch.__version__, "transformers": transformers.__version__,
                            "trl": trl.__version__},
-              "threads": args.threads, "repetitions": args.repetitions, "statistic": "median", "rows": []}
+              "threads": args.threads, "rounds": args.rounds, "repetitions_per_round": args.repetitions,
+              "statistic": "median over all timed runs of a side", "rows": []}
     with tempfile.TemporaryDirectory(prefix="can_cpu_vs_python_") as folder:
         for size in SIZES:
             causal_dir, score_dir, parameters = make_checkpoints(folder, size, torch, transformers)
@@ -280,19 +278,27 @@ def main():
                 if only and task not in only:
                     continue
                 model_dir = score_dir if task == "score" else causal_dir
-                can_rate = run_can(task, model_dir, batch, length, args.threads, args.repetitions)
-                python_result = getattr(peer, task)(batch, length, args.repetitions)
-                python_rate = python_result[0] if isinstance(python_result, tuple) else python_result
+                timings = {"can": [], "python": []}
+                for _ in range(args.rounds):
+                    seconds, tokens = run_can(task, model_dir, batch, length, args.threads, args.repetitions)
+                    timings["can"] += seconds
+                    seconds, python_tokens = getattr(peer, task)(batch, length, args.repetitions)
+                    assert python_tokens == tokens, (task, python_tokens, tokens)
+                    timings["python"] += seconds
+                can_rate = tokens / statistics.median(timings["can"])
+                python_rate = tokens / statistics.median(timings["python"])
                 shape = (f"{batch} pairs x {length} tokens" if task == "dpo" else
                          f"{batch} prompts x {length} tokens, {NEW_TOKENS} new" if task == "sample" else
                          f"{batch} x {length} tokens")
                 row = {"name": f"{task} {size}", "shape": shape, "parameters": parameters,
                        "can_tokens_per_s": round(can_rate, 1), "python_tokens_per_s": round(python_rate, 1),
-                       "ratio": round(can_rate / python_rate, 3)}
-                if task == "dpo":
-                    row["python_optimizer"] = f"{python_result[1]} (fused={python_result[2].get('fused')})"
+                       "ratio": round(can_rate / python_rate, 3),
+                       "can_seconds": [round(x, 4) for x in timings["can"]],
+                       "python_seconds": [round(x, 4) for x in timings["python"]]}
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
+    if only:
+        return
     out_dir = os.path.join(ROOT, "bench", "results")
     stem = os.path.join(out_dir, f"cpu-vs-python-{report['date']}")
     with open(stem + ".json", "w") as out:
@@ -304,9 +310,9 @@ def main():
         out.write(f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}. ")
         out.write(f"Versions: CAN {report['versions']['can']}, torch {report['versions']['torch']}, transformers "
                   f"{report['versions']['transformers']}, TRL {report['versions']['trl']}.\n")
-        out.write(f"Command: `{report['command']}`; {args.threads} threads on both sides, median of "
-                  f"{args.repetitions} timed repetitions after one warm-up. What each row runs: "
-                  "the docstring of bench/cpu_vs_python.py.\n\n")
+        out.write(f"Command: `{report['command']}`; {args.threads} threads on both sides; {args.rounds} rounds "
+                  f"alternating the sides, each a warm-up and {args.repetitions} timed runs; the median of each "
+                  "side's timed runs. What each row runs: the docstring of bench/cpu_vs_python.py.\n\n")
         out.write("| row | shape | CAN tokens/s | Python tokens/s | CAN / Python |\n|---|---|---:|---:|---:|\n")
         for row in report["rows"]:
             out.write(f"| {row['name']} | {row['shape']} | {row['can_tokens_per_s']:.1f} | "
