@@ -40,8 +40,8 @@ void parse_response_range(const std::string& text, can::SyntheticScoresOptions& 
 void add_scores_synth_command(CLI::App& app, Action& action) {
   auto* command = app.add_subcommand(
       "scores-synth",
-      "Write a realistic synthetic offline-scores file (JSON Lines, DESIGN §5) to try can-dual without a model: "
-      "harmful and benign prompts, a helpfulness-safety trade-off on harmful ones, heavy-tailed scores.");
+      "Write a realistic synthetic offline-scores file (JSON Lines, docs/design.md §5) to try can-dual without a "
+      "model: harmful and benign prompts, a helpfulness-safety trade-off on harmful ones, heavy-tailed scores.");
   auto options = std::make_shared<can::SyntheticScoresOptions>();
   auto out = std::make_shared<std::string>();
   auto responses = std::make_shared<std::string>("128");
@@ -69,7 +69,7 @@ void add_scores_synth_command(CLI::App& app, Action& action) {
 void add_synth_command(CLI::App& app, Action& action) {
   auto* command = app.add_subcommand(
       "synth",
-      "Write the embedded default's synthetic safety world (DESIGN §8): PKU-SafeRLHF-schema preference pairs, "
+      "Write the embedded default's synthetic safety world (docs/design.md §8): PKU-SafeRLHF-schema preference pairs, "
       "SFT data, train and held-out test prompts, a tokenizer corpus, and world.json.");
   auto options = std::make_shared<can::WorldOptions>();
   auto out = std::make_shared<std::string>();

@@ -1,4 +1,4 @@
-// can-dual: solve the dual of DESIGN §2 from an offline scores file, or sweep
+// can-dual: solve the dual of docs/design.md §2 from an offline scores file, or sweep
 // the margin of one constraint, and predict what the aligned policy achieves.
 //
 //   can-dual --scores FILE [--beta 0.1] --margin B [--margin B2 ...] [--solver newton|pgd] [--json]
@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
   std::string solver_name = "newton";
   bool json_output = false;
   std::string plot_path;
-  app.add_option("--scores", scores_path, "offline scores, JSON Lines (DESIGN §5)")
+  app.add_option("--scores", scores_path, "offline scores, JSON Lines (docs/design.md §5)")
       ->required()
       ->check(CLI::ExistingFile);
   app.add_option("--beta", beta, "KL weight β of the alignment objective")

@@ -1,5 +1,5 @@
 // can-eval: evaluate an aligned policy against the reference on held-out prompts
-// (DESIGN §3, step 5) and write a report.
+// (docs/design.md §3, step 5) and write a report.
 //
 //   can-eval --policy DIR --reference DIR --reward DIR --cost DIR [--cost DIR2 ...] --prompts FILE
 //            [--dual FILE] --out DIR [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]

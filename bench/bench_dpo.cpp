@@ -101,7 +101,7 @@ nlohmann::json run(const std::string& name, int64_t steps, int64_t batch, int64_
     optimizer->zero_grad();
     can::dpo_pair_batch_loss(policy, pair_batch, reference_logps, dpo).loss.backward();
     can::clip_gradient_norm(parameters_list, 1.0);
-    optimizer->step();
+    can::adamw_step(*optimizer);
   };
   const auto tokens_per_second = [&](bool use_cache) {
     step(0, use_cache);  // warm-up

@@ -156,7 +156,7 @@ nlohmann::json time_dpo_steps(can::LlamaForCausalLM& model, const Settings& sett
     const at::Tensor loss = can::dpo_pair_batch_loss(model, batches[which], cached[which], dpo).loss;
     loss.backward();
     can::clip_gradient_norm(trained, 1.0);
-    optimizer->step();
+    can::adamw_step(*optimizer);
     return loss.detach();
   };
   for (int64_t i = 0; i < settings.warmup; ++i) step(i);

@@ -144,7 +144,7 @@ nlohmann::json run(const Request& request) {
     optimizer->zero_grad();
     loss().backward();
     can::clip_gradient_norm(parameters, 1.0);
-    optimizer->step();
+    can::adamw_step(*optimizer);
   });
   return {{"seconds", seconds}, {"tokens_per_repetition", tokens_per_repetition}};
 }

@@ -2,8 +2,8 @@
 # The GPU benchmarks in one command (bench/gpu/README.md): CAN's build-cuda/bench_gpu against
 # PyTorch + transformers (bench/gpu/*.py) on the same machine in the same run, merged into
 # bench/results/gpu-<date>.json (also copied into $OUT when that is set) with a short table.
-#   bash scripts/bench-gpu.sh               GPU machine, project root, .devdeps/ present: builds
-#                                           build-cuda/ (bash .devdeps/build.sh), then runs every case
+#   bash scripts/bench-gpu.sh               GPU machine, .devdeps/ present (scripts/gpu/prepare.sh): builds
+#                                           build-cuda/ (scripts/gpu/build.sh), then runs every case
 #   bash scripts/bench-gpu.sh --skip-build  uses build-cuda/bench_gpu as it is
 #   bash scripts/bench-gpu.sh --smoke       any machine: build/bench_gpu, tiny shapes on the CPU, no
 #                                           Python benchmarks; the merged JSON goes to a temporary
@@ -41,12 +41,11 @@ else
   # A second run on the same day (another GPU kind) does not overwrite the first.
   [ -e "$output" ] && output=bench/results/gpu-$date-$(date -u +%H%M).json
   if [ "$build" = 1 ]; then
-    [ -f .devdeps/build.sh ] || { echo "bench-gpu.sh: .devdeps/build.sh is missing (README, GPU section)" >&2; exit 1; }
-    bash .devdeps/build.sh || { echo "bench-gpu.sh: the CUDA build failed" >&2; exit 1; }
+    bash scripts/gpu/build.sh || { echo "bench-gpu.sh: the CUDA build failed" >&2; exit 1; }
   fi
-  # build.sh unpacks the C++ libraries bench_gpu links (spdlog, yaml-cpp, ...) here.
-  [ -d /tmp/devdeps/usr ] || { echo "bench-gpu.sh: /tmp/devdeps is missing: run without --skip-build" >&2; exit 1; }
-  export LD_LIBRARY_PATH="/tmp/devdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # The C++ libraries bench_gpu links (spdlog, yaml-cpp, ...): the packages of .devdeps/, unpacked.
+  . scripts/gpu/build.sh
+  devdeps_unpack || exit 1
 fi
 [ -x "$bench" ] || { echo "bench-gpu.sh: $bench is missing: build it first" >&2; exit 1; }
 run_dir=$(mktemp -d /tmp/can-bench-gpu.XXXXXX)

@@ -1,5 +1,5 @@
 // Precompiled header shared by the library, the executables and the tests
-// (one <torch/torch.h> parse instead of one per translation unit; DESIGN §7).
+// (one <torch/torch.h> parse instead of one per translation unit; docs/design.md §7).
 #pragma once
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>

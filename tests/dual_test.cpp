@@ -207,7 +207,7 @@ TEST(DualProblem, ValueGradientAndHessianMatchTheDesignFormulasAndFiniteDifferen
   const std::vector<double> lambda{0.7, 0.4};
   const DualProblem::Evaluation at = problem.evaluate(lambda, true);
 
-  // D̂ straight from DESIGN §2, on the raw scores, as a reference for the centred fast path.
+  // D̂ straight from docs/design.md §2, on the raw scores, as a reference for the centred fast path.
   double log_mean_exp_sum = 0, mean_safety[2] = {0, 0};
   for (int64_t i = 0; i < scores.num_prompts(); ++i) {
     const int64_t begin = scores.offsets()[i], n = scores.num_responses(i);

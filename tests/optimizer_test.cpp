@@ -91,6 +91,50 @@ TEST(MakeAdamW, DecaysWeightsButNotBiasesOrNorms) {
   EXPECT_TRUE(torch::equal(model->norm->weight, norm_before));
 }
 
+// The fused step against LibTorch's own AdamW::step on two identical models: the
+// same parameters and moments after three updates with decay, and the state
+// it leaves is the one AdamW::step continues from.
+TEST(AdamWStep, MatchesLibTorchsAdamWStepAndSharesItsState) {
+  torch::manual_seed(3);
+  TinyModel fused_model;
+  TinyModel reference_model;
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < fused_model->parameters().size(); ++i) {
+    reference_model->parameters()[i].copy_(fused_model->parameters()[i]);
+  }
+  std::vector<at::Tensor> initial;
+  for (const auto& parameter : fused_model->parameters()) initial.push_back(parameter.clone());
+  auto fused = can::make_adamw(fused_model->named_parameters(), {/*weight_decay=*/0.1});
+  auto reference = can::make_adamw(reference_model->named_parameters(), {/*weight_decay=*/0.1});
+  const auto ids = torch::tensor({{1, 4, 7}, {2, 2, 9}}, torch::kLong);
+  const auto update = [&](TinyModel& model, torch::optim::AdamW& optimizer, bool use_fused, double lr) {
+    torch::AutoGradMode grad_mode(true);
+    optimizer.zero_grad();
+    model(ids).pow(2).sum().backward();
+    can::set_learning_rate(optimizer, lr);
+    if (use_fused) {
+      can::adamw_step(optimizer);
+    } else {
+      optimizer.step();
+    }
+  };
+  for (const double lr : {0.1, 0.05, 0.02}) {
+    update(fused_model, *fused, true, lr);
+    update(reference_model, *reference, false, lr);
+  }
+  // The next update by LibTorch's step continues from the fused step's state.
+  update(fused_model, *fused, false, 0.01);
+  update(reference_model, *reference, false, 0.01);
+  const auto fused_parameters = fused_model->parameters();
+  const auto reference_parameters = reference_model->parameters();
+  for (size_t i = 0; i < fused_parameters.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(fused_parameters[i], reference_parameters[i], 1e-5, 1e-6))
+        << "parameter " << i << ": " << fused_parameters[i] << " vs " << reference_parameters[i];
+    // Every parameter moved: Adam's first updates are about lr each (0.1 + 0.05 + 0.02 + 0.01 in all).
+    EXPECT_GT((fused_parameters[i] - initial[i]).abs().max().item<double>(), 0.05) << "parameter " << i;
+  }
+}
+
 TEST(MakeAdamW, AllowsAnEmptyGroupAndRejectsNoTrainableParameters) {
   auto only_matrix = torch::randn({3, 3}).requires_grad_(true);
   torch::OrderedDict<std::string, at::Tensor> named;

@@ -1,7 +1,7 @@
 // The tokenizer in a LibTorch process. This binary links LibTorch (through `can`)
 // and uses it, but never links sentencepiece: `ldd build/tokenizer_test` lists
 // libtorch*.so and no libsentencepiece. Sentencepiece comes in at run time in the
-// backend's own link namespace (DESIGN §7); linked into one namespace with
+// backend's own link namespace (docs/design.md §7); linked into one namespace with
 // LibTorch, the process dies before main or on protobuf's version check.
 // Reference outputs come from sentencepiece's own command-line tools
 // (spm_train, spm_encode) run on the same files.

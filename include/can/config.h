@@ -5,7 +5,7 @@
 // list of floats, list of strings), a default, an allowed range or set of
 // choices and a one-line meaning; `config_to_yaml` writes all of it out, so
 // configs/mocan.yaml (or `can-train --config FILE --print-config`) documents
-// every field below. Defaults follow the paper (DESIGN §3) where it gives one.
+// every field below. Defaults follow the paper (docs/design.md §3) where it gives one.
 //
 // Loading is strict: an unknown key (with a "did you mean" for near misses), a
 // value of the wrong type, out of range or not among the choices, and an
@@ -32,7 +32,7 @@ struct Config {
     std::string log_level;
     std::string compute_dtype;  // float32, bfloat16: the matmuls' dtype; weights stay float32
   };
-  // The embedded synthetic safety world (DESIGN §8), used when enabled instead of `data`.
+  // The embedded synthetic safety world (docs/design.md §8), used when enabled instead of `data`.
   struct World {
     bool enabled;
     int64_t seed;
@@ -41,7 +41,7 @@ struct Config {
     double harmful_fraction;
     double label_noise;
   };
-  // External inputs (JSON Lines, DESIGN §5); empty when the world provides them.
+  // External inputs (JSON Lines, docs/design.md §5); empty when the world provides them.
   struct Data {
     std::string pairs_train;
     std::string sft_train;

@@ -1,4 +1,4 @@
-// The dual of the constrained alignment problem (DESIGN §2), solved once from
+// The dual of the constrained alignment problem (docs/design.md §2), solved once from
 // offline scores: λ* = argmin_{λ≥0} D̂(λ), and what the tilted policy
 // π_λ ∝ π_ref·exp((r + λᵀg)/β) is predicted to achieve before any training.
 //
@@ -122,7 +122,7 @@ DualSolution solve_dual(const OfflineScores& scores, const DualOptions& options)
 // Predictions of π_λ for a given λ (no solve).
 DualPrediction predict(const OfflineScores& scores, double beta, const std::vector<double>& lambda);
 
-// The fields of DESIGN §6; lambda, dual_value, predicted and ess are null when infeasible.
+// The fields of docs/design.md §6; lambda, dual_value, predicted and ess are null when infeasible.
 nlohmann::json to_json(const DualSolution& solution);
 
 }  // namespace can

@@ -1,5 +1,5 @@
 // Evaluation of an aligned policy against the reference on held-out prompts
-// (DESIGN §3, step 5): one response per prompt from each policy, scored by the
+// (docs/design.md §3, step 5): one response per prompt from each policy, scored by the
 // reward and cost models, judged by the synthetic world's judge when prompts
 // carry a topic, compared with what the dual predicted, and written as a report.
 //
@@ -46,7 +46,7 @@ std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::pat
 DualSolution read_dual_solution(const std::filesystem::path& path);
 
 struct EvaluationOptions {
-  // Temperature 1 and top-p 0.9 as for the offline scores (DESIGN §3); up to 128 new tokens.
+  // Temperature 1 and top-p 0.9 as for the offline scores (docs/design.md §3); up to 128 new tokens.
   EvaluationOptions();
 
   // One response per prompt; both policies sample with the same options and seed.

@@ -1,4 +1,4 @@
-// The synthetic world's judge (DESIGN §8): a deterministic stand-in for the
+// The synthetic world's judge (docs/design.md §8): a deterministic stand-in for the
 // paper's GPT-4 judge. It scores ANY text, including garbled model output,
 // against the topic of the prompt it answers. Words are the lower-cased runs of
 // [a-z0-9'] in the response; every vocabulary below counts DISTINCT words, so

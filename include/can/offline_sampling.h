@@ -1,4 +1,4 @@
-// Step 1 of both pipelines (DESIGN §3): sample N responses for each of M prompts
+// Step 1 of both pipelines (docs/design.md §3): sample N responses for each of M prompts
 // from the reference policy, then score them — with reward and cost models
 // (MoCAN), or with the implicit rewards β·log(π/π_ref) of pre-aligned DPO
 // models (PeCAN) — into the offline scores the dual is solved on.

@@ -1,5 +1,5 @@
 // Offline scores: reward and safety scores of N_i responses sampled from π_ref
-// for each of M prompts, the input of the dual (DESIGN §2, §5).
+// for each of M prompts, the input of the dual (docs/design.md §2, §5).
 //
 // File format, JSON Lines, one line per prompt:
 //   {"prompt_id": "p17", "reward": [N numbers], "safety": [N numbers]}           one constraint

@@ -38,6 +38,15 @@ bool exempt_from_weight_decay(const std::string& name, const at::Tensor& paramet
 std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::OrderedDict<std::string, at::Tensor>& named_parameters,
                                                 const AdamWConfig& config);
 
+// One AdamW update of every parameter with a gradient: what optimizer.step()
+// computes (decoupled decay p ← p·(1 − lr·wd), bias-corrected moments), with the
+// moments kept in the optimizer's own state (so save_optimizer_state and
+// load_optimizer_state work unchanged), but in one fused pass per parameter
+// group (at::_fused_adamw_, PyTorch's fused=True kernel) instead of eight tensor
+// operations per parameter. What the trainers call; optimizer.step() is its slow,
+// obviously correct reference. Equal to it up to float rounding (not bitwise).
+void adamw_step(torch::optim::AdamW& optimizer);
+
 // Sets the learning rate of every parameter group.
 void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate);
 

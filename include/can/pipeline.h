@@ -1,4 +1,4 @@
-// The stages of the MoCAN and PeCAN pipelines (DESIGN §3), for can-train.
+// The stages of the MoCAN and PeCAN pipelines (docs/design.md §3), for can-train.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// Pseudo-preferences (DESIGN §2, §3 step 3): a pair is re-labelled by the
+// Pseudo-preferences (docs/design.md §2, §3 step 3): a pair is re-labelled by the
 // composite score s = r + λ*ᵀg of its two responses, with
 // P(response_1 ≻ response_0) = σ(s_1 − s_0). The label is sampled (Bernoulli),
 // as the authors' code does, or taken as the more likely one (argmax).

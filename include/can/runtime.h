@@ -13,7 +13,7 @@ namespace can {
 c10::Device select_device(const std::string& name);
 
 // Uses every core for intra-op parallelism: LibTorch picks 1 thread on small
-// machines (DESIGN §7). `threads` <= 0 means OMP_NUM_THREADS when it is set,
+// machines (docs/design.md §7). `threads` <= 0 means OMP_NUM_THREADS when it is set,
 // else the hardware concurrency.
 void configure_threads(int threads = 0);
 

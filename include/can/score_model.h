@@ -1,5 +1,5 @@
 // Safe-RLHF's score model (LlamaForScore): the Llama backbone under `model.` and
-// a linear `score_head` ([score_dim, H], plus a bias when config.json's `bias`). The score
+// a linear `score_head` ([score_dim, H], plus a bias when config.json's `score_bias`, else its `bias`). The score
 // of a sequence is the head applied to the hidden state of its last real token.
 // Reward models score helpfulness; cost models score harm (higher = less safe,
 // so the safety score is g = -cost).
@@ -22,7 +22,7 @@ class LlamaForScoreImpl : public torch::nn::Module {
 TORCH_MODULE(LlamaForScore);
 
 // As load_causal_lm, for score models in Safe-RLHF's layout: config.json's
-// `score_dim` and `bias`; the `normalizer.*` buffers of its checkpoints are
+// `score_dim` and `score_bias` (else `bias`); the `normalizer.*` buffers of its checkpoints are
 // ignored, and do_normalize = true is refused (raw scores only).
 LlamaForScore load_score_model(const std::string& directory, torch::Device device = torch::kCPU,
                                torch::ScalarType dtype = torch::kFloat32);

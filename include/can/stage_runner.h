@@ -1,4 +1,4 @@
-// A run directory and the ordered stages that fill it (DESIGN §5).
+// A run directory and the ordered stages that fill it (docs/design.md §5).
 //
 //   <run>/config.resolved.yaml   every key of the config, written at the start
 //   <run>/can-train.log          the log of every invocation, appended

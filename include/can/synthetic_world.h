@@ -1,4 +1,4 @@
-// The embedded default's synthetic safety world (DESIGN §8): benign and harmful
+// The embedded default's synthetic safety world (docs/design.md §8): benign and harmful
 // requests from templates, responses of four kinds, preference pairs in the
 // PKU-SafeRLHF schema labelled by the judge (can/judge.h) with noise, SFT data
 // for a reference policy that often complies with harmful requests, and a

@@ -1,6 +1,6 @@
 // Sentencepiece tokenizer. Sentencepiece lives in a backend library loaded with
 // dlmopen(LM_ID_NEWLM) into its own link namespace, because its bundled protobuf
-// crashes LibTorch's when the two share one (DESIGN §7); only C types cross.
+// crashes LibTorch's when the two share one (docs/design.md §7); only C types cross.
 #pragma once
 
 #include <cstdint>

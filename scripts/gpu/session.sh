@@ -3,7 +3,8 @@
 #   bash scripts/gpu/session.sh [BUDGET_SECONDS] [--skip-bench]      (default 540)
 # In order, each step with its own time limit inside the budget, every result
 # written under $OUT (default gpu-out/) as soon as it exists:
-#   1. configure build-cuda/ against the machine's own PyTorch (CMake asks its python3)
+#   1. configure build-cuda/ against the machine's own PyTorch and the packages of .devdeps/
+#      (scripts/gpu/prepare.sh collects them where apt works; scripts/gpu/build.sh unpacks them)
 #   2. build the GPU tests, llama_test, can-train and bench_gpu (-k 0: one failure stops nothing else)
 #   3. the GPU tests and llama_test, with their measured differences (--gtest_output JSON)
 #   4. configs/tiny-mocan.yaml on CUDA in float32, then with run.compute_dtype=bfloat16
@@ -41,15 +42,12 @@ step() {
   cmake --version | head -n 1; c++ --version | head -n 1; nproc; date -u
 } > "$out/system.txt" 2>&1
 
-deps=/tmp/devdeps
-if [ ! -d $deps/usr ]; then
-  mkdir -p $deps
-  for package in .devdeps/*.deb; do dpkg -x "$package" $deps; done
-fi
-export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PATH="$deps/usr/bin:$PATH"
+# The packages of .devdeps/ and the configure arguments, as scripts/gpu/build.sh makes them.
+. scripts/gpu/build.sh
+devdeps_unpack 2>> "$out/system.txt" && cuda_configure_args 2>> "$out/system.txt" \
+  || echo "devdeps: failed (system.txt says why)" >> "$out/steps.txt"
 
-step configure 120 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=$deps/usr
+step configure 120 cmake -S . -B build-cuda "${CUDA_CONFIGURE_ARGS[@]}"
 targets=(gpu_model_test gpu_hf_parity_test llama_test can-train bench_gpu)
 step build 330 cmake --build build-cuda -j "$(nproc)" --target "${targets[@]}" -- -k 0
 tail -n 40 "$out/build.log" > "$out/build.tail.log"

@@ -1,4 +1,4 @@
-// The empirical dual D̂(λ) of DESIGN §2, its gradient and Hessian, and the
+// The empirical dual D̂(λ) of docs/design.md §2, its gradient and Hessian, and the
 // predictions of the tilted policy π_λ, as double-precision loops over the flat
 // scores (M×N×m is small: a pass over 10,000 × 128 responses takes milliseconds).
 #include <algorithm>

@@ -1,4 +1,4 @@
-// The entry point the CLI and the pipeline call, and the JSON of DESIGN §6.
+// The entry point the CLI and the pipeline call, and the JSON of docs/design.md §6.
 #include <nlohmann/json.hpp>
 
 #include "can/dual.h"

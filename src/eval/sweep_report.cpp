@@ -16,7 +16,7 @@ namespace {
 
 using nlohmann::json;
 
-// The band drawn around achieved = predicted: the tolerance of DESIGN §9's acceptance.
+// The band drawn around achieved = predicted: the tolerance that docs/design.md §9 accepts.
 constexpr double kPredictionBand = 0.25;
 
 // A number of a margin's report at `path` (e.g. "/achieved/safety_improvement/0"); NaN for a JSON null.

@@ -1,4 +1,4 @@
-// The MoCAN and PeCAN pipelines (DESIGN §3) as ordered stages of can-train.
+// The MoCAN and PeCAN pipelines (docs/design.md §3) as ordered stages of can-train.
 // Each stage reads earlier stages' artifacts and writes its own into its work
 // directory (stage_runner.h). Artifacts:
 //   data/            pairs_train.jsonl, sft_train.jsonl, prompts_sample.jsonl, prompts_test.jsonl, corpus.txt
@@ -6,7 +6,7 @@
 //   reference/       model/ (π_ref, Hugging Face layout), metrics.jsonl
 //   reward_model/, cost_model/        model/ (LlamaForScore), metrics.jsonl
 //   helpfulness_dpo/, safety_dpo/     model/ (PeCAN's π_r and π_g), adapter/ (with LoRA)
-//   offline_scores/  scores.jsonl (DESIGN §5), responses.jsonl
+//   offline_scores/  scores.jsonl (docs/design.md §5), responses.jsonl
 //   dual/            dual.json (can-dual --json's object)
 //   relabel/         pairs.jsonl (better_response_id = the pseudo-preference), probabilities.jsonl
 //   dpo/             model/ (the aligned policy, LoRA merged), adapter/ (PEFT adapters, with LoRA), metrics.jsonl

@@ -1,5 +1,5 @@
 // libcan_spm_backend.so: sentencepiece behind the C API of sentencepiece_backend.h.
-// Links sentencepiece only, never LibTorch or the `can` library (DESIGN §7).
+// Links sentencepiece only, never LibTorch or the `can` library (docs/design.md §7).
 #include "sentencepiece_backend.h"
 
 #include <sentencepiece_processor.h>

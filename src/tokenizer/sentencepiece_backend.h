@@ -1,6 +1,6 @@
 // The C API of libcan_spm_backend.so, the one library that links sentencepiece.
 // It is loaded with dlmopen(LM_ID_NEWLM) into a link namespace of its own
-// (DESIGN §7), which has its own libstdc++, libc and malloc. So only C types
+// (docs/design.md §7), which has its own libstdc++, libc and malloc. So only C types
 // cross: callers pass buffers and read back the size they need, the backend
 // releases what it allocates, and no exception leaves a function.
 //

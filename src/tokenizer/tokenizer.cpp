@@ -77,7 +77,7 @@ void resolve(void* library, const fs::path& path, const char* name, Function& fu
 Backend open_backend() {
   const fs::path path = locate_backend();
   // A link namespace of its own, so sentencepiece's bundled protobuf 3.14 never
-  // meets the protobuf LibTorch loaded (DESIGN §7).
+  // meets the protobuf LibTorch loaded (docs/design.md §7).
   void* library = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) {
     const char* reason = dlerror();

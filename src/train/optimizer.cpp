@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <array>
+#include <map>
 #include <sstream>
 #include <type_traits>
 
@@ -67,6 +69,41 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::OrderedDict<std::st
   groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(options(config.weight_decay)));
   groups.emplace_back(exempt, std::make_unique<torch::optim::AdamWOptions>(options(0.0)));
   return std::make_unique<torch::optim::AdamW>(std::move(groups), options(config.weight_decay));
+}
+
+void adamw_step(torch::optim::AdamW& optimizer) {
+  torch::NoGradGuard no_grad;
+  for (auto& group : optimizer.param_groups()) {
+    const auto& options = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    check(!options.amsgrad(), "adamw_step: amsgrad is not supported");
+    // The fused kernel takes tensors of one device and dtype per call.
+    std::map<std::pair<std::string, c10::ScalarType>, std::array<std::vector<at::Tensor>, 5>> calls;
+    for (const auto& parameter : group.params()) {
+      if (!parameter.grad().defined()) continue;
+      auto& slot = optimizer.state()[parameter.unsafeGetTensorImpl()];
+      if (!slot) {  // as torch::optim::AdamW::step creates it
+        auto state = std::make_unique<torch::optim::AdamWParamState>();
+        state->step(0);
+        state->exp_avg(torch::zeros_like(parameter, at::MemoryFormat::Preserve));
+        state->exp_avg_sq(torch::zeros_like(parameter, at::MemoryFormat::Preserve));
+        slot = std::move(state);
+      }
+      auto& state = static_cast<torch::optim::AdamWParamState&>(*slot);
+      state.step(state.step() + 1);  // the kernel reads the step count, already advanced (as torch.optim passes it)
+      const auto step = torch::full({}, static_cast<double>(state.step()), parameter.options().dtype(torch::kFloat));
+      auto& call = calls[{parameter.device().str(), parameter.scalar_type()}];
+      call[0].push_back(parameter);
+      call[1].push_back(parameter.grad());
+      call[2].push_back(state.exp_avg());
+      call[3].push_back(state.exp_avg_sq());
+      call[4].push_back(step);
+    }
+    const auto [beta1, beta2] = options.betas();
+    for (auto& [key, call] : calls) {
+      at::_fused_adamw_(call[0], call[1], call[2], call[3], /*max_exp_avg_sqs=*/{}, call[4], options.lr(), beta1, beta2,
+                        options.weight_decay(), options.eps(), /*amsgrad=*/false, /*maximize=*/false);
+    }
+  }
 }
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate) {

@@ -238,7 +238,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
           "Check the data and lower the learning rate, then resume.",
           stage, step + 1, std::isfinite(loss) ? "grad_norm" : "loss", loss, grad_norm, last_good_checkpoint());
     }
-    optimizer->step();
+    adamw_step(*optimizer);
     const auto trained_until = std::chrono::steady_clock::now();  // tokens/s leaves out evaluation and saving
     ++step;
     window.updates += 1;

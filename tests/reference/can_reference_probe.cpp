@@ -168,7 +168,7 @@ void dpo(const DpoRequest& request) {
   adamw.weight_decay = request.weight_decay;
   auto optimizer = can::make_adamw(policy->named_parameters(), adamw);
   can::set_learning_rate(*optimizer, request.learning_rate);
-  optimizer->step();
+  can::adamw_step(*optimizer);
   for (const auto& item : policy->named_parameters()) tensors.emplace_back("updated." + item.key(), item.value());
   can::save_safetensors(request.output, tensors);
   if (!request.save.empty()) can::save_causal_lm(policy, request.save);

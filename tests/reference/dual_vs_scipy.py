@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference test: build/can-dual against scipy on the empirical dual of DESIGN §2.
+"""Reference test: build/can-dual against scipy on the empirical dual of docs/design.md §2.
 
 Random offline scores (fixed seeds, ragged N_i, heavy tails, per-prompt offsets,
 m = 1 and m = 2) are written to a temporary folder and solved by can-dual --json.
@@ -54,7 +54,7 @@ LAMBDA_RTOL = 1e-5
 # D at the same λ in two programs: sums of ~10^4 terms of size ≤ 100, rounding ~1e-13.
 VALUE_SAME_LAMBDA_RTOL = 1e-11
 # D(λ_CAN) against min D from scipy: D is flat at λ*, so a λ error δ moves it by
-# ~½·H·δ², below 1e-10 here; 1e-8 relative to max(1, |D|) as in DESIGN.
+# ~½·H·δ², below 1e-10 here; 1e-8 relative to max(1, |D|).
 VALUE_RTOL = 1e-8
 # Predictions at the same λ: weighted means of scores ≤ ~100 over ≤ 40 responses,
 # rounding ~1e-14; 1e-9 absolute (score units, nats, fractions of N).
