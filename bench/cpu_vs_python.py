@@ -6,7 +6,7 @@ checkpoint (and a Safe-RLHF score model) in a temporary folder; CAN
 (build/bench_peer) and the Python peer then run the same task on the same
 weights, token ids, shapes and thread count. This machine's speed drifts by tens
 of percent over minutes (a shared virtual machine), so the two sides alternate:
---rounds rounds of (CAN: one warm-up and --repetitions timed runs, then Python:
+--rounds rounds of (CAN: two warm-ups and --repetitions timed runs, then Python:
 the same), and each side's median over all its timed runs is reported. Rows:
 
   dpo      one DPO update on B pairs of T tokens with cached reference log-probs.
@@ -52,6 +52,10 @@ SIZES = {
 # (task, batch, length): pairs or sequences of `length` tokens; prompts of `length` for sample.
 ROWS = [("dpo", 4, 128), ("sft", 8, 128), ("sample", 8, 32), ("sample", 32, 32), ("score", 16, 128)]
 NEW_TOKENS = 64
+# Untimed runs before each side's timed ones. Two, because on both sides the first two
+# training steps of a fresh process are up to 1.5x slower (125M: the allocator and the
+# optimizer state warming up; measured 2026-11-30), which one warm-up left in the data.
+WARMUP = 2
 
 
 def ids_for(stream, count, vocab):
@@ -113,7 +117,7 @@ def make_checkpoints(folder, size, torch, transformers):
 def run_can(task, model_dir, batch, length, threads, repetitions):
     command = [os.path.join(ROOT, "build", "bench_peer"), "--task", task, "--model", model_dir, "--batch", str(batch),
                "--length", str(length), "--new-tokens", str(NEW_TOKENS), "--repetitions", str(repetitions),
-               "--threads", str(threads)]
+               "--warmup", str(WARMUP), "--threads", str(threads)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["threads"] == threads, report
@@ -162,7 +166,7 @@ class PythonPeer:
             optimizer.step()
 
         assert type(optimizer).__name__ == "AdamW" and optimizer.defaults["fused"], optimizer.defaults
-        return time_repetitions(step, 1, repetitions), 2 * batch * length
+        return time_repetitions(step, WARMUP, repetitions), 2 * batch * length
 
     def sft(self, batch, length, repetitions):
         torch = self.torch
@@ -184,7 +188,7 @@ class PythonPeer:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
 
-        return time_repetitions(step, 1, repetitions), batch * length
+        return time_repetitions(step, WARMUP, repetitions), batch * length
 
     def sample(self, batch, length, repetitions):
         torch = self.torch
@@ -199,7 +203,7 @@ class PythonPeer:
                                         min_new_tokens=NEW_TOKENS, pad_token_id=0)
             assert output.shape == (batch, length + NEW_TOKENS), output.shape
 
-        return time_repetitions(step, 1, repetitions), batch * NEW_TOKENS
+        return time_repetitions(step, WARMUP, repetitions), batch * NEW_TOKENS
 
     def score(self, batch, length, repetitions):
         torch = self.torch
@@ -220,7 +224,7 @@ class PythonPeer:
                 last = attention_mask.sum(-1) - 1
                 head(hidden[torch.arange(batch), last])
 
-        return time_repetitions(step, 1, repetitions), batch * length
+        return time_repetitions(step, WARMUP, repetitions), batch * length
 
     def trainer_args(self, kind, **extra):
         return kind(output_dir=os.path.join(self.folder, "trainer"), report_to="none", use_cpu=True,
@@ -311,7 +315,7 @@ def main():
         out.write(f"Versions: CAN {report['versions']['can']}, torch {report['versions']['torch']}, transformers "
                   f"{report['versions']['transformers']}, TRL {report['versions']['trl']}.\n")
         out.write(f"Command: `{report['command']}`; {args.threads} threads on both sides; {args.rounds} rounds "
-                  f"alternating the sides, each a warm-up and {args.repetitions} timed runs; the median of each "
+                  f"alternating the sides, each {WARMUP} warm-ups and {args.repetitions} timed runs; the median of each "
                   "side's timed runs. What each row runs: the docstring of bench/cpu_vs_python.py.\n\n")
         out.write("| row | shape | CAN tokens/s | Python tokens/s | CAN / Python |\n|---|---|---:|---:|---:|\n")
         for row in report["rows"]:
