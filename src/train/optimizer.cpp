@@ -4,8 +4,6 @@
 
 #include <array>
 #include <map>
-#include <sstream>
-#include <type_traits>
 
 #include "can/atomic_file.h"
 #include "can/error.h"
@@ -14,21 +12,11 @@ namespace can {
 
 namespace {
 
-// The optimizer's per-parameter state, keyed as LibTorch keys it: by the
-// TensorImpl's address printed as text in 1.x, by the address itself in 2.x.
-template <typename StateMap>
-const torch::optim::AdamWParamState* find_adamw_state(const StateMap& state, const at::Tensor& parameter) {
-  using Key = typename StateMap::key_type;
-  Key key;
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream address;
-    address << parameter.unsafeGetTensorImpl();
-    key = address.str();
-  } else {
-    key = static_cast<Key>(parameter.unsafeGetTensorImpl());
-  }
-  const auto it = state.find(key);
-  if (it == state.end()) return nullptr;
+// The optimizer's state of one parameter (LibTorch keys it by the TensorImpl's address), or null.
+const torch::optim::AdamWParamState* find_adamw_state(const torch::optim::AdamW& optimizer,
+                                                     const at::Tensor& parameter) {
+  const auto it = optimizer.state().find(parameter.unsafeGetTensorImpl());
+  if (it == optimizer.state().end()) return nullptr;
   return dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get());
 }
 
@@ -162,7 +150,7 @@ void load_optimizer_state(torch::optim::AdamW& optimizer, const std::filesystem:
   for (size_t group = 0; group < groups.size(); ++group) {
     for (size_t index = 0; index < groups[group].params().size(); ++index) {
       const auto& parameter = groups[group].params()[index];
-      const auto* state = find_adamw_state(optimizer.state(), parameter);
+      const auto* state = find_adamw_state(optimizer, parameter);
       if (state == nullptr) continue;  // never stepped: no state saved, none needed
       check(state->exp_avg().sizes() == parameter.sizes() && state->exp_avg_sq().sizes() == parameter.sizes(),
             "optimizer state '{}' does not fit this model: group {} parameter {} has shape {} but its saved moments "

@@ -108,8 +108,9 @@ void generate(const std::string& model_dir, const std::string& input, const std:
       no_cache ? can::sample_without_cache(model, prompts, options) : can::sample(model, prompts, options);
   nlohmann::json result = {{"generations", nlohmann::json::array()}};
   for (const auto& generation : generations) {
-    result["generations"].push_back(
-        {{"tokens", generation.tokens}, {"logprobs", generation.logprobs}, {"stopped_at_eos", generation.stopped_at_eos}});
+    result["generations"].push_back({{"tokens", generation.tokens},
+                                     {"logprobs", generation.logprobs},
+                                     {"stopped_at_eos", generation.stopped_at_eos}});
   }
   write_json(output, result);
 }
