@@ -13,6 +13,7 @@
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/logging.h"
+#include "can/model_weights.h"
 #include "can/runtime.h"
 #include "can/score_model.h"
 #include "can/tokenizer.h"
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
     const auto sequence = can::tokenize_sequence(tokenizer, chat_template, prompt, response);
     std::vector<int64_t> ids = sequence.prompt_ids;
     ids.insert(ids.end(), sequence.response_ids.begin(), sequence.response_ids.end());
-    const auto device = model->parameters().front().device();
+    const auto device = can::module_device(*model);
     const torch::Tensor input = torch::tensor(ids, torch::kInt64).unsqueeze(0).to(device);  // [1, T]
     torch::NoGradGuard no_grad;
     const torch::Tensor scores = model(input, torch::ones_like(input))[0].to(torch::kCPU, torch::kFloat64);

@@ -18,6 +18,9 @@ namespace can {
 void load_named_tensors(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
                         const std::string& source, const std::set<std::string>& ignored = {});
 
+// The device of the module's first parameter; an error for a module without parameters.
+c10::Device module_device(const torch::nn::Module& module);
+
 // The module's parameters by name, ready for save_checkpoint.
 std::vector<std::pair<std::string, torch::Tensor>> named_tensors(const torch::nn::Module& module);
 

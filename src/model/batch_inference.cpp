@@ -6,6 +6,7 @@
 
 #include "can/error.h"
 #include "can/logprobs.h"
+#include "can/model_weights.h"
 
 namespace can {
 
@@ -43,7 +44,7 @@ std::vector<double> batched(const std::vector<TokenizedSequence>& sequences, con
 
 std::vector<double> score_sequences(LlamaForScore& model, const std::vector<TokenizedSequence>& sequences,
                                     const BatchInferenceOptions& options) {
-  const auto device = model->parameters().front().device();
+  const auto device = module_device(*model);
   return batched(sequences, options, device,
                  [&](const torch::Tensor& ids, const torch::Tensor& attention, const torch::Tensor&) {
                    return model(ids, attention).select(1, 0);  // [B]
@@ -52,7 +53,7 @@ std::vector<double> score_sequences(LlamaForScore& model, const std::vector<Toke
 
 std::vector<double> response_logprobs(LlamaForCausalLM& model, const std::vector<TokenizedSequence>& sequences,
                                       const BatchInferenceOptions& options) {
-  const auto device = model->parameters().front().device();
+  const auto device = module_device(*model);
   return batched(sequences, options, device,
                  [&](const torch::Tensor& ids, const torch::Tensor& attention, const torch::Tensor& response) {
                    return sequence_logprobs(model, ids, attention, response);  // [B]

@@ -52,4 +52,10 @@ std::vector<std::pair<std::string, torch::Tensor>> named_tensors(const torch::nn
   return result;
 }
 
+c10::Device module_device(const torch::nn::Module& module) {
+  const auto parameters = module.parameters();
+  check(!parameters.empty(), "the model has no parameters");
+  return parameters.front().device();
+}
+
 }  // namespace can

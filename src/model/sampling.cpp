@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "can/error.h"
+#include "can/model_weights.h"
 
 namespace can {
 
@@ -75,7 +76,7 @@ int64_t resolve_eos(const LlamaForCausalLM& model, const SamplingOptions& option
 // finished rows only every kSamplingSyncInterval steps.
 void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts, size_t first, size_t count,
                   const SamplingOptions& options, std::vector<Generation>& out) {
-  const auto device = model->parameters().front().device();
+  const auto device = module_device(*model);
   const int64_t eos = resolve_eos(model, options);
   const int64_t vocab = model->config.vocab_size;
   const int64_t steps = options.max_new_tokens;
@@ -185,7 +186,7 @@ std::vector<Generation> sample_without_cache(LlamaForCausalLM& model, const std:
                                              const SamplingOptions& options) {
   validate(model, prompts, options);
   torch::NoGradGuard no_grad;
-  const auto device = model->parameters().front().device();
+  const auto device = module_device(*model);
   const int64_t eos = resolve_eos(model, options);
   std::vector<Generation> out(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {

@@ -4,6 +4,7 @@
 
 #include "can/logprobs.h"
 #include "can/lora.h"
+#include "can/model_weights.h"
 #include "can/reference_logps.h"
 #include "can/tokenizer.h"
 #include "train/trainer_data.h"

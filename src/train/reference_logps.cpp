@@ -11,6 +11,7 @@
 #include "can/error.h"
 #include "can/logprobs.h"
 #include "can/lora.h"
+#include "can/model_weights.h"
 #include "can/progress.h"
 #include "can/safetensors.h"
 #include "train/trainer_data.h"

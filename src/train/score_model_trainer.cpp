@@ -4,6 +4,7 @@
 
 #include "can/batching.h"
 #include "can/losses.h"
+#include "can/model_weights.h"
 #include "can/tokenizer.h"
 #include "train/trainer_data.h"
 

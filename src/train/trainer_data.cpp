@@ -35,12 +35,6 @@ BatchingOptions batching_options(const Tokenizer& tokenizer, int64_t max_length)
   return options;
 }
 
-c10::Device module_device(const torch::nn::Module& module) {
-  const auto parameters = module.parameters();
-  check(!parameters.empty(), "the model has no parameters");
-  return parameters.front().device();
-}
-
 SequenceBatch batch_to_device(const SequenceBatch& batch, c10::Device device) {
   return {batch.input_ids.to(device), batch.attention_mask.to(device), batch.response_mask.to(device)};
 }

@@ -37,8 +37,6 @@ void check_tokenizer_fits(const Tokenizer& tokenizer, const LlamaConfig& config,
 // max_length from the options; padding with the tokenizer's pad id, or EOS when it has none.
 BatchingOptions batching_options(const Tokenizer& tokenizer, int64_t max_length);
 
-// The device of the module's first parameter.
-c10::Device module_device(const torch::nn::Module& module);
 
 // The batch's tensors moved to `device`.
 SequenceBatch batch_to_device(const SequenceBatch& batch, c10::Device device);
