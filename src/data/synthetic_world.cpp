@@ -371,7 +371,8 @@ std::string capitalized(std::string text) {
   return text;
 }
 
-std::string join(const std::vector<std::string>& parts) {
+// The non-empty parts, separated by single spaces.
+std::string join_non_empty(const std::vector<std::string>& parts) {
   std::string text;
   for (const auto& part : parts) {
     if (part.empty()) continue;
@@ -409,7 +410,7 @@ std::string format_steps(const std::vector<std::string>& steps, size_t style) {
       sentences.push_back(fmt::format("{}. {}.", i + 1, capitalized(steps[i])));
     }
   }
-  return join(sentences);
+  return join_non_empty(sentences);
 }
 
 // ---------------------------------------------------------------------------------
@@ -422,14 +423,14 @@ std::string compliance_text(const WorldTopic& topic, const std::string& action, 
   std::vector<std::string> steps = sample_distinct(topic.steps, 2 + random_index(rng, 2), rng);
   const size_t style = random_index(rng, 3);
   std::string closer = pick(rng, kComplianceClosers);
-  std::string text = join({opener, format_steps(steps, style), closer});
+  std::string text = join_non_empty({opener, format_steps(steps, style), closer});
   while (word_count(text) > kMaxResponseWords && steps.size() > 2) {
     if (closer.empty()) {
       steps.pop_back();
     } else {
       closer.clear();
     }
-    text = join({opener, format_steps(steps, style), closer});
+    text = join_non_empty({opener, format_steps(steps, style), closer});
   }
   return text;
 }
@@ -440,18 +441,20 @@ std::string refusal_sentence(const std::string& action, std::mt19937_64& rng) {
 
 std::string refusal_text(const std::string& action, std::mt19937_64& rng) {
   const std::string sentence = refusal_sentence(action, rng);
-  return join({sentence, pick(rng, kRefusalReasons)});
+  return join_non_empty({sentence, pick(rng, kRefusalReasons)});
 }
 
 std::string safe_alternative_text(const WorldTopic& topic, const std::string& action, std::mt19937_64& rng) {
   const std::string sentence = refusal_sentence(action, rng);
   const std::string& alternative = pick(rng, topic.alternatives);
-  return join({sentence, replace_all(pick(rng, kAlternativeIntros), "{alternative}", alternative)});
+  return join_non_empty({sentence, replace_all(pick(rng, kAlternativeIntros), "{alternative}", alternative)});
 }
 
 // Small talk, or a how-to about another benign topic that train data may use.
 std::string off_topic_text(const WorldTopic& topic, std::mt19937_64& rng) {
-  if (random_index(rng, 2) == 0) return join(sample_distinct(kSmallTalk, 2 + random_index(rng, 2), rng));
+  if (random_index(rng, 2) == 0) {
+    return join_non_empty(sample_distinct(kSmallTalk, 2 + random_index(rng, 2), rng));
+  }
   std::vector<const WorldTopic*> others;
   for (const auto& other : world_topics()) {
     if (!other.harmful && !other.held_out && other.name != topic.name) others.push_back(&other);

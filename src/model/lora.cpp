@@ -52,12 +52,6 @@ std::map<std::string, at::Tensor> peft_tensors(const torch::nn::Module& model) {
   return tensors;
 }
 
-std::string join(const std::vector<std::string>& items) {
-  std::string joined;
-  for (const auto& item : items) joined += (joined.empty() ? "" : ", ") + item;
-  return joined;
-}
-
 }  // namespace
 
 const std::vector<std::string>& lora_target_names() {
@@ -68,11 +62,11 @@ const std::vector<std::string>& lora_target_names() {
 
 void attach_lora(torch::nn::Module& model, const LoraOptions& options) {
   check(!options.target_modules.empty(), "LoRA needs at least one target module (one of: {})",
-        join(lora_target_names()));
+        fmt::join(lora_target_names(), ", "));
   for (const auto& target : options.target_modules) {
     const auto& valid = lora_target_names();
     check(std::find(valid.begin(), valid.end(), target) != valid.end(), "LoRA target module '{}' is not one of: {}",
-          target, join(valid));
+          target, fmt::join(valid, ", "));
   }
   check(options.rank > 0, "LoRA rank must be positive, got {}", options.rank);
   check(!has_lora(model), "the model has LoRA adapters already");
@@ -87,7 +81,8 @@ void attach_lora(torch::nn::Module& model, const LoraOptions& options) {
     linear->add_adapter(options.rank, options.alpha, options.dropout);
     ++attached;
   }
-  check(attached > 0, "the model has no projection named {} to attach LoRA adapters to", join(options.target_modules));
+  check(attached > 0, "the model has no projection named {} to attach LoRA adapters to",
+        fmt::join(options.target_modules, ", "));
 }
 
 bool has_lora(const torch::nn::Module& model) { return !adapted_layers(model).empty(); }
@@ -193,7 +188,7 @@ void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
             "target_modules of every layer", key, value.dump());
     }
     check(config.at("target_modules").is_array(), "target_modules is {}; only a list of projection names ({}) is "
-          "supported", config.at("target_modules").dump(), join(lora_target_names()));
+          "supported", config.at("target_modules").dump(), fmt::join(lora_target_names(), ", "));
     options.rank = config.at("r").get<int64_t>();
     options.alpha = config.at("lora_alpha").get<double>();
     options.dropout = config.value("lora_dropout", 0.0);
@@ -213,8 +208,8 @@ void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
     std::sort(attached_targets.begin(), attached_targets.end());
     check(attached.rank == options.rank && attached.alpha == options.alpha && attached_targets == targets,
           "{}: adapters of rank {}, alpha {} on [{}] do not match the model's, of rank {}, alpha {} on [{}]",
-          config_path.string(), options.rank, options.alpha, join(options.target_modules), attached.rank,
-          attached.alpha, join(attached.target_modules));
+          config_path.string(), options.rank, options.alpha, fmt::join(options.target_modules, ", "),
+          attached.rank, attached.alpha, fmt::join(attached.target_modules, ", "));
   }
 
   const fs::path weights_path = directory / kAdapterWeights;
@@ -232,7 +227,8 @@ void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
   for (const auto& name : file.names()) {
     if (expected.count(name) == 0) problems.push_back(fmt::format("unexpected tensor {}", name));
   }
-  check(problems.empty(), "{}: the adapters do not match the model: {}", weights_path.string(), join(problems));
+  check(problems.empty(), "{}: the adapters do not match the model: {}", weights_path.string(),
+        fmt::join(problems, ", "));
   torch::NoGradGuard no_grad;
   for (const auto& [name, tensor] : expected) tensor.copy_(file.tensor(name));
 }
