@@ -12,6 +12,7 @@
 #include "can/atomic_file.h"
 #include "can/batching.h"
 #include "can/error.h"
+#include "can/hf_checkpoint.h"
 #include "can/json_lines.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
@@ -171,12 +172,7 @@ std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::pat
 
 DualSolution read_dual_solution(const std::filesystem::path& path) {
   const std::string where = path.string();
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& error) {
-    fail("{}: invalid JSON: {}", where, error.what());
-  }
+  const nlohmann::json json = read_json_file(path);
   check(!json.is_array(), "{}: holds an array (a can-dual sweep?); give one solution (can-dual --margin B --json)",
         where);
   check(json.is_object(), "{}: expected a JSON object (can-dual --json), got {}", where, json.type_name());

@@ -12,6 +12,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/hf_checkpoint.h"
 #include "can/logging.h"
 
 namespace can {
@@ -44,7 +45,7 @@ class Manifest {
   explicit Manifest(fs::path path) : path_(std::move(path)) {
     if (!fs::exists(path_)) return;
     try {
-      stages_ = nlohmann::json::parse(read_text_file(path_)).at("stages");
+      stages_ = read_json_file(path_).at("stages");
       check(stages_.is_array(), "'stages' is not an array");
     } catch (const std::exception& error) {
       fail("{}: not a stage manifest ({}); move it away to start the manifest afresh", path_.string(), error.what());

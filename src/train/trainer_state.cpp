@@ -8,6 +8,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/hf_checkpoint.h"
 
 namespace can {
 
@@ -88,12 +89,7 @@ void save_trainer_state(const std::filesystem::path& path, const TrainerState& s
 
 TrainerState load_trainer_state(const std::filesystem::path& path) {
   const std::string where = path.string();
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::parse_error& error) {
-    fail("{}: invalid JSON: {}", where, error.what());
-  }
+  const nlohmann::json json = read_json_file(path);
   check(json.is_object(), "{}: expected a JSON object", where);
   TrainerState state;
   state.step = read_field<int64_t>(json, "step", where);
