@@ -66,6 +66,9 @@ void adamw_step(torch::optim::AdamW& optimizer) {
     check(!options.amsgrad(), "adamw_step: amsgrad is not supported");
     // The fused kernel takes tensors of one device and dtype per call.
     std::map<std::pair<std::string, c10::ScalarType>, std::array<std::vector<at::Tensor>, 5>> calls;
+    // The kernel only reads the step counts, so parameters at the same count share
+    // one step tensor (normally one per group) instead of one allocation each.
+    std::map<std::pair<std::string, int64_t>, at::Tensor> step_tensors;
     for (const auto& parameter : group.params()) {
       if (!parameter.grad().defined()) continue;
       auto& slot = optimizer.state()[parameter.unsafeGetTensorImpl()];
@@ -78,7 +81,10 @@ void adamw_step(torch::optim::AdamW& optimizer) {
       }
       auto& state = static_cast<torch::optim::AdamWParamState&>(*slot);
       state.step(state.step() + 1);  // the kernel reads the step count, already advanced (as torch.optim passes it)
-      const auto step = torch::full({}, static_cast<double>(state.step()), parameter.options().dtype(torch::kFloat));
+      auto& step = step_tensors[{parameter.device().str(), state.step()}];
+      if (!step.defined()) {
+        step = torch::full({}, static_cast<double>(state.step()), parameter.options().dtype(torch::kFloat));
+      }
       auto& call = calls[{parameter.device().str(), parameter.scalar_type()}];
       call[0].push_back(parameter);
       call[1].push_back(parameter.grad());
