@@ -33,9 +33,6 @@ import os
 import sys
 import time
 
-# The models are tiny: one thread each, here and in the probe (which reads OMP_NUM_THREADS), is fastest,
-# and several threads spinning on 2 shared cores (tests run in parallel) are many times slower.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 from can_reference import CheckFailure, Checks, probe, read_json, require, temporary_folder, write_json  # noqa: E402
 

@@ -17,6 +17,12 @@ import subprocess
 import sys
 import tempfile
 
+# Before any test imports torch: the models are tiny, so one thread each, here and
+# in the programs the tests run (they read OMP_NUM_THREADS), is fastest; several
+# threads spinning on CI's 2 shared cores (tests run in parallel) are many times
+# slower. CTest sets the same; this covers a script run by hand.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 SKIP = 77
 
 
