@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     return app.exit(error) == 0 ? 0 : kUsageError;
   }
 
-  std::vector<can::ConfigOverride> overrides;
+  std::vector<can::OptionOverride> overrides;
   can::StageSelection selection;
   selection.resume = resume;
   try {

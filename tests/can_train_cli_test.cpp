@@ -50,6 +50,18 @@ TEST_F(CanTrainCli, BadOverrideExitsOneNamingTheArgument) {
   EXPECT_TRUE(contains(result.output, "--set dual.solver=netwon: dual.solver: 'netwon' is not one of: newton, pgd"));
 }
 
+TEST_F(CanTrainCli, MoreMarginsThanSafetyScoresExitOneBeforeAnyWork) {
+  const fs::path run_dir = directory_.path() / "run";
+  const std::string config =
+      write("two.yaml", "run:\n  dir: '" + run_dir.string() + "'\ndual:\n  margins: [1.0, 2.0]\n");
+  const auto result = run_can_train("--config '" + config + "'");
+  EXPECT_EQ(result.status, 1) << result.output;
+  EXPECT_TRUE(contains(result.output,
+                       "dual.margins has 2 values, but the mocan pipeline has one safety constraint (the cost model)"))
+      << result.output;
+  EXPECT_FALSE(fs::exists(run_dir));
+}
+
 TEST_F(CanTrainCli, UsageErrorsExitTwo) {
   const std::string config = write("empty.yaml", "");
   EXPECT_EQ(run_can_train("--config '" + config + "' --no-such-flag").status, 2);

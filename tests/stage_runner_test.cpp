@@ -180,7 +180,7 @@ TEST_F(StageRunnerTest, ResumeWithAChangedConfigListsTheDifferingKeys) {
   EXPECT_THROW(run(false), can::Error);
   b_fails_ = false;
   order_.clear();
-  config_.dpo.beta = config_.dual.beta = 0.2;
+  config_.dpo.loss.beta = config_.dual.beta = 0.2;
   config_.run.threads = 3;  // where it runs, not what it computes: allowed
   const std::string message = error_message([&] { run(true); });
   EXPECT_TRUE(contains(message, "differs from " + (run_dir() / "config.resolved.yaml").string() + " in 2 key(s)"));
@@ -189,7 +189,7 @@ TEST_F(StageRunnerTest, ResumeWithAChangedConfigListsTheDifferingKeys) {
   EXPECT_EQ(message.find("run.threads"), std::string::npos) << message;
   EXPECT_TRUE(order_.empty());
 
-  config_.dpo.beta = config_.dual.beta = 0.1;
+  config_.dpo.loss.beta = config_.dual.beta = 0.1;
   run(true);
   EXPECT_EQ(order_, (std::vector<std::string>{"b", "c"}));
 }

@@ -123,6 +123,8 @@ can::LlamaConfig tiny_config(int64_t vocab_size) {
 
 can::TrainingOptions base_options(const fs::path& output_dir) {
   can::TrainingOptions options;
+  options.epochs = 1;
+  options.save_every = 0;
   options.micro_batch_size = 16;
   options.learning_rate = 3e-3;
   options.warmup_steps = 3;

@@ -25,6 +25,9 @@ class ChatTemplate {
   // `pattern` must contain "{prompt}" exactly once and must not end in a space.
   explicit ChatTemplate(std::string pattern);
 
+  // Why `pattern` is not a valid template, or "" when it is.
+  static std::string problem(const std::string& pattern);
+
   // The pattern with "{prompt}" replaced by `prompt` verbatim.
   std::string format(const std::string& prompt) const;
   const std::string& pattern() const { return pattern_; }

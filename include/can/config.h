@@ -1,17 +1,17 @@
-// The configuration of can-train: one plain struct that stages read
-// (`config.dpo.beta`), filled from a YAML file and `--set key.path=value`
-// overrides through a typed schema declared once in src/pipeline/config.cpp.
-// Each schema key has a path (`dpo.beta`), a type (int, float, bool, string,
-// list of floats, list of strings), a default, an allowed range or set of
-// choices and a one-line meaning; `config_to_yaml` writes all of it out, so
+// The configuration of can-train: the options structs of the components it
+// runs (TrainingOptions, DpoOptions, LoraOptions, SamplingOptions, WorldOptions,
+// LlamaConfig, DualOptions, RelabelOptions, EvaluationOptions), gathered in one
+// struct that stages read (`config.dpo.loss.beta`). Every default is the one
+// written in those structs or below; the YAML schema (src/pipeline/config.cpp)
+// binds each key (`dpo.beta`) to its field and reads its default from there, so
 // configs/mocan.yaml (or `can-train --config FILE --print-config`) documents
-// every field below. Defaults follow the paper (docs/design.md §3) where it gives one.
+// every field with its meaning, type, default and allowed values. Defaults
+// follow the paper (docs/design.md §3) where it gives one.
 //
-// Loading is strict: an unknown key (with a "did you mean" for near misses), a
-// value of the wrong type, out of range or not among the choices, and an
-// inconsistent combination of keys are all can::Error naming the source
-// (`file:line` or the `--set` argument) and the key path. Missing keys take
-// their defaults.
+// Loading is strict (yaml_options.h): an unknown key, a value of the wrong type,
+// out of range or not among the choices, and an inconsistent combination of keys
+// are all can::Error naming the source (`file:line` or the `--set` argument) and
+// the key path. Missing keys take their defaults.
 #pragma once
 
 #include <cstdint>
@@ -19,153 +19,113 @@
 #include <string>
 #include <vector>
 
+#include "can/chat_template.h"
+#include "can/dual.h"
+#include "can/evaluation.h"
+#include "can/llama.h"
+#include "can/lora.h"
+#include "can/losses.h"
+#include "can/offline_sampling.h"
+#include "can/relabel.h"
+#include "can/synthetic_world.h"
+#include "can/training_loop.h"
+#include "can/yaml_options.h"
+
 namespace can {
 
-// Get one from default_config() or load_config(): the struct holds no defaults
-// of its own, the schema does.
+// Where and how the run happens.
+struct RunOptions {
+  std::string dir = "runs/can";
+  int64_t seed = 1;  // every stage's random streams: initialisation, data order, sampling
+  std::string device = "auto";  // auto, cpu, cuda, cuda:N
+  int64_t threads = 0;          // 0: all cores
+  std::string log_level = "info";
+  std::string compute_dtype = "float32";  // float32, bfloat16: the matmuls' dtype; weights stay float32
+};
+
+// The embedded synthetic safety world (docs/design.md §8), used when enabled instead of `data`.
+struct WorldSource {
+  bool enabled = true;
+  WorldOptions options;  // its chat_template is data.chat_template
+};
+
+// External inputs (JSON Lines, docs/design.md §5); empty when the world provides them.
+struct DataFiles {
+  std::string pairs_train;
+  std::string sft_train;
+  std::string prompts_sample;
+  std::string prompts_test;
+  std::string chat_template = ChatTemplate::kSafeRlhf;
+};
+
+// Hugging Face model directories; empty: trained in the run.
+struct ModelDirectories {
+  std::string policy;
+  std::string reward;
+  std::string cost;
+};
+
+struct TokenizerSource {
+  int64_t vocab_size = 1000;  // when trained in the run
+  std::string model;          // a sentencepiece model file; empty: trained in the run
+};
+
+// One DPO fine-tune: the training loop's options and the loss's.
+struct DpoStageOptions {
+  TrainingOptions training;
+  DpoOptions loss;
+};
+
+// PeCAN's pre-aligned models.
+struct PecanOptions {
+  DpoStageOptions helpfulness_dpo;  // π_r, on better_response_id
+  DpoStageOptions safety_dpo;       // π_g, on safer_response_id
+};
+
+struct EvaluationStageOptions {
+  int64_t num_prompts = 500;  // the first K held-out prompts
+  EvaluationOptions options;  // its batch sizes are sampling.batch_size, its seed run.seed
+};
+
+struct SweepOptions {
+  std::vector<double> margins;  // empty: no sweep
+};
+
+// Get one from default_config() or load_config(). The per-stage fields that are
+// not keys (a TrainingOptions' seed, resume and output_dir, a SamplingOptions'
+// seed) are filled by the stage that runs.
 struct Config {
-  struct Run {
-    std::string dir;
-    int64_t seed;
-    std::string device;  // auto, cpu, cuda, cuda:N
-    int64_t threads;     // 0: all cores
-    std::string log_level;
-    std::string compute_dtype;  // float32, bfloat16: the matmuls' dtype; weights stay float32
-  };
-  // The embedded synthetic safety world (docs/design.md §8), used when enabled instead of `data`.
-  struct World {
-    bool enabled;
-    int64_t seed;
-    int64_t num_train_prompts;
-    int64_t num_test_prompts;
-    double harmful_fraction;
-    double label_noise;
-  };
-  // External inputs (JSON Lines, docs/design.md §5); empty when the world provides them.
-  struct Data {
-    std::string pairs_train;
-    std::string sft_train;
-    std::string prompts_sample;
-    std::string prompts_test;
-    std::string chat_template;
-  };
-  // Hugging Face model directories; empty: trained in the run.
-  struct Models {
-    std::string policy;
-    std::string reward;
-    std::string cost;
-  };
-  struct Tokenizer {
-    int64_t vocab_size;
-    std::string model;  // empty: trained in the run
-  };
-  // The reference policy's architecture when it is trained in the run (LlamaConfig names).
-  struct Policy {
-    int64_t hidden_size;
-    int64_t intermediate_size;
-    int64_t num_hidden_layers;
-    int64_t num_attention_heads;
-    int64_t num_key_value_heads;
-    int64_t max_position_embeddings;
-  };
-  // One training run's options; the same group appears under sft, reward_model, cost_model and the DPO runs.
-  struct Training {
-    int64_t epochs;
-    int64_t micro_batch_size;             // sequences (pairs for DPO and score models) per forward pass
-    int64_t gradient_accumulation_steps;  // micro-batches per optimizer update
-    double learning_rate;                 // peak
-    double weight_decay;
-    int64_t warmup_steps;  // optimizer updates
-    std::string lr_decay;  // cosine, constant
-    double min_lr;
-    double max_grad_norm;           // 0: no clipping
-    int64_t eval_every;             // optimizer updates; 0: only at the end
-    int64_t save_every;             // optimizer updates; 0: only at the end
-    int64_t log_every;              // optimizer updates
-    int64_t max_length;             // tokens, prompt and response together
-    bool activation_checkpointing;  // recompute decoder layers in backward instead of keeping activations
-  };
-  struct Dpo : Training {
-    double beta;
-    double label_smoothing;
-    std::string loss;  // sigmoid, ipo
-  };
-  struct Pecan {
-    Dpo helpfulness_dpo;  // π_r, on better_response_id
-    Dpo safety_dpo;       // π_g, on safer_response_id
-  };
-  // LoRA adapters of the DPO fine-tunes; rank 0 trains every weight.
-  struct Lora {
-    int64_t rank;
-    double alpha;
-    double dropout;
-    std::vector<std::string> target_modules;
-  };
-  // Offline data: responses from π_ref, scored (MoCAN step 1).
-  struct Sampling {
-    int64_t num_prompts;           // M
-    int64_t responses_per_prompt;  // N
-    double temperature;
-    double top_p;
-    int64_t top_k;  // 0: no top-k filter
-    int64_t max_new_tokens;
-    int64_t batch_size;
-  };
-  struct Dual {
-    double beta;
-    std::vector<double> margins;  // [m] b_j, one per constraint, in units of g
-    std::string solver;           // newton, pgd
-  };
-  struct Relabel {
-    std::string mode;  // bernoulli, argmax
-    int64_t seed;
-  };
-  struct Eval {
-    int64_t num_prompts;
-    int64_t max_new_tokens;
-    double temperature;
-    double top_p;
-  };
-  struct Sweep {
-    std::vector<double> margins;  // empty: no sweep
-  };
-
-  Run run;
-  std::string pipeline;  // mocan, pecan
-  World world;
-  Data data;
-  Models models;
-  Tokenizer tokenizer;
-  Policy policy;
-  Training sft;
-  Training reward_model;
-  Training cost_model;
-  Dpo dpo;
-  Pecan pecan;
-  Lora lora;
-  Sampling sampling;
-  Dual dual;
-  Relabel relabel;
-  Eval eval;
-  Sweep sweep;
+  RunOptions run;
+  std::string pipeline = "mocan";  // mocan, pecan
+  WorldSource world;
+  DataFiles data;
+  ModelDirectories models;
+  TokenizerSource tokenizer;
+  // π_ref's architecture when it is trained in the run; vocabulary and special tokens come from the tokenizer.
+  LlamaConfig policy = {.hidden_size = 128,
+                        .intermediate_size = 352,
+                        .num_hidden_layers = 2,
+                        .num_attention_heads = 4,
+                        .num_key_value_heads = 2,
+                        .max_position_embeddings = 512};
+  TrainingOptions sft;
+  TrainingOptions reward_model;
+  TrainingOptions cost_model;
+  DpoStageOptions dpo;
+  PecanOptions pecan;
+  LoraOptions lora;  // of the DPO fine-tunes; rank 0 trains every weight
+  OfflineSamplingOptions sampling;
+  DualOptions dual = {.margins = {1.0}};
+  RelabelOptions relabel;
+  EvaluationStageOptions eval;
+  SweepOptions sweep;
 };
-
-// One `--set key.path=value` (or an option that stands for one, like --sweep-margins).
-// The value is read as a YAML scalar or flow list (`0.2`, `cosine`, `[1.0, 2.0]`).
-struct ConfigOverride {
-  std::string key;
-  std::string value;
-  std::string origin;  // named in errors: "--set dpo.beta=abc"
-};
-
-// Splits "key.path=value" at the first '='; an error when there is none or the key is empty.
-ConfigOverride parse_set_option(const std::string& assignment);
 
 // Every key at its default.
 Config default_config();
 
-// Reads `file`, applies `overrides` in order, fills defaults and validates.
-Config load_config(const std::filesystem::path& file, const std::vector<ConfigOverride>& overrides = {});
+// Reads `file`, applies `overrides` (parse_set_option, yaml_options.h) in order, fills defaults and validates.
+Config load_config(const std::filesystem::path& file, const std::vector<OptionOverride>& overrides = {});
 
 // The YAML of every key in schema order, each preceded by a comment with its
 // meaning, type, default and allowed values. Loading it gives `config` back.
@@ -180,5 +140,10 @@ struct ConfigDifference {
 // Keys whose values differ between two configs, skipping those that cannot
 // change what a stage produces (run.dir, run.device, run.threads, run.log_level).
 std::vector<ConfigDifference> artifact_config_differences(const Config& before, const Config& after);
+
+// An error when the schema is inconsistent: a key declared twice or outside a
+// section, a default that is not an allowed value, or two keys bound to one
+// field. For the unit tests; loading does not run it.
+void check_config_schema();
 
 }  // namespace can

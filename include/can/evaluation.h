@@ -46,12 +46,10 @@ std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::pat
 DualSolution read_dual_solution(const std::filesystem::path& path);
 
 struct EvaluationOptions {
-  // Temperature 1 and top-p 0.9 as for the offline scores (docs/design.md §3); up to 128 new tokens.
-  EvaluationOptions();
-
-  // One response per prompt; both policies sample with the same options and seed.
+  // One response per prompt; both policies sample with the same options and seed:
+  // temperature 1 and top-p 0.9 as for the offline scores (docs/design.md §3).
   // eos_id -1 means the tokenizer's EOS (the token appended before scoring).
-  SamplingOptions sampling;
+  SamplingOptions sampling = {.max_new_tokens = 512, .top_p = 0.9};
   BatchInferenceOptions scoring;  // score-model batches and truncation of prompt + response
 };
 

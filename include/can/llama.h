@@ -15,6 +15,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,15 @@ struct LlamaConfig {
   bool score_bias = true;
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  // The first inconsistency, naming the field it is reported on: a size that is
+  // not positive, a width the heads do not divide, an odd head dimension (rotary
+  // embeddings rotate halves), query heads that are not a multiple of the
+  // key/value heads, a special token outside the vocabulary. None when consistent.
+  struct Problem {
+    std::string key;  // "num_attention_heads"
+    std::string message;
+  };
+  std::optional<Problem> problem() const;
   // Parses Hugging Face's config.json fields; `source` names the file in errors.
   static LlamaConfig from_json(const nlohmann::json& json, const std::string& source);
   // `architecture` is written as the "architectures" entry (LlamaForCausalLM, LlamaForScore).

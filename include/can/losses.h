@@ -25,6 +25,7 @@ enum class PreferenceLossKind {
 
 // "sigmoid" or "ipo" (the names TRL uses for loss_type); anything else is an error.
 PreferenceLossKind parse_preference_loss_kind(const std::string& name);
+std::string preference_loss_kind_name(PreferenceLossKind kind);
 
 struct DpoOptions {
   double beta = 0.1;             // > 0: strength of the KL tie to the reference

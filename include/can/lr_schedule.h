@@ -13,6 +13,7 @@ enum class LearningRateDecay { kCosine, kConstant };
 
 // "cosine" or "constant"; anything else is an error.
 LearningRateDecay parse_learning_rate_decay(const std::string& name);
+std::string learning_rate_decay_name(LearningRateDecay decay);
 
 struct LearningRateSchedule {
   double peak_lr = 5e-4;

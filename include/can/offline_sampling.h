@@ -24,6 +24,13 @@ struct SampledPrompt {
   std::vector<std::vector<int64_t>> responses;  // [N] sampled token ids, EOS last when the model stopped
 };
 
+// can-train's sampling section (config.h).
+struct OfflineSamplingOptions {
+  int64_t num_prompts = 1000;           // M: the first M sampling prompts
+  int64_t responses_per_prompt = 128;   // N
+  SamplingOptions generation = {.max_new_tokens = 512, .top_p = 0.9};  // its seed is run.seed
+};
+
 // N responses per prompt; the sampling options' seed makes it reproducible.
 std::vector<SampledPrompt> sample_responses(LlamaForCausalLM& policy, const Tokenizer& tokenizer,
                                             const ChatTemplate& chat_template,

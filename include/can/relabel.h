@@ -14,10 +14,11 @@ namespace can {
 
 enum class RelabelMode { kBernoulli, kArgmax };
 RelabelMode parse_relabel_mode(const std::string& name);  // "bernoulli" or "argmax"
+std::string relabel_mode_name(RelabelMode mode);
 
 struct RelabelOptions {
   RelabelMode mode = RelabelMode::kBernoulli;
-  uint64_t seed = 0;
+  uint64_t seed = 1;  // of the Bernoulli draws
 };
 
 struct RelabeledPairs {

@@ -35,21 +35,26 @@ class Module;
 
 namespace can {
 
+// The options of one training run; can-train's sft, reward_model, cost_model and
+// dpo sections (config.h) are this struct, and their defaults are these.
 struct TrainingOptions {
-  int64_t epochs = 1;                       // passes over the training examples
+  int64_t epochs = 3;                       // passes over the training examples
   int64_t micro_batch_size = 8;             // examples per forward and backward pass
   int64_t gradient_accumulation_steps = 1;  // micro-batches per optimizer update
   double learning_rate = 5e-4;              // peak, after warm-up
   double weight_decay = 0.0;                // AdamW's, on matrices and embeddings only
-  int64_t warmup_steps = 0;                 // updates of linear warm-up from 0
+  int64_t warmup_steps = 100;               // updates of linear warm-up from 0
   LearningRateDecay decay = LearningRateDecay::kCosine;
   double min_lr = 0.0;               // floor of the cosine decay
   double max_grad_norm = 1.0;        // global L2 clipping; 0: the norm is logged but not clipped
   int64_t log_every = 10;            // updates between metrics lines (also written at evaluations and checkpoints)
   int64_t eval_every = 0;            // updates between evaluations; 0: at the end only
-  int64_t save_every = 0;            // updates between checkpoints; 0: at the end only
+  int64_t save_every = 100;          // updates between checkpoints; 0: at the end only
   uint64_t seed = 0;                 // the data order, and torch's CPU generator at a fresh start
   int64_t max_length = 512;          // tokens per sequence, prompt + response (the trainers' truncation)
+  // Recompute each decoder layer in backward instead of keeping its activations;
+  // the trainers (sft_trainer.h, score_model_trainer.h, dpo_trainer.h) set it on the model.
+  bool activation_checkpointing = false;
   bool resume = false;               // continue from <output_dir>/checkpoints/latest when it exists
   std::filesystem::path output_dir;  // metrics.jsonl, checkpoints/, model/
 };

@@ -131,12 +131,6 @@ void score_responses(EvaluationModels& models, const std::vector<TokenizedSequen
 
 }  // namespace
 
-EvaluationOptions::EvaluationOptions() {
-  sampling.max_new_tokens = 128;
-  sampling.temperature = 1.0;
-  sampling.top_p = 0.9;
-}
-
 std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::path& path) {
   std::vector<EvaluationPrompt> prompts;
   std::map<std::string, int64_t> line_of_id;

@@ -85,37 +85,48 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   // true, with a score_head.bias tensor). So `score_bias` decides, then `bias`.
   config.score_bias = read_bool(json, "score_bias", source, read_bool(json, "bias", source, false));
 
-  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", config.vocab_size},
-                                   {"hidden_size", config.hidden_size},
-                                   {"intermediate_size", config.intermediate_size},
-                                   {"num_hidden_layers", config.num_hidden_layers},
-                                   {"num_attention_heads", config.num_attention_heads},
-                                   {"num_key_value_heads", config.num_key_value_heads},
-                                   {"max_position_embeddings", config.max_position_embeddings},
-                                   {"score_dim", config.score_dim}}) {
-    check(value > 0, "{}: key '{}' must be positive, got {}", source, key, value);
-  }
-  check(config.hidden_size % config.num_attention_heads == 0,
-        "{}: hidden_size {} is not divisible by num_attention_heads {}", source, config.hidden_size,
-        config.num_attention_heads);
-  check(config.head_dim() % 2 == 0, "{}: the head dimension {} must be even for rotary embeddings", source,
-        config.head_dim());
+  if (const auto problem = config.problem()) fail("{}: {}", source, problem->message);
   if (json.contains("head_dim") && !json.at("head_dim").is_null()) {
     check(read_integer(json, "head_dim", source, std::nullopt) == config.head_dim(),
           "{}: head_dim {} differs from hidden_size / num_attention_heads = {} (not supported)", source,
           json.at("head_dim").dump(), config.head_dim());
   }
-  check(config.num_attention_heads % config.num_key_value_heads == 0,
-        "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", source, config.num_attention_heads,
-        config.num_key_value_heads);
-  check(config.rms_norm_eps > 0 && config.rope_theta > 0, "{}: rms_norm_eps and rope_theta must be positive", source);
-  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"bos_token_id", config.bos_token_id},
-                                   {"eos_token_id", config.eos_token_id},
-                                   {"pad_token_id", config.pad_token_id}}) {
-    check(value >= -1 && value < config.vocab_size, "{}: key '{}' = {} is outside the vocabulary of {} tokens",
-          source, key, value, config.vocab_size);
-  }
   return config;
+}
+
+std::optional<LlamaConfig::Problem> LlamaConfig::problem() const {
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
+                                   {"hidden_size", hidden_size},
+                                   {"intermediate_size", intermediate_size},
+                                   {"num_hidden_layers", num_hidden_layers},
+                                   {"num_attention_heads", num_attention_heads},
+                                   {"num_key_value_heads", num_key_value_heads},
+                                   {"max_position_embeddings", max_position_embeddings},
+                                   {"score_dim", score_dim}}) {
+    if (value <= 0) return Problem{key, fmt::format("key '{}' must be positive, got {}", key, value)};
+  }
+  if (hidden_size % num_attention_heads != 0 || head_dim() % 2 != 0) {
+    return Problem{"num_attention_heads",
+                   fmt::format("hidden_size {} / num_attention_heads {} must be an even integer (the head dimension; "
+                               "rotary embeddings rotate its halves)",
+                               hidden_size, num_attention_heads)};
+  }
+  if (num_attention_heads % num_key_value_heads != 0) {
+    return Problem{"num_key_value_heads",
+                   fmt::format("num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                               num_attention_heads, num_key_value_heads)};
+  }
+  if (!(rms_norm_eps > 0 && rope_theta > 0)) {
+    return Problem{"rms_norm_eps", "rms_norm_eps and rope_theta must be positive"};
+  }
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"bos_token_id", bos_token_id},
+                                   {"eos_token_id", eos_token_id},
+                                   {"pad_token_id", pad_token_id}}) {
+    if (value < -1 || value >= vocab_size) {
+      return Problem{key, fmt::format("key '{}' = {} is outside the vocabulary of {} tokens", key, value, vocab_size)};
+    }
+  }
+  return std::nullopt;
 }
 
 nlohmann::json LlamaConfig::to_json(const std::string& architecture) const {

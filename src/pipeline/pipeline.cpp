@@ -49,33 +49,13 @@ namespace fs = std::filesystem;
 
 // ------------------------------------------------------------------ shared helpers
 
-TrainingOptions training_options(const Config::Training& training, const Config& config, const StageContext& context) {
-  TrainingOptions options;
-  options.epochs = training.epochs;
-  options.micro_batch_size = training.micro_batch_size;
-  options.gradient_accumulation_steps = training.gradient_accumulation_steps;
-  options.learning_rate = training.learning_rate;
-  options.weight_decay = training.weight_decay;
-  options.warmup_steps = training.warmup_steps;
-  options.decay = parse_learning_rate_decay(training.lr_decay);
-  options.min_lr = training.min_lr;
-  options.max_grad_norm = training.max_grad_norm;
-  options.log_every = training.log_every;
-  options.eval_every = training.eval_every;
-  options.save_every = training.save_every;
+// The configured options of one training run, with what the stage decides: seed, resumption, output.
+TrainingOptions training_options(const TrainingOptions& configured, const Config& config,
+                                 const StageContext& context) {
+  TrainingOptions options = configured;
   options.seed = static_cast<uint64_t>(config.run.seed);
-  options.max_length = training.max_length;
   options.resume = context.resuming;
   options.output_dir = context.work_dir;
-  return options;
-}
-
-DpoTrainingOptions dpo_options(const Config::Dpo& dpo, PreferenceLabel label) {
-  DpoTrainingOptions options;
-  options.loss.beta = dpo.beta;
-  options.loss.label_smoothing = dpo.label_smoothing;
-  options.loss.kind = parse_preference_loss_kind(dpo.loss);
-  options.label = label;
   return options;
 }
 
@@ -163,23 +143,18 @@ std::vector<TokenizedSequence> pair_sequences(const std::vector<PreferencePair>&
 // Sampled responses are scored whole: cutting one would read a reward or cost
 // mid-response instead of at its EOS. Dataset pairs are cut as DPO cuts them.
 BatchInferenceOptions sampled_inference_options(const Config& config) {
-  return {config.sampling.batch_size, std::numeric_limits<int64_t>::max()};
+  return {config.sampling.generation.batch_size, std::numeric_limits<int64_t>::max()};
 }
 
 BatchInferenceOptions pair_inference_options(const Config& config) {
-  return {config.sampling.batch_size, config.dpo.max_length};
+  return {config.sampling.generation.batch_size, config.dpo.training.max_length};
 }
 
 // ------------------------------------------------------------------ stages
 
 void run_data(const Config& config, const StageContext& context) {
   if (config.world.enabled) {
-    WorldOptions options;
-    options.seed = static_cast<uint64_t>(config.world.seed);
-    options.num_train_prompts = config.world.num_train_prompts;
-    options.num_test_prompts = config.world.num_test_prompts;
-    options.harmful_fraction = config.world.harmful_fraction;
-    options.label_noise = config.world.label_noise;
+    WorldOptions options = config.world.options;
     options.chat_template = chat_template(config);
     write_world(options, context.work_dir);
     fs::copy_file(context.work_dir / "prompts_train.jsonl", context.work_dir / "prompts_sample.jsonl");
@@ -226,14 +201,8 @@ void run_tokenizer(const Config& config, const StageContext& context) {
 }
 
 LlamaConfig policy_architecture(const Config& config, const Tokenizer& tokenizer) {
-  LlamaConfig architecture;
+  LlamaConfig architecture = config.policy;
   architecture.vocab_size = tokenizer.vocab_size();
-  architecture.hidden_size = config.policy.hidden_size;
-  architecture.intermediate_size = config.policy.intermediate_size;
-  architecture.num_hidden_layers = config.policy.num_hidden_layers;
-  architecture.num_attention_heads = config.policy.num_attention_heads;
-  architecture.num_key_value_heads = config.policy.num_key_value_heads;
-  architecture.max_position_embeddings = config.policy.max_position_embeddings;
   architecture.bos_token_id = tokenizer.bos_id();
   architecture.eos_token_id = tokenizer.eos_id();
   architecture.pad_token_id = tokenizer.pad_id();
@@ -246,7 +215,6 @@ void run_reference(const Config& config, const StageContext& context) {
   LlamaForCausalLM model(policy_architecture(config, tokenizer));
   model->to(device(config));
   apply_compute_dtype(config, *model);
-  model->model->activation_checkpointing = config.sft.activation_checkpointing;
   auto [train, holdout] = split_holdout(read_prompt_responses(context.artifact("data") / "sft_train.jsonl"));
   const auto summary =
       train_sft(model, tokenizer, chat_template(config), train, holdout, training_options(config.sft, config, context));
@@ -274,7 +242,6 @@ LlamaForScore score_model_from_reference(const Config& config, const StageContex
 void run_score_model(const Config& config, const StageContext& context, bool cost) {
   const Tokenizer tokenizer = load_tokenizer(context);
   LlamaForScore model = score_model_from_reference(config, context);
-  model->model->activation_checkpointing = (cost ? config.cost_model : config.reward_model).activation_checkpointing;
   auto [train, holdout] = split_holdout(read_preference_pairs(context.artifact("data") / "pairs_train.jsonl"));
   const auto options = training_options(cost ? config.cost_model : config.reward_model, config, context);
   const auto summary = cost ? train_cost_model(model, tokenizer, chat_template(config), train, holdout, options)
@@ -285,21 +252,20 @@ void run_score_model(const Config& config, const StageContext& context, bool cos
 // DPO from the reference weights on `pairs`, preferring the response `label` names.
 // With lora.rank > 0 only adapters train; model/ gets the merged weights (what
 // later stages load) and adapter/ the adapters alone, in PEFT's layout.
-void run_dpo(const Config& config, const StageContext& context, const Config::Dpo& dpo,
+void run_dpo(const Config& config, const StageContext& context, const DpoStageOptions& dpo,
              const std::vector<PreferencePair>& pairs, PreferenceLabel label) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const fs::path reference = reference_directory(config, context);
   LlamaForCausalLM model = load_causal_lm(reference.string(), device(config));  // float32 master weights
   apply_compute_dtype(config, *model);
-  model->model->activation_checkpointing = dpo.activation_checkpointing;
   const bool lora = config.lora.rank > 0;
   if (lora) {
     set_seed(static_cast<uint64_t>(config.run.seed));  // the adapters' initialisation, the same when resuming
-    attach_lora(*model, {config.lora.rank, config.lora.alpha, config.lora.dropout, config.lora.target_modules});
+    attach_lora(*model, config.lora);
   }
   auto [train, holdout] = split_holdout(pairs);
   const auto summary = train_dpo(model, tokenizer, chat_template(config), train, holdout,
-                                 training_options(dpo, config, context), dpo_options(dpo, label));
+                                 training_options(dpo.training, config, context), {dpo.loss, label});
   if (lora) {
     write_directory_atomically(context.work_dir / "adapter", [&](const fs::path& directory) {
       save_lora_adapters(*model, directory, fs::absolute(reference).string());
@@ -312,12 +278,7 @@ void run_offline_scores(const Config& config, const StageContext& context, bool 
   const Tokenizer tokenizer = load_tokenizer(context);
   LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context).string());
   reference->eval();
-  SamplingOptions sampling;
-  sampling.max_new_tokens = config.sampling.max_new_tokens;
-  sampling.temperature = config.sampling.temperature;
-  sampling.top_p = config.sampling.top_p;
-  sampling.top_k = config.sampling.top_k;
-  sampling.batch_size = config.sampling.batch_size;
+  SamplingOptions sampling = config.sampling.generation;
   sampling.seed = static_cast<uint64_t>(config.run.seed);
   const auto prompts = read_prompts(context.artifact("data") / "prompts_sample.jsonl", config.sampling.num_prompts);
   spdlog::info("sampling {} responses for each of {} prompts from the reference policy",
@@ -330,7 +291,8 @@ void run_offline_scores(const Config& config, const StageContext& context, bool 
     LlamaForCausalLM safe = load_policy_model(config, (context.artifact("safety_dpo") / "model").string());
     helpful->eval();
     safe->eval();
-    score_with_implicit_rewards(samples, config.pecan.helpfulness_dpo.beta, config.pecan.safety_dpo.beta, reference,
+    score_with_implicit_rewards(samples, config.pecan.helpfulness_dpo.loss.beta, config.pecan.safety_dpo.loss.beta,
+                                reference,
                                 helpful, safe, sampled_inference_options(config))
         .save(context.work_dir / "scores.jsonl");
   } else {
@@ -345,10 +307,8 @@ void run_offline_scores(const Config& config, const StageContext& context, bool 
 }
 
 void run_dual(const Config& config, const StageContext& context, const std::vector<double>& margins) {
-  DualOptions options;
-  options.beta = config.dual.beta;
+  DualOptions options = config.dual;
   options.margins = margins;
-  options.solver = parse_dual_solver(config.dual.solver);
   const DualSolution solution =
       solve_dual(OfflineScores::load(context.artifact("offline_scores") / "scores.jsonl"), options);
   for (const auto& warning : solution.warnings) spdlog::warn("dual: {}", warning);
@@ -384,8 +344,8 @@ void run_relabel(const Config& config, const StageContext& context, bool pecan, 
       std::vector<double> g(pairs.size());
       reward[response].resize(pairs.size());
       for (size_t i = 0; i < pairs.size(); ++i) {
-        reward[response][i] = config.pecan.helpfulness_dpo.beta * (helpful_logprobs[i] - base[i]);
-        g[i] = config.pecan.safety_dpo.beta * (safe_logprobs[i] - base[i]);
+        reward[response][i] = config.pecan.helpfulness_dpo.loss.beta * (helpful_logprobs[i] - base[i]);
+        g[i] = config.pecan.safety_dpo.loss.beta * (safe_logprobs[i] - base[i]);
       }
       safety[response] = {g};
     }
@@ -406,7 +366,7 @@ void run_relabel(const Config& config, const StageContext& context, bool pecan, 
   }
   const auto relabeled = relabel_pairs(
       pairs, composite_scores(reward[0], safety[0], dual.lambda), composite_scores(reward[1], safety[1], dual.lambda),
-      {parse_relabel_mode(config.relabel.mode), static_cast<uint64_t>(config.relabel.seed)});
+      config.relabel);
   write_preference_pairs(context.work_dir / "pairs.jsonl", relabeled.pairs);
   std::vector<nlohmann::json> lines;
   size_t changed = 0;
@@ -429,11 +389,8 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   models.costs.push_back(load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string()));
   auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_test.jsonl");
   if (static_cast<int64_t>(prompts.size()) > config.eval.num_prompts) prompts.resize(config.eval.num_prompts);
-  EvaluationOptions options;
-  options.sampling.max_new_tokens = config.eval.max_new_tokens;
-  options.sampling.temperature = config.eval.temperature;
-  options.sampling.top_p = config.eval.top_p;
-  options.sampling.batch_size = config.sampling.batch_size;
+  EvaluationOptions options = config.eval.options;
+  options.sampling.batch_size = config.sampling.generation.batch_size;
   options.sampling.seed = static_cast<uint64_t>(config.run.seed);
   options.scoring = sampled_inference_options(config);
   const auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options,
@@ -494,13 +451,14 @@ std::vector<Stage> pipeline_stages(const Config& config) {
   // One alignment per entry of `alignments` (stage-name suffix, margins): every dual
   // first, so that an infeasible margin stops the run before any DPO; then per
   // alignment re-labelling, DPO and evaluation.
+  // Both pipelines have one safety score today: one cost model, or one safety DPO model.
+  check(config.dual.margins.size() == 1,
+        "dual.margins has {} values, but the {} pipeline has one safety constraint ({}), so give exactly one",
+        config.dual.margins.size(), config.pipeline, pecan ? "the safety DPO model" : "the cost model");
   std::vector<std::pair<std::string, std::vector<double>>> alignments;
   if (config.sweep.margins.empty()) {
     alignments.emplace_back("", config.dual.margins);
   } else {
-    check(config.dual.margins.size() == 1,
-          "sweep.margins sweeps a single constraint, but dual.margins has {} (one per cost model)",
-          config.dual.margins.size());
     std::set<double> seen;
     for (double margin : config.sweep.margins) {
       check(seen.insert(margin).second, "sweep.margins lists the margin {} twice", margin);

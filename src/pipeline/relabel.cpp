@@ -13,6 +13,8 @@ RelabelMode parse_relabel_mode(const std::string& name) {
   fail("unknown re-labelling mode '{}' (expected bernoulli or argmax)", name);
 }
 
+std::string relabel_mode_name(RelabelMode mode) { return mode == RelabelMode::kBernoulli ? "bernoulli" : "argmax"; }
+
 RelabeledPairs relabel_pairs(const std::vector<PreferencePair>& pairs, const std::vector<double>& score_0,
                              const std::vector<double>& score_1, const RelabelOptions& options) {
   check(score_0.size() == pairs.size() && score_1.size() == pairs.size(), "re-labelling: {} pairs but {} and {} scores",

@@ -75,6 +75,7 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
     };
     task.load_trained_weights = [&](const std::filesystem::path& directory) { load_lora_adapters(*model, directory); };
   }
+  model->model->activation_checkpointing = options.activation_checkpointing;
   return run_training(task, options);
 }
 

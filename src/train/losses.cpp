@@ -35,6 +35,10 @@ PreferenceLossKind parse_preference_loss_kind(const std::string& name) {
   fail("unknown preference loss '{}' (expected sigmoid or ipo)", name);
 }
 
+std::string preference_loss_kind_name(PreferenceLossKind kind) {
+  return kind == PreferenceLossKind::kSigmoid ? "sigmoid" : "ipo";
+}
+
 LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& policy_rejected_logps,
                     const at::Tensor& reference_chosen_logps, const at::Tensor& reference_rejected_logps,
                     const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,

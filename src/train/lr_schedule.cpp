@@ -13,6 +13,10 @@ LearningRateDecay parse_learning_rate_decay(const std::string& name) {
   fail("unknown learning-rate decay '{}' (expected cosine or constant)", name);
 }
 
+std::string learning_rate_decay_name(LearningRateDecay decay) {
+  return decay == LearningRateDecay::kCosine ? "cosine" : "constant";
+}
+
 double LearningRateSchedule::at(int64_t step) const {
   check(peak_lr > 0, "peak learning rate must be positive, got {}", peak_lr);
   check(total_steps > 0, "total_steps must be positive, got {}", total_steps);

@@ -63,6 +63,7 @@ TrainingSummary train_score_model(ScoreModelKind kind, LlamaForScore& model, con
     };
   }
   task.save_model = [&](const std::filesystem::path& directory) { save_score_model(model, directory.string()); };
+  model->model->activation_checkpointing = options.activation_checkpointing;
   return run_training(task, options);
 }
 

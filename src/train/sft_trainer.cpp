@@ -57,6 +57,7 @@ TrainingSummary train_sft(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
     };
   }
   task.save_model = [&](const std::filesystem::path& directory) { save_causal_lm(model, directory.string()); };
+  model->model->activation_checkpointing = options.activation_checkpointing;
   return run_training(task, options);
 }
 
