@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
     }
     if (!plot_path.empty()) {
       can::write_svg(plot_path,
-                     can::sweep_figure(sweep, fmt::format("can-dual sweep: {} ({} prompts, β = {}, {})",
+                     can::prediction_sweep_figure(sweep, fmt::format("can-dual sweep: {} ({} prompts, β = {}, {})",
                                                           std::filesystem::path(scores_path).filename().string(),
                                                           scores.num_prompts(), beta, solver_name)));
       spdlog::info("wrote {}", plot_path);

@@ -100,12 +100,16 @@ int main(int argc, char** argv) {
     can::EvaluationModels models;
     models.policy = can::load_causal_lm(policy_dir, device);
     models.reference = can::load_causal_lm(reference_dir, device);
-    models.reward = can::load_score_model(reward_dir, device);
-    for (const std::string& cost_dir : cost_dirs) models.costs.push_back(can::load_score_model(cost_dir, device));
+    std::vector<can::LlamaForScore> costs;
+    for (const std::string& cost_dir : cost_dirs) {
+      costs.push_back(can::load_score_model(cost_dir, device));
+      costs.back()->eval();
+    }
+    can::LlamaForScore reward = can::load_score_model(reward_dir, device);
+    reward->eval();
+    models.scorer = std::make_shared<can::ScoreModelScorer>(reward, costs, tokenizer.eos_id());
     models.policy->eval();
     models.reference->eval();
-    models.reward->eval();
-    for (auto& cost : models.costs) cost->eval();
     spdlog::info("evaluating {} prompts from {} on {}", prompts.size(), prompts_path, device.str());
     const can::EvaluationReport report = can::evaluate_policy(models, tokenizer, chat_template, prompts, options, dual);
     can::write_evaluation_report(out_dir, report);

@@ -10,11 +10,12 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
 #include "can/llama.h"
 #include "can/optimizer.h"
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 #include "can/runtime.h"
 
 namespace {
@@ -87,7 +88,7 @@ nlohmann::json run(const std::string& name, int64_t steps, int64_t batch, int64_
   // The cache: every batch's reference log-probs, computed once.
   auto start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> cached;
-  for (const auto& pair_batch : batches) cached.push_back(can::reference_sequence_logprobs(reference, pair_batch));
+  for (const auto& pair_batch : batches) cached.push_back(can::frozen_sequence_logprobs(reference, pair_batch));
   const double cache_seconds = seconds_since(start);
 
   auto optimizer = can::make_adamw(policy->named_parameters(), {});
@@ -96,10 +97,10 @@ nlohmann::json run(const std::string& name, int64_t steps, int64_t batch, int64_
   const can::DpoOptions dpo;
   const auto step = [&](int64_t index, bool use_cache) {
     const auto& pair_batch = batches[index % batches.size()];
-    const auto reference_logps =
-        use_cache ? cached[index % batches.size()] : can::reference_sequence_logprobs(reference, pair_batch);
+    const auto reference_logprobs =
+        use_cache ? cached[index % batches.size()] : can::frozen_sequence_logprobs(reference, pair_batch);
     optimizer->zero_grad();
-    can::dpo_pair_batch_loss(policy, pair_batch, reference_logps, dpo).loss.backward();
+    can::dpo_pair_batch_loss(policy, pair_batch, reference_logprobs, dpo).loss.backward();
     can::clip_gradient_norm(parameters_list, 1.0);
     can::adamw_step(*optimizer);
   };

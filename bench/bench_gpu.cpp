@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
 #include "can/error.h"
@@ -22,7 +23,7 @@
 #include "can/llama.h"
 #include "can/lora.h"
 #include "can/optimizer.h"
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 #include "can/runtime.h"
 #include "can/sampling.h"
 
@@ -137,12 +138,12 @@ std::vector<can::SequenceBatch> random_pair_batches(int64_t count, int64_t pairs
 // backward on chosen and rejected rows together, sigmoid loss with β = 0.1 against
 // cached reference log-probs, global-norm clipping at 1 and AdamW (lr 1e-5, betas
 // 0.9/0.999, eps 1e-8, no weight decay). The reference log-probs are computed
-// once, before the timed loop, by `reference_logps`.
+// once, before the timed loop, by `reference_logprobs`.
 nlohmann::json time_dpo_steps(can::LlamaForCausalLM& model, const Settings& settings, c10::Device device,
-                              const std::function<at::Tensor(const can::SequenceBatch&)>& reference_logps) {
+                              const std::function<at::Tensor(const can::SequenceBatch&)>& reference_logprobs) {
   const auto batches = random_pair_batches(2, settings.batch, settings.seq, model->config.vocab_size, device);
   std::vector<at::Tensor> cached;
-  for (const auto& batch : batches) cached.push_back(reference_logps(batch));
+  for (const auto& batch : batches) cached.push_back(reference_logprobs(batch));
   model->train();
   auto optimizer = can::make_adamw(model->named_parameters(), {});
   can::set_learning_rate(*optimizer, 1e-5);
@@ -188,7 +189,7 @@ nlohmann::json run_dpo(const Settings& settings, c10::Device device) {
   if (settings.dtype == "bf16") can::set_compute_dtype(*model, torch::kBFloat16);
   const int64_t parameters = count_parameters(*model);
   nlohmann::json result = time_dpo_steps(model, settings, device, [&](const can::SequenceBatch& batch) {
-    return can::reference_sequence_logprobs(model, batch);
+    return can::frozen_sequence_logprobs(model, batch);
   });
   result["case"] = "dpo_step";
   result["shape"] = shape_json(settings.shape, config, parameters);
@@ -223,7 +224,7 @@ nlohmann::json run_lora(const Settings& settings, c10::Device device) {
   can::freeze_all_but_lora(*model);
   nlohmann::json result = time_dpo_steps(model, settings, device, [&](const can::SequenceBatch& batch) {
     const can::LoraDisabled base(*model);  // the reference is the base model
-    return can::reference_sequence_logprobs(model, batch);
+    return can::frozen_sequence_logprobs(model, batch);
   });
   result["case"] = "lora_dpo_step";
   result["shape"] = shape_json(settings.shape, config, base_parameters);

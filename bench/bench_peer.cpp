@@ -22,12 +22,13 @@
 #include <chrono>
 #include <iostream>
 
+#include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
 #include "can/llama.h"
 #include "can/logprobs.h"
 #include "can/optimizer.h"
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 #include "can/runtime.h"
 #include "can/sampling.h"
 #include "can/score_model.h"
@@ -118,7 +119,7 @@ nlohmann::json run(const Request& request) {
   const auto parameters = can::optimizer_parameters(*optimizer);
   std::function<at::Tensor()> loss;
   can::SequenceBatch batch;
-  at::Tensor reference_logps;
+  at::Tensor reference_logprobs;
   if (request.task == "dpo") {
     std::vector<can::TokenizedSequence> chosen, rejected;
     for (int64_t pair = 0; pair < request.batch; ++pair) {
@@ -127,8 +128,8 @@ nlohmann::json run(const Request& request) {
       rejected.back().prompt_ids = chosen.back().prompt_ids;
     }
     batch = can::make_pair_batch(chosen, rejected, {request.length, 0});  // [2B, T]
-    reference_logps = can::reference_sequence_logprobs(model, batch);   // the cache, before timing
-    loss = [&] { return can::dpo_pair_batch_loss(model, batch, reference_logps, can::DpoOptions{}).loss; };
+    reference_logprobs = can::frozen_sequence_logprobs(model, batch);   // the cache, before timing
+    loss = [&] { return can::dpo_pair_batch_loss(model, batch, reference_logprobs, can::DpoOptions{}).loss; };
     tokens_per_repetition = 2 * request.batch * request.length;
   } else {
     std::vector<can::TokenizedSequence> sequences;

@@ -419,7 +419,7 @@ TEST(DualSweep, SolvesEachMarginAndMarksUnreachableOnes) {
   EXPECT_FALSE(sweep[3].feasible);
   EXPECT_TRUE(contains(error_message([] { sweep_margins(synthetic(2, 10), DualOptions{}, {0.1}); }), "one constraint"));
 
-  const PlotFigure figure = sweep_figure(sweep, "sweep");
+  const PlotFigure figure = prediction_sweep_figure(sweep, "sweep");
   ASSERT_EQ(figure.panels.size(), 5u);
   EXPECT_EQ(figure.panels[0].series[0].y[1], sweep[1].lambda[0]);
   EXPECT_TRUE(std::isnan(figure.panels[0].series[0].y[2]));  // infeasible: a gap in the line

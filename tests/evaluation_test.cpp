@@ -79,11 +79,12 @@ class EvaluationTest : public ::testing::Test {
     can::EvaluationModels models;
     models.policy = can::load_causal_lm(path(policy).string());
     models.reference = can::load_causal_lm(path("reference").string());
-    models.reward = can::load_score_model(path("reward").string());
+    std::vector<can::LlamaForScore> costs;
     for (const char* cost : {"cost", "cost2"}) {
-      if (static_cast<int>(models.costs.size()) < num_costs)
-        models.costs.push_back(can::load_score_model(path(cost).string()));
+      if (static_cast<int>(costs.size()) < num_costs) costs.push_back(can::load_score_model(path(cost).string()));
     }
+    models.scorer =
+        std::make_shared<can::ScoreModelScorer>(can::load_score_model(path("reward").string()), costs, tokenizer_->eos_id());
     return models;
   }
 

@@ -44,11 +44,11 @@ TEST(SequenceLogprobs, MatchesHandComputationOnATinyVocabulary) {
   // Row 0: token 2 at t=1 from softmax(0, 0, 0) → 1/3; token 2 at t=2 from softmax(0, ln2, ln3) = (1, 2, 3)/6 → 1/2.
   //        log(1/3) + log(1/2) = −ln 6.
   // Row 1: token 0 at t=1 from softmax(0, 0, ln2) = (1, 1, 2)/4 → 1/4: −ln 4; t=2 is padding.
-  const auto logps = can::sequence_logprobs(batch.logits, batch.input_ids, batch.response_mask);
-  ASSERT_EQ(logps.sizes(), (std::vector<int64_t>{2}));
-  EXPECT_EQ(logps.scalar_type(), torch::kFloat);
-  EXPECT_NEAR(logps[0].item<double>(), -std::log(6.0), 1e-6);
-  EXPECT_NEAR(logps[1].item<double>(), -std::log(4.0), 1e-6);
+  const auto logprobs = can::sequence_logprobs(batch.logits, batch.input_ids, batch.response_mask);
+  ASSERT_EQ(logprobs.sizes(), (std::vector<int64_t>{2}));
+  EXPECT_EQ(logprobs.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(logprobs[0].item<double>(), -std::log(6.0), 1e-6);
+  EXPECT_NEAR(logprobs[1].item<double>(), -std::log(4.0), 1e-6);
 
   // Per token, [2, 2]: row 1's second entry scores the pad id 0 under softmax(9, 9, 9) → log(1/3).
   const auto per_token = can::next_token_logprobs(batch.logits, batch.input_ids);
@@ -91,9 +91,9 @@ TEST(SequenceLogprobs, PromptAndPaddingLogitsDoNotEnter) {
 
 TEST(SequenceLogprobs, UpcastsLowPrecisionLogitsToFloat32) {
   const auto batch = tiny_batch();
-  const auto logps = can::sequence_logprobs(batch.logits.to(torch::kBFloat16), batch.input_ids, batch.response_mask);
-  EXPECT_EQ(logps.scalar_type(), torch::kFloat);
-  EXPECT_NEAR(logps[0].item<double>(), -std::log(6.0), 2e-2);  // bf16 logits, float32 arithmetic
+  const auto logprobs = can::sequence_logprobs(batch.logits.to(torch::kBFloat16), batch.input_ids, batch.response_mask);
+  EXPECT_EQ(logprobs.scalar_type(), torch::kFloat);
+  EXPECT_NEAR(logprobs[0].item<double>(), -std::log(6.0), 2e-2);  // bf16 logits, float32 arithmetic
 }
 
 TEST(SequenceLogprobs, RejectsMismatchedShapes) {

@@ -55,7 +55,8 @@ TEST_F(OfflineSamplingTest, ModelScoresAreRewardAndNegatedCost) {
   const auto samples =
       can::sample_responses(policy, tokenizer(), can::ChatTemplate(), prompts(), 4, sampling_options());
   const int64_t eos = tokenizer().eos_id();
-  const auto scores = can::score_with_models(samples, eos, reward, {&cost}, {4, 128});
+  can::ScoreModelScorer scorer(reward, {cost}, eos);
+  const auto scores = can::score_samples(samples, scorer, {4, 128});
   ASSERT_EQ(scores.num_prompts(), 3);
   ASSERT_EQ(scores.num_constraints(), 1);
   torch::NoGradGuard no_grad;
@@ -83,8 +84,8 @@ TEST_F(OfflineSamplingTest, ImplicitRewardsAreBetaTimesLogRatios) {
       can::sample_responses(reference, tokenizer(), can::ChatTemplate(), prompts(), 3, sampling_options());
   const double beta = 0.1, helpfulness_beta = 0.5;
   // The helpfulness policy is the reference itself: every reward is exactly 0.
-  const auto scores =
-      can::score_with_implicit_rewards(samples, helpfulness_beta, beta, reference, reference, safe, {2, 128});
+  can::ImplicitRewardScorer scorer(reference, reference, helpfulness_beta, safe, beta);
+  const auto scores = can::score_samples(samples, scorer, {2, 128});
   for (double value : scores.rewards()) EXPECT_EQ(value, 0.0);
   const auto reference_logprobs =
       can::response_logprobs(reference, {{samples[1].prompt_ids, samples[1].responses[2]}}, {1, 128});

@@ -10,13 +10,14 @@
 #include <random>
 
 #include "can/atomic_file.h"
+#include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/dpo_trainer.h"
 #include "can/json_lines.h"
 #include "can/logprobs.h"
 #include "can/lora.h"
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 #include "can/safetensors.h"
 #include "can/score_model_trainer.h"
 #include "can/sft_trainer.h"
@@ -287,10 +288,10 @@ TEST_F(Trainers, DpoReachesHighRewardAccuracyOnSeparablePairs) {
   // At the first update the policy is the reference: DPO's loss is log 2 exactly there.
   EXPECT_NEAR(lines.front()["loss"].get<double>(), std::log(2.0), 1e-5);
   EXPECT_NEAR(lines.front()["rewards/margins"].get<double>(), 0.0, 1e-5);
-  EXPECT_TRUE(fs::exists(output_dir_.path() / "reference_logps.safetensors"));
+  EXPECT_TRUE(fs::exists(output_dir_.path() / "reference_logprobs.safetensors"));
 }
 
-TEST_F(Trainers, ReferenceLogpsAreCachedAndRecomputedWhenWeightsOrDataChange) {
+TEST_F(Trainers, ReferenceLogprobsAreCachedAndRecomputedWhenWeightsOrDataChange) {
   const auto pairs = marker_pairs(10, 51, /*same_words=*/false);
   std::vector<can::TokenizedSequence> chosen, rejected;
   for (const auto& pair : pairs) {
@@ -300,16 +301,16 @@ TEST_F(Trainers, ReferenceLogpsAreCachedAndRecomputedWhenWeightsOrDataChange) {
         can::tokenize_sequence(*tokenizer_, chat_template_, pair.prompt, pair.response(1 - pair.better_response_id)));
   }
   const can::BatchingOptions batching{64, 3};
-  const fs::path cache = output_dir_.path() / "reference_logps.safetensors";
+  const fs::path cache = output_dir_.path() / "reference_logprobs.safetensors";
   auto reference = policy();
 
-  const auto first = can::cached_reference_logps(reference, chosen, rejected, batching, 4, cache);
+  const auto first = can::cached_reference_logprobs(reference, chosen, rejected, batching, 4, cache);
   EXPECT_FALSE(first.reused);
   ASSERT_EQ(first.chosen.sizes(), (std::vector<int64_t>{10}));
   // Each pair alone gives the same numbers as the batched computation.
   for (int64_t i = 0; i < 10; ++i) {
     const auto alone =
-        can::reference_sequence_logprobs(reference, can::make_pair_batch({chosen[i]}, {rejected[i]}, batching));
+        can::frozen_sequence_logprobs(reference, can::make_pair_batch({chosen[i]}, {rejected[i]}, batching));
     EXPECT_NEAR(alone[0].item<double>(), first.chosen[i].item<double>(), 1e-4);
     EXPECT_NEAR(alone[1].item<double>(), first.rejected[i].item<double>(), 1e-4);
   }
@@ -317,7 +318,7 @@ TEST_F(Trainers, ReferenceLogpsAreCachedAndRecomputedWhenWeightsOrDataChange) {
   EXPECT_EQ(metadata.at("num_pairs"), "10");
   EXPECT_EQ(metadata.at("weights_hash").size(), 16u);
 
-  const auto second = can::cached_reference_logps(reference, chosen, rejected, batching, 4, cache);
+  const auto second = can::cached_reference_logprobs(reference, chosen, rejected, batching, 4, cache);
   EXPECT_TRUE(second.reused);
   EXPECT_TRUE(torch::equal(second.chosen, first.chosen));
   EXPECT_TRUE(torch::equal(second.rejected, first.rejected));
@@ -325,18 +326,18 @@ TEST_F(Trainers, ReferenceLogpsAreCachedAndRecomputedWhenWeightsOrDataChange) {
   // Other data (one token of one response), another truncation, other weights: recomputed.
   auto changed = rejected;
   changed[3].response_ids[0] = 5;
-  EXPECT_FALSE(can::cached_reference_logps(reference, chosen, changed, batching, 4, cache).reused);
-  EXPECT_TRUE(can::cached_reference_logps(reference, chosen, changed, batching, 4, cache).reused);
-  EXPECT_FALSE(can::cached_reference_logps(reference, chosen, changed, {12, 3}, 4, cache).reused);
+  EXPECT_FALSE(can::cached_reference_logprobs(reference, chosen, changed, batching, 4, cache).reused);
+  EXPECT_TRUE(can::cached_reference_logprobs(reference, chosen, changed, batching, 4, cache).reused);
+  EXPECT_FALSE(can::cached_reference_logprobs(reference, chosen, changed, {12, 3}, 4, cache).reused);
   {
     torch::NoGradGuard no_grad;
     reference->model->norm->weight[0].add_(1e-3);
   }
-  const auto other_weights = can::cached_reference_logps(reference, chosen, changed, {12, 3}, 4, cache);
+  const auto other_weights = can::cached_reference_logprobs(reference, chosen, changed, {12, 3}, 4, cache);
   EXPECT_FALSE(other_weights.reused);
   // A damaged cache file is recomputed, not an error.
   std::ofstream(cache, std::ios::trunc) << "not a safetensors file";
-  const auto repaired = can::cached_reference_logps(reference, chosen, changed, {12, 3}, 4, cache);
+  const auto repaired = can::cached_reference_logprobs(reference, chosen, changed, {12, 3}, 4, cache);
   EXPECT_FALSE(repaired.reused);
   EXPECT_TRUE(torch::equal(repaired.chosen, other_weights.chosen));
 }
@@ -360,7 +361,7 @@ TEST_F(Trainers, DpoResumedFromACheckpointReproducesTheUninterruptedLosses) {
   fs::copy(output_dir_.path() / "checkpoints" / "step-12", resumed_dir.path() / "checkpoints" / "step-12",
            fs::copy_options::recursive);
   std::ofstream(resumed_dir.path() / "checkpoints" / "latest") << "step-12\n";
-  fs::copy(output_dir_.path() / "reference_logps.safetensors", resumed_dir.path() / "reference_logps.safetensors");
+  fs::copy(output_dir_.path() / "reference_logprobs.safetensors", resumed_dir.path() / "reference_logprobs.safetensors");
 
   auto resumed = policy();  // the reference weights, as the caller passes them
   options.output_dir = resumed_dir.path();
@@ -432,15 +433,15 @@ TEST_F(Trainers, DpoWithLoraTrainsOnlyTheAdaptersAndResumesExactly) {
         can::tokenize_sequence(*tokenizer_, chat_template_, pair.prompt, pair.response(1 - pair.better_response_id)));
   }
   auto plain = policy();
-  const auto cached = can::cached_reference_logps(plain, chosen, rejected, {options.max_length, 3}, 4,
-                                                  output_dir_.path() / "reference_logps.safetensors");
+  const auto cached = can::cached_reference_logprobs(plain, chosen, rejected, {options.max_length, 3}, 4,
+                                                  output_dir_.path() / "reference_logprobs.safetensors");
   EXPECT_TRUE(cached.reused);
 
   can::testing::TemporaryDirectory resumed_dir;
   fs::create_directories(resumed_dir.path() / "checkpoints");
   fs::copy(checkpoint, resumed_dir.path() / "checkpoints" / "step-12", fs::copy_options::recursive);
   std::ofstream(resumed_dir.path() / "checkpoints" / "latest") << "step-12\n";
-  fs::copy(output_dir_.path() / "reference_logps.safetensors", resumed_dir.path() / "reference_logps.safetensors");
+  fs::copy(output_dir_.path() / "reference_logprobs.safetensors", resumed_dir.path() / "reference_logprobs.safetensors");
   auto resumed = with_adapters();  // fresh adapters on the reference weights, as the caller passes them
   options.output_dir = resumed_dir.path();
   options.resume = true;

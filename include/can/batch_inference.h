@@ -3,6 +3,8 @@
 // causal LM. What the offline-scores stage, re-labelling and evaluation need.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
 
@@ -23,7 +25,13 @@ struct BatchInferenceOptions {
 std::vector<double> score_sequences(LlamaForScore& model, const std::vector<TokenizedSequence>& sequences,
                                     const BatchInferenceOptions& options);
 
-// [n] log π(response | prompt) in nats, summed over response tokens, in input order.
+// [rows] float32 log π(response | prompt) in nats, summed over response tokens
+// (sequence_logprobs, logprobs.h), of every row of `batch` (on the model's device),
+// in eval mode and without gradients: the one forward pass of a frozen causal LM
+// that DPO's reference log-probs, PeCAN's implicit rewards and the tools share.
+at::Tensor frozen_sequence_logprobs(LlamaForCausalLM& model, const SequenceBatch& batch);
+
+// [n] log π(response | prompt) of each sequence, in input order, through frozen_sequence_logprobs.
 std::vector<double> response_logprobs(LlamaForCausalLM& model, const std::vector<TokenizedSequence>& sequences,
                                       const BatchInferenceOptions& options);
 

@@ -1,7 +1,7 @@
 // Direct preference optimization (losses.h: sigmoid DPO with β and label
 // smoothing, or IPO) on preference pairs, against reference log-probabilities
-// computed once and cached in <output_dir>/reference_logps.safetensors
-// (reference_logps.h), so no reference model is held during training.
+// computed once and cached in <output_dir>/reference_logprobs.safetensors
+// (reference_logprobs.h), so no reference model is held during training.
 #pragma once
 
 #include <vector>
@@ -38,9 +38,9 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
                           const TrainingOptions& options, const DpoTrainingOptions& dpo);
 
 // One micro-batch's DPO loss: the policy's log-probs (with gradients) of a pair
-// batch (make_pair_batch, on the policy's device) against reference_logps [2B]
+// batch (make_pair_batch, on the policy's device) against reference_logprobs [2B]
 // (chosen rows, then rejected rows).
 LossOutput dpo_pair_batch_loss(LlamaForCausalLM& policy, const SequenceBatch& pair_batch,
-                               const at::Tensor& reference_logps, const DpoOptions& options);
+                               const at::Tensor& reference_logprobs, const DpoOptions& options);
 
 }  // namespace can

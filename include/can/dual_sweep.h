@@ -22,6 +22,6 @@ std::vector<DualSolution> sweep_margins(const OfflineScores& scores, const DualO
 // Panels against the margin: λ*, predicted safety improvement (with the target
 // b and the largest reachable improvement), reward improvement, KL, and ESS.
 // Infeasible margins leave gaps.
-PlotFigure sweep_figure(const std::vector<DualSolution>& sweep, const std::string& title);
+PlotFigure prediction_sweep_figure(const std::vector<DualSolution>& sweep, const std::string& title);
 
 }  // namespace can

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
@@ -20,6 +21,7 @@
 #include "can/dual.h"
 #include "can/judge.h"
 #include "can/sampling.h"
+#include "can/scorer.h"
 #include "can/svg_plot.h"
 
 namespace can {
@@ -53,12 +55,13 @@ struct EvaluationOptions {
   BatchInferenceOptions scoring;  // score-model batches and truncation of prompt + response
 };
 
-// The models compared and the score models that judge them. All share the tokenizer's vocabulary.
+// The models compared and what scores their responses. All share the tokenizer's vocabulary.
 struct EvaluationModels {
   LlamaForCausalLM policy{nullptr};
   LlamaForCausalLM reference{nullptr};
-  LlamaForScore reward{nullptr};
-  std::vector<LlamaForScore> costs;  // m ≥ 1 cost models (higher = less safe), one per constraint
+  // r and g of the responses; reported as reward and costs −g_j. The pipelines
+  // evaluate with the score models (ScoreModelScorer, whose −g_j is cost model j's output).
+  std::shared_ptr<Scorer> scorer;
 };
 
 struct ResponseEvaluation {

@@ -44,8 +44,8 @@ struct DpoOptions {
 // rewards/rejected = mean βρ_r, rewards/margins = mean of their difference,
 // rewards/accuracies = fraction of pairs with βρ_c > βρ_r, logps/chosen and
 // logps/rejected = mean policy log-probs.
-LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& policy_rejected_logps,
-                    const at::Tensor& reference_chosen_logps, const at::Tensor& reference_rejected_logps,
+LossOutput dpo_loss(const at::Tensor& policy_chosen_logprobs, const at::Tensor& policy_rejected_logprobs,
+                    const at::Tensor& reference_chosen_logprobs, const at::Tensor& reference_rejected_logprobs,
                     const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,
                     const DpoOptions& options);
 

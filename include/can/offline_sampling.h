@@ -1,6 +1,6 @@
 // Step 1 of both pipelines (docs/design.md §3): sample N responses for each of M prompts
-// from the reference policy, then score them — with reward and cost models
-// (MoCAN), or with the implicit rewards β·log(π/π_ref) of pre-aligned DPO
+// from the reference policy, then score them through a Scorer — reward and cost
+// models (MoCAN), or the implicit rewards β·log(π/π_ref) of pre-aligned DPO
 // models (PeCAN) — into the offline scores the dual is solved on.
 #pragma once
 
@@ -13,6 +13,7 @@
 #include "can/chat_template.h"
 #include "can/offline_scores.h"
 #include "can/sampling.h"
+#include "can/scorer.h"
 #include "can/tokenizer.h"
 
 namespace can {
@@ -37,20 +38,10 @@ std::vector<SampledPrompt> sample_responses(LlamaForCausalLM& policy, const Toke
                                             const std::vector<std::pair<std::string, std::string>>& prompts,
                                             int64_t responses_per_prompt, const SamplingOptions& options);
 
-// MoCAN: reward r from the reward model; one constraint per cost model, g = −cost.
-// Score models read the final token, so a response that did not end with EOS is
-// scored with one appended (Safe-RLHF scores prompt + response + EOS).
-OfflineScores score_with_models(const std::vector<SampledPrompt>& samples, int64_t eos_id, LlamaForScore& reward,
-                                const std::vector<LlamaForScore*>& costs, const BatchInferenceOptions& options);
-
-// PeCAN: r = β_r·(log π_r − log π_ref) and g = β_g·(log π_g − log π_ref) of each
-// sampled response as it was sampled, each β the one its DPO model was trained
-// with (its implicit reward). The unknown β·log Z(x) are per-prompt constants,
-// which the dual ignores.
-OfflineScores score_with_implicit_rewards(const std::vector<SampledPrompt>& samples, double helpfulness_beta,
-                                          double safety_beta, LlamaForCausalLM& reference,
-                                          LlamaForCausalLM& helpfulness_policy, LlamaForCausalLM& safety_policy,
-                                          const BatchInferenceOptions& options);
+// The offline scores: r and g (scorer.h) of every sampled response as it was
+// sampled, grouped by prompt.
+OfflineScores score_samples(const std::vector<SampledPrompt>& samples, Scorer& scorer,
+                            const BatchInferenceOptions& options);
 
 // responses.jsonl: one line per prompt {prompt_id, prompt, responses: [decoded texts]}.
 void write_sampled_responses(const std::filesystem::path& path, const std::vector<SampledPrompt>& samples,

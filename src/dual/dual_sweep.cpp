@@ -56,7 +56,7 @@ std::vector<DualSolution> sweep_margins(const OfflineScores& scores, const DualO
   return sweep;
 }
 
-PlotFigure sweep_figure(const std::vector<DualSolution>& sweep, const std::string& title) {
+PlotFigure prediction_sweep_figure(const std::vector<DualSolution>& sweep, const std::string& title) {
   check(!sweep.empty(), "sweep plot: no margins");
   const double missing = std::numeric_limits<double>::quiet_NaN();
   std::vector<double> margins, lambda, safety, reward, kl, ess_min, ess_mean;

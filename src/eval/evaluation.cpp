@@ -118,14 +118,13 @@ EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& row
   return summary;
 }
 
-// Scores `sequences` with every score model: rewards [n], costs [n][m].
-void score_responses(EvaluationModels& models, const std::vector<TokenizedSequence>& sequences,
+// Scores `sequences` through the scorer: rewards [n], costs −g [n][m].
+void score_responses(Scorer& scorer, const std::vector<TokenizedSequence>& sequences,
                      const BatchInferenceOptions& options, std::vector<ResponseEvaluation>& responses) {
-  const std::vector<double> rewards = score_sequences(models.reward, sequences, options);
-  for (size_t i = 0; i < responses.size(); ++i) responses[i].reward = rewards[i];
-  for (LlamaForScore& cost_model : models.costs) {
-    const std::vector<double> costs = score_sequences(cost_model, sequences, options);
-    for (size_t i = 0; i < responses.size(); ++i) responses[i].costs.push_back(costs[i]);
+  const SequenceScores scores = scorer.score(sequences, options);
+  for (size_t i = 0; i < responses.size(); ++i) {
+    responses[i].reward = scores.reward[i];
+    for (const std::vector<double>& g : scores.safety) responses[i].costs.push_back(-g[i]);
   }
 }
 
@@ -256,9 +255,8 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
                                  const ChatTemplate& chat_template, const std::vector<EvaluationPrompt>& prompts,
                                  const EvaluationOptions& options, const std::optional<DualSolution>& dual) {
   check(!prompts.empty(), "evaluation: no prompts");
-  check(!models.policy.is_empty() && !models.reference.is_empty() && !models.reward.is_empty(),
-        "evaluation: the policy, the reference and the reward model are all needed");
-  check(!models.costs.empty(), "evaluation: at least one cost model is needed");
+  check(!models.policy.is_empty() && !models.reference.is_empty() && models.scorer != nullptr,
+        "evaluation: the policy, the reference and a scorer are all needed");
   const int64_t vocabulary = tokenizer.vocab_size();
   auto check_vocabulary = [vocabulary](const LlamaConfig& config, const std::string& name) {
     check(config.vocab_size >= vocabulary, "evaluation: the {} has a vocabulary of {} but the tokenizer has {}", name,
@@ -266,11 +264,9 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
   };
   check_vocabulary(models.policy->config, "policy");
   check_vocabulary(models.reference->config, "reference");
-  check_vocabulary(models.reward->config, "reward model");
-  for (size_t j = 0; j < models.costs.size(); ++j) {
-    check(!models.costs[j].is_empty(), "evaluation: cost model {} is missing", j + 1);
-    check_vocabulary(models.costs[j]->config, fmt::format("cost model {}", j + 1));
-  }
+  check(models.scorer->vocabulary_size() >= vocabulary,
+        "evaluation: the scorer's models have a vocabulary of {} but the tokenizer has {}",
+        models.scorer->vocabulary_size(), vocabulary);
   const bool judged = !prompts.front().topic.empty();
   for (const EvaluationPrompt& prompt : prompts) {
     check(prompt.topic.empty() != judged, "evaluation: prompt {} {} a topic while prompt {} {}; give all or none",
@@ -308,9 +304,9 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
       spdlog::warn("evaluation: {} of the {}'s {} sequences exceed max_length {} and are scored truncated", truncated,
                    name, prompts.size(), options.scoring.max_length);
     }
-    spdlog::info("evaluation: scoring the {}'s responses with {} score model(s)", name, 1 + models.costs.size());
+    spdlog::info("evaluation: scoring the {}'s responses", name);
     // Each policy is scored in calls of its own: identical responses then meet identical batches.
-    score_responses(models, sequences, options.scoring, responses);
+    score_responses(*models.scorer, sequences, options.scoring, responses);
     return responses;
   };
   std::vector<ResponseEvaluation> reference = respond(models.reference, "reference");
@@ -320,7 +316,7 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
   for (size_t i = 0; i < prompts.size(); ++i) {
     rows.push_back({prompts[i], std::move(reference[i]), std::move(policy[i])});
   }
-  return summarize_evaluation(std::move(rows), static_cast<int>(models.costs.size()), options, dual);
+  return summarize_evaluation(std::move(rows), static_cast<int>(models.scorer->num_constraints()), options, dual);
 }
 
 }  // namespace can

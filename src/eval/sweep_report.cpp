@@ -55,7 +55,7 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points) {
   return out.str();
 }
 
-PlotFigure sweep_figure(const std::vector<SweepPoint>& points) {
+PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   std::vector<double> margins, predicted, achieved, reward, judge_safety, judge_helpfulness;
   for (const SweepPoint& point : points) {
     margins.push_back(point.margin);
@@ -108,7 +108,7 @@ void write_sweep_report(const std::filesystem::path& directory, const std::vecto
   json listed = json::array();
   for (const SweepPoint& point : points) listed.push_back({{"margin", point.margin}, {"report", point.report}});
   const std::string markdown = sweep_markdown(points);  // validates every field before anything is written
-  const PlotFigure figure = sweep_figure(points);
+  const PlotFigure figure = achieved_sweep_figure(points);
   write_text_atomically(directory / "sweep.json", json{{"points", listed}}.dump(2) + "\n");
   write_text_atomically(directory / "sweep.md", markdown);
   write_svg(directory / "sweep.svg", figure);

@@ -10,17 +10,11 @@ namespace can {
 
 namespace {
 
-// Every (prompt, response) of the samples, prompt-major, as sequences.
-std::vector<TokenizedSequence> flatten(const std::vector<SampledPrompt>& samples, int64_t append_eos) {
+// Every (prompt, response) of the samples, prompt-major, as sampled.
+std::vector<TokenizedSequence> flatten(const std::vector<SampledPrompt>& samples) {
   std::vector<TokenizedSequence> sequences;
   for (const auto& sample : samples) {
-    for (const auto& response : sample.responses) {
-      TokenizedSequence sequence{sample.prompt_ids, response};
-      if (append_eos >= 0 && (response.empty() || response.back() != append_eos)) {
-        sequence.response_ids.push_back(append_eos);
-      }
-      sequences.push_back(std::move(sequence));
-    }
+    for (const auto& response : sample.responses) sequences.push_back({sample.prompt_ids, response});
   }
   return sequences;
 }
@@ -67,41 +61,15 @@ std::vector<SampledPrompt> sample_responses(LlamaForCausalLM& policy, const Toke
   return samples;
 }
 
-OfflineScores score_with_models(const std::vector<SampledPrompt>& samples, int64_t eos_id, LlamaForScore& reward,
-                                const std::vector<LlamaForScore*>& costs, const BatchInferenceOptions& options) {
-  check(!costs.empty(), "MoCAN scoring needs at least one cost model");
-  const auto sequences = flatten(samples, eos_id);
-  const auto rewards = regroup(samples, score_sequences(reward, sequences, options));
+OfflineScores score_samples(const std::vector<SampledPrompt>& samples, Scorer& scorer,
+                            const BatchInferenceOptions& options) {
+  const SequenceScores scores = scorer.score(flatten(samples), options);
   std::vector<std::vector<std::vector<double>>> safety(samples.size());  // [M][m][N_i]
-  for (LlamaForScore* cost : costs) {
-    std::vector<double> flat = score_sequences(*cost, sequences, options);
-    for (double& value : flat) value = -value;  // g = −cost: higher is safer
+  for (const std::vector<double>& flat : scores.safety) {
     const auto grouped = regroup(samples, flat);
     for (size_t i = 0; i < samples.size(); ++i) safety[i].push_back(grouped[i]);
   }
-  return OfflineScores(prompt_ids(samples), rewards, safety);
-}
-
-OfflineScores score_with_implicit_rewards(const std::vector<SampledPrompt>& samples, double helpfulness_beta,
-                                          double safety_beta, LlamaForCausalLM& reference,
-                                          LlamaForCausalLM& helpfulness_policy, LlamaForCausalLM& safety_policy,
-                                          const BatchInferenceOptions& options) {
-  check(helpfulness_beta > 0 && safety_beta > 0, "PeCAN scoring: the DPO betas must be positive, got {} and {}",
-        helpfulness_beta, safety_beta);
-  const auto sequences = flatten(samples, /*append_eos=*/-1);
-  const auto reference_logprobs = response_logprobs(reference, sequences, options);
-  const auto helpful_logprobs = response_logprobs(helpfulness_policy, sequences, options);
-  const auto safe_logprobs = response_logprobs(safety_policy, sequences, options);
-  std::vector<double> reward(sequences.size()), safety(sequences.size());
-  for (size_t k = 0; k < sequences.size(); ++k) {
-    reward[k] = helpfulness_beta * (helpful_logprobs[k] - reference_logprobs[k]);
-    safety[k] = safety_beta * (safe_logprobs[k] - reference_logprobs[k]);
-  }
-  const auto rewards = regroup(samples, reward);
-  const auto grouped_safety = regroup(samples, safety);
-  std::vector<std::vector<std::vector<double>>> safety_rows;
-  for (const auto& row : grouped_safety) safety_rows.push_back({row});
-  return OfflineScores(prompt_ids(samples), rewards, safety_rows);
+  return OfflineScores(prompt_ids(samples), regroup(samples, scores.reward), safety);
 }
 
 void write_sampled_responses(const std::filesystem::path& path, const std::vector<SampledPrompt>& samples,

@@ -17,9 +17,11 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <limits>
-#include <set>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "can/atomic_file.h"
 #include "can/batch_inference.h"
@@ -35,6 +37,7 @@
 #include "can/offline_sampling.h"
 #include "can/relabel.h"
 #include "can/runtime.h"
+#include "can/scorer.h"
 #include "can/score_model_trainer.h"
 #include "can/sft_trainer.h"
 #include "can/sweep_report.h"
@@ -84,16 +87,19 @@ torch::ScalarType frozen_dtype(const Config& config) {
   return config.run.compute_dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32;
 }
 
-// A causal LM that only runs forward (sampling, log-probs, evaluation).
-LlamaForCausalLM load_policy_model(const Config& config, const std::string& directory) {
-  LlamaForCausalLM model = load_causal_lm(directory, device(config), frozen_dtype(config));
+// A causal LM that only runs forward (sampling, log-probs, evaluation), in eval mode.
+LlamaForCausalLM load_policy_model(const Config& config, const fs::path& directory) {
+  LlamaForCausalLM model = load_causal_lm(directory.string(), device(config), frozen_dtype(config));
   apply_compute_dtype(config, *model);
+  model->eval();
   return model;
 }
 
-LlamaForScore load_scoring_model(const Config& config, const std::string& directory) {
-  LlamaForScore model = load_score_model(directory, device(config), frozen_dtype(config));
+// A score model that only runs forward, in eval mode.
+LlamaForScore load_scoring_model(const Config& config, const fs::path& directory) {
+  LlamaForScore model = load_score_model(directory.string(), device(config), frozen_dtype(config));
   apply_compute_dtype(config, *model);
+  model->eval();
   return model;
 }
 
@@ -104,6 +110,25 @@ fs::path model_directory(const StageContext& context, const std::string& given, 
 
 fs::path reference_directory(const Config& config, const StageContext& context) {
   return model_directory(context, config.models.policy, "reference");
+}
+
+// MoCAN's reward and cost models: given in config.models, or trained in the run.
+std::unique_ptr<ScoreModelScorer> score_model_scorer(const Config& config, const StageContext& context,
+                                                     const Tokenizer& tokenizer) {
+  LlamaForScore reward = load_scoring_model(config, model_directory(context, config.models.reward, "reward_model"));
+  std::vector<LlamaForScore> costs = {
+      load_scoring_model(config, model_directory(context, config.models.cost, "cost_model"))};
+  return std::make_unique<ScoreModelScorer>(std::move(reward), std::move(costs), tokenizer.eos_id());
+}
+
+// The pipeline's r and g: score models (mocan), or the implicit rewards of PeCAN's pre-aligned models.
+std::unique_ptr<Scorer> pipeline_scorer(const Config& config, const StageContext& context,
+                                        const Tokenizer& tokenizer) {
+  if (config.pipeline == "mocan") return score_model_scorer(config, context, tokenizer);
+  return std::make_unique<ImplicitRewardScorer>(
+      load_policy_model(config, reference_directory(config, context)),
+      load_policy_model(config, context.artifact("helpfulness_dpo") / "model"), config.pecan.helpfulness_dpo.loss.beta,
+      load_policy_model(config, context.artifact("safety_dpo") / "model"), config.pecan.safety_dpo.loss.beta);
 }
 
 Tokenizer load_tokenizer(const StageContext& context) {
@@ -239,14 +264,14 @@ LlamaForScore score_model_from_reference(const Config& config, const StageContex
   return model;
 }
 
-void run_score_model(const Config& config, const StageContext& context, bool cost) {
+// `train` is train_reward_model or train_cost_model (score_model_trainer.h), `training` its options.
+void run_score_model(const Config& config, const StageContext& context, const TrainingOptions& training,
+                     decltype(&train_reward_model) train) {
   const Tokenizer tokenizer = load_tokenizer(context);
   LlamaForScore model = score_model_from_reference(config, context);
-  auto [train, holdout] = split_holdout(read_preference_pairs(context.artifact("data") / "pairs_train.jsonl"));
-  const auto options = training_options(cost ? config.cost_model : config.reward_model, config, context);
-  const auto summary = cost ? train_cost_model(model, tokenizer, chat_template(config), train, holdout, options)
-                            : train_reward_model(model, tokenizer, chat_template(config), train, holdout, options);
-  finish_training(context, summary);
+  auto [train_pairs, holdout] = split_holdout(read_preference_pairs(context.artifact("data") / "pairs_train.jsonl"));
+  finish_training(context, train(model, tokenizer, chat_template(config), train_pairs, holdout,
+                                 training_options(training, config, context)));
 }
 
 // DPO from the reference weights on `pairs`, preferring the response `label` names.
@@ -274,36 +299,22 @@ void run_dpo(const Config& config, const StageContext& context, const DpoStageOp
   finish_training(context, summary);
 }
 
-void run_offline_scores(const Config& config, const StageContext& context, bool pecan) {
+void run_offline_scores(const Config& config, const StageContext& context) {
   const Tokenizer tokenizer = load_tokenizer(context);
-  LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context).string());
-  reference->eval();
-  SamplingOptions sampling = config.sampling.generation;
-  sampling.seed = static_cast<uint64_t>(config.run.seed);
-  const auto prompts = read_prompts(context.artifact("data") / "prompts_sample.jsonl", config.sampling.num_prompts);
-  spdlog::info("sampling {} responses for each of {} prompts from the reference policy",
-               config.sampling.responses_per_prompt, prompts.size());
-  const auto samples = sample_responses(reference, tokenizer, chat_template(config), prompts,
-                                        config.sampling.responses_per_prompt, sampling);
-  write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
-  if (pecan) {
-    LlamaForCausalLM helpful = load_policy_model(config, (context.artifact("helpfulness_dpo") / "model").string());
-    LlamaForCausalLM safe = load_policy_model(config, (context.artifact("safety_dpo") / "model").string());
-    helpful->eval();
-    safe->eval();
-    score_with_implicit_rewards(samples, config.pecan.helpfulness_dpo.loss.beta, config.pecan.safety_dpo.loss.beta,
-                                reference,
-                                helpful, safe, sampled_inference_options(config))
-        .save(context.work_dir / "scores.jsonl");
-  } else {
-    LlamaForScore reward =
-        load_scoring_model(config, model_directory(context, config.models.reward, "reward_model").string());
-    LlamaForScore cost = load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string());
-    reward->eval();
-    cost->eval();
-    score_with_models(samples, tokenizer.eos_id(), reward, {&cost}, sampled_inference_options(config))
-        .save(context.work_dir / "scores.jsonl");
+  std::vector<SampledPrompt> samples;
+  {  // the sampling copy of π_ref is released before the scorer loads its models
+    LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context));
+    SamplingOptions sampling = config.sampling.generation;
+    sampling.seed = static_cast<uint64_t>(config.run.seed);
+    const auto prompts = read_prompts(context.artifact("data") / "prompts_sample.jsonl", config.sampling.num_prompts);
+    spdlog::info("sampling {} responses for each of {} prompts from the reference policy",
+                 config.sampling.responses_per_prompt, prompts.size());
+    samples = sample_responses(reference, tokenizer, chat_template(config), prompts,
+                               config.sampling.responses_per_prompt, sampling);
   }
+  write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
+  const auto scorer = pipeline_scorer(config, context, tokenizer);
+  score_samples(samples, *scorer, sampled_inference_options(config)).save(context.work_dir / "scores.jsonl");
 }
 
 void run_dual(const Config& config, const StageContext& context, const std::vector<double>& margins) {
@@ -322,51 +333,20 @@ void run_dual(const Config& config, const StageContext& context, const std::vect
 }
 
 // `dual_stage` names the dual's artifact: "dual", or a sweep margin's "dual-b<margin>".
-void run_relabel(const Config& config, const StageContext& context, bool pecan, const std::string& dual_stage) {
+void run_relabel(const Config& config, const StageContext& context, const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const ChatTemplate chat = chat_template(config);
   const DualSolution dual = read_dual_solution(context.artifact(dual_stage) / "dual.json");
   const auto pairs = read_preference_pairs(context.artifact("data") / "pairs_train.jsonl");
-  const auto options = pair_inference_options(config);
-  // r and g of response_0 and response_1 of every pair: [2][n] and [2][m][n].
-  std::array<std::vector<double>, 2> reward;
-  std::array<std::vector<std::vector<double>>, 2> safety;
-  if (pecan) {
-    LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context).string());
-    LlamaForCausalLM helpful = load_policy_model(config, (context.artifact("helpfulness_dpo") / "model").string());
-    LlamaForCausalLM safe = load_policy_model(config, (context.artifact("safety_dpo") / "model").string());
-    for (auto* model : {&reference, &helpful, &safe}) (*model)->eval();
-    for (int response = 0; response < 2; ++response) {
-      const auto sequences = pair_sequences(pairs, response, tokenizer, chat);
-      const auto base = response_logprobs(reference, sequences, options);
-      const auto helpful_logprobs = response_logprobs(helpful, sequences, options);
-      const auto safe_logprobs = response_logprobs(safe, sequences, options);
-      std::vector<double> g(pairs.size());
-      reward[response].resize(pairs.size());
-      for (size_t i = 0; i < pairs.size(); ++i) {
-        reward[response][i] = config.pecan.helpfulness_dpo.loss.beta * (helpful_logprobs[i] - base[i]);
-        g[i] = config.pecan.safety_dpo.loss.beta * (safe_logprobs[i] - base[i]);
-      }
-      safety[response] = {g};
-    }
-  } else {
-    LlamaForScore reward_model =
-        load_scoring_model(config, model_directory(context, config.models.reward, "reward_model").string());
-    LlamaForScore cost_model =
-        load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string());
-    reward_model->eval();
-    cost_model->eval();
-    for (int response = 0; response < 2; ++response) {
-      const auto sequences = pair_sequences(pairs, response, tokenizer, chat);
-      reward[response] = score_sequences(reward_model, sequences, options);
-      std::vector<double> g = score_sequences(cost_model, sequences, options);
-      for (double& value : g) value = -value;
-      safety[response] = {g};
-    }
+  const auto scorer = pipeline_scorer(config, context, tokenizer);
+  // r and g of response_0 and response_1 of every pair.
+  std::array<SequenceScores, 2> scores;
+  for (int response = 0; response < 2; ++response) {
+    scores[response] = scorer->score(pair_sequences(pairs, response, tokenizer, chat), pair_inference_options(config));
   }
-  const auto relabeled = relabel_pairs(
-      pairs, composite_scores(reward[0], safety[0], dual.lambda), composite_scores(reward[1], safety[1], dual.lambda),
-      config.relabel);
+  const auto relabeled = relabel_pairs(pairs, composite_scores(scores[0].reward, scores[0].safety, dual.lambda),
+                                       composite_scores(scores[1].reward, scores[1].safety, dual.lambda),
+                                       config.relabel);
   write_preference_pairs(context.work_dir / "pairs.jsonl", relabeled.pairs);
   std::vector<nlohmann::json> lines;
   size_t changed = 0;
@@ -383,10 +363,9 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
               const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   EvaluationModels models;
-  models.policy = load_policy_model(config, (context.artifact(dpo_stage) / "model").string());
-  models.reference = load_policy_model(config, reference_directory(config, context).string());
-  models.reward = load_scoring_model(config, model_directory(context, config.models.reward, "reward_model").string());
-  models.costs.push_back(load_scoring_model(config, model_directory(context, config.models.cost, "cost_model").string()));
+  models.policy = load_policy_model(config, context.artifact(dpo_stage) / "model");
+  models.reference = load_policy_model(config, reference_directory(config, context));
+  models.scorer = score_model_scorer(config, context, tokenizer);
   auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_test.jsonl");
   if (static_cast<int64_t>(prompts.size()) > config.eval.num_prompts) prompts.resize(config.eval.num_prompts);
   EvaluationOptions options = config.eval.options;
@@ -428,11 +407,11 @@ std::vector<Stage> pipeline_stages(const Config& config) {
   // Score models: MoCAN's r and g; in PeCAN they only measure the result (as in the paper).
   if (config.models.reward.empty()) {
     add("reward_model", with({"data", "tokenizer"}, reference),
-        [&config](const StageContext& c) { run_score_model(config, c, /*cost=*/false); });
+        [&config](const StageContext& c) { run_score_model(config, c, config.reward_model, train_reward_model); });
   }
   if (config.models.cost.empty()) {
     add("cost_model", with({"data", "tokenizer"}, reference),
-        [&config](const StageContext& c) { run_score_model(config, c, /*cost=*/true); });
+        [&config](const StageContext& c) { run_score_model(config, c, config.cost_model, train_cost_model); });
   }
   std::vector<std::string> scorers = with(reward, cost);
   if (pecan) {
@@ -447,7 +426,7 @@ std::vector<Stage> pipeline_stages(const Config& config) {
     scorers = {"helpfulness_dpo", "safety_dpo"};
   }
   add("offline_scores", with(with({"data", "tokenizer"}, reference), scorers),
-      [&config, pecan](const StageContext& c) { run_offline_scores(config, c, pecan); });
+      [&config](const StageContext& c) { run_offline_scores(config, c); });
   // One alignment per entry of `alignments` (stage-name suffix, margins): every dual
   // first, so that an infeasible margin stops the run before any DPO; then per
   // alignment re-labelling, DPO and evaluation.
@@ -473,7 +452,7 @@ std::vector<Stage> pipeline_stages(const Config& config) {
   for (const auto& [suffix, margins] : alignments) {
     const std::string dual = "dual" + suffix, relabel = "relabel" + suffix, dpo = "dpo" + suffix;
     add(relabel, with(with({"data", "tokenizer", dual}, reference), scorers),
-        [&config, pecan, dual](const StageContext& c) { run_relabel(config, c, pecan, dual); });
+        [&config, dual](const StageContext& c) { run_relabel(config, c, dual); });
     add(dpo, with({"tokenizer", relabel}, reference), [&config, relabel](const StageContext& c) {
       run_dpo(config, c, config.dpo, read_preference_pairs(c.artifact(relabel) / "pairs.jsonl"),
               PreferenceLabel::kBetter);

@@ -5,18 +5,18 @@
 #include "can/logprobs.h"
 #include "can/lora.h"
 #include "can/model_weights.h"
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 #include "can/tokenizer.h"
 #include "train/trainer_data.h"
 
 namespace can {
 
 LossOutput dpo_pair_batch_loss(LlamaForCausalLM& policy, const SequenceBatch& pair_batch,
-                               const at::Tensor& reference_logps, const DpoOptions& options) {
-  const auto policy_logps =
+                               const at::Tensor& reference_logprobs, const DpoOptions& options) {
+  const auto policy_logprobs =
       sequence_logprobs(policy, pair_batch.input_ids, pair_batch.attention_mask, pair_batch.response_mask);  // [2B]
-  const auto [policy_chosen, policy_rejected] = split_chosen_rejected(policy_logps);
-  const auto [reference_chosen, reference_rejected] = split_chosen_rejected(reference_logps);
+  const auto [policy_chosen, policy_rejected] = split_chosen_rejected(policy_logprobs);
+  const auto [reference_chosen, reference_rejected] = split_chosen_rejected(reference_logprobs);
   const auto [chosen_tokens, rejected_tokens] = split_chosen_rejected(pair_batch.response_mask.sum(1));  // [B] each
   return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_tokens, rejected_tokens,
                   options);
@@ -38,19 +38,19 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
   all_chosen.insert(all_chosen.end(), eval_pairs.chosen.begin(), eval_pairs.chosen.end());
   auto all_rejected = train_pairs.rejected;
   all_rejected.insert(all_rejected.end(), eval_pairs.rejected.begin(), eval_pairs.rejected.end());
-  const ReferenceLogps reference =
-      cached_reference_logps(model, all_chosen, all_rejected, batching, options.micro_batch_size,
-                             options.output_dir / "reference_logps.safetensors");
+  const ReferenceLogprobs reference =
+      cached_reference_logprobs(model, all_chosen, all_rejected, batching, options.micro_batch_size,
+                             options.output_dir / "reference_logprobs.safetensors");
 
   // offset: where the set's pairs start in the reference tensors.
   const auto loss_on = [&](const TokenizedPairs& pairs, int64_t offset, const std::vector<int64_t>& indices) {
     const SequenceBatch batch =
         make_pair_batch(select(pairs.chosen, indices), select(pairs.rejected, indices), batching);
     auto rows = torch::tensor(indices, torch::kLong) + offset;
-    const auto reference_logps =
+    const auto reference_logprobs =
         torch::cat({reference.chosen.index_select(0, rows), reference.rejected.index_select(0, rows)}).to(device);
     MicroBatchLoss result;
-    result.output = dpo_pair_batch_loss(model, batch_to_device(batch, device), reference_logps, dpo.loss);
+    result.output = dpo_pair_batch_loss(model, batch_to_device(batch, device), reference_logprobs, dpo.loss);
     result.tokens = count_tokens(batch);
     return result;
   };

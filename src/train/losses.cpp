@@ -39,24 +39,24 @@ std::string preference_loss_kind_name(PreferenceLossKind kind) {
   return kind == PreferenceLossKind::kSigmoid ? "sigmoid" : "ipo";
 }
 
-LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& policy_rejected_logps,
-                    const at::Tensor& reference_chosen_logps, const at::Tensor& reference_rejected_logps,
+LossOutput dpo_loss(const at::Tensor& policy_chosen_logprobs, const at::Tensor& policy_rejected_logprobs,
+                    const at::Tensor& reference_chosen_logprobs, const at::Tensor& reference_rejected_logprobs,
                     const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,
                     const DpoOptions& options) {
   check(options.beta > 0, "DPO beta must be positive, got {}", options.beta);
   check(options.label_smoothing >= 0 && options.label_smoothing < 0.5,
         "DPO label_smoothing must lie in [0, 0.5), got {}", options.label_smoothing);
-  check_batch_vectors({{"policy_chosen_logps", &policy_chosen_logps},
-                       {"policy_rejected_logps", &policy_rejected_logps},
-                       {"reference_chosen_logps", &reference_chosen_logps},
-                       {"reference_rejected_logps", &reference_rejected_logps},
+  check_batch_vectors({{"policy_chosen_logprobs", &policy_chosen_logprobs},
+                       {"policy_rejected_logprobs", &policy_rejected_logprobs},
+                       {"reference_chosen_logprobs", &reference_chosen_logprobs},
+                       {"reference_rejected_logprobs", &reference_rejected_logprobs},
                        {"chosen_response_tokens", &chosen_response_tokens},
                        {"rejected_response_tokens", &rejected_response_tokens}});
 
   const auto chosen_log_ratio =
-      policy_chosen_logps.to(torch::kFloat) - reference_chosen_logps.detach().to(torch::kFloat);
+      policy_chosen_logprobs.to(torch::kFloat) - reference_chosen_logprobs.detach().to(torch::kFloat);
   const auto rejected_log_ratio =
-      policy_rejected_logps.to(torch::kFloat) - reference_rejected_logps.detach().to(torch::kFloat);
+      policy_rejected_logprobs.to(torch::kFloat) - reference_rejected_logprobs.detach().to(torch::kFloat);
   const auto h = chosen_log_ratio - rejected_log_ratio;  // [batch]
   const double beta = options.beta;
 
@@ -79,8 +79,8 @@ LossOutput dpo_loss(const at::Tensor& policy_chosen_logps, const at::Tensor& pol
                                {"rewards/rejected", rejected_rewards.mean()},
                                {"rewards/margins", (chosen_rewards - rejected_rewards).mean()},
                                {"rewards/accuracies", fraction(chosen_rewards > rejected_rewards)},
-                               {"logps/chosen", policy_chosen_logps.mean()},
-                               {"logps/rejected", policy_rejected_logps.mean()}});
+                               {"logps/chosen", policy_chosen_logprobs.mean()},
+                               {"logps/rejected", policy_rejected_logprobs.mean()}});
   return output;
 }
 

@@ -30,6 +30,7 @@
 #include <iostream>
 
 #include "can/atomic_file.h"
+#include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
 #include "can/error.h"
@@ -42,7 +43,7 @@
 #include "can/losses.h"
 #include "can/model_weights.h"
 #include "can/optimizer.h"
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 #include "can/runtime.h"
 #include "can/safetensors.h"
 #include "can/sampling.h"
@@ -147,7 +148,7 @@ void dpo(const DpoRequest& request) {
   const can::SequenceBatch batch = can::make_pair_batch(chosen, rejected, batching);  // [2B, T]
 
   auto reference = can::load_causal_lm(request.reference);
-  const at::Tensor reference_logps = can::reference_sequence_logprobs(reference, batch);  // [2B]
+  const at::Tensor reference_logprobs = can::frozen_sequence_logprobs(reference, batch);  // [2B]
 
   auto policy = can::load_causal_lm(request.policy);
   policy->train();
@@ -155,7 +156,7 @@ void dpo(const DpoRequest& request) {
   options.beta = request.beta;
   options.label_smoothing = request.label_smoothing;
   options.kind = can::parse_preference_loss_kind(request.loss);
-  const can::LossOutput result = can::dpo_pair_batch_loss(policy, batch, reference_logps, options);
+  const can::LossOutput result = can::dpo_pair_batch_loss(policy, batch, reference_logprobs, options);
   result.loss.backward();
 
   TensorList tensors = {{"input_ids", batch.input_ids},

@@ -1,4 +1,4 @@
-#include "can/reference_logps.h"
+#include "can/reference_logprobs.h"
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -8,8 +8,8 @@
 #include <optional>
 #include <string>
 
+#include "can/batch_inference.h"
 #include "can/error.h"
-#include "can/logprobs.h"
 #include "can/lora.h"
 #include "can/model_weights.h"
 #include "can/progress.h"
@@ -78,7 +78,7 @@ std::string hash_sequences(const std::vector<TokenizedSequence>& chosen, const s
 }
 
 // The cached tensors when `cache_file` exists, is readable and matches `metadata`; else nothing.
-std::optional<ReferenceLogps> read_cache(const std::filesystem::path& cache_file,
+std::optional<ReferenceLogprobs> read_cache(const std::filesystem::path& cache_file,
                                          const std::map<std::string, std::string>& metadata, int64_t pairs) {
   if (!std::filesystem::exists(cache_file)) return std::nullopt;
   try {
@@ -87,7 +87,7 @@ std::optional<ReferenceLogps> read_cache(const std::filesystem::path& cache_file
       spdlog::info("reference log-probs in '{}' are for other weights or data; recomputing", cache_file.string());
       return std::nullopt;
     }
-    ReferenceLogps cached{file.tensor("chosen"), file.tensor("rejected"), /*reused=*/true};
+    ReferenceLogprobs cached{file.tensor("chosen"), file.tensor("rejected"), /*reused=*/true};
     const std::vector<int64_t> expected = {pairs};
     check(cached.chosen.sizes() == expected && cached.rejected.sizes() == expected &&
               cached.chosen.scalar_type() == torch::kFloat && cached.rejected.scalar_type() == torch::kFloat,
@@ -101,16 +101,7 @@ std::optional<ReferenceLogps> read_cache(const std::filesystem::path& cache_file
 
 }  // namespace
 
-at::Tensor reference_sequence_logprobs(LlamaForCausalLM& model, const SequenceBatch& batch) {
-  torch::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
-  const auto logprobs = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask);
-  model->train(was_training);
-  return logprobs;
-}
-
-ReferenceLogps cached_reference_logps(LlamaForCausalLM& reference, const std::vector<TokenizedSequence>& chosen,
+ReferenceLogprobs cached_reference_logprobs(LlamaForCausalLM& reference, const std::vector<TokenizedSequence>& chosen,
                                       const std::vector<TokenizedSequence>& rejected, const BatchingOptions& batching,
                                       int64_t batch_size, const std::filesystem::path& cache_file) {
   check(chosen.size() == rejected.size() && !chosen.empty(),
@@ -137,14 +128,14 @@ ReferenceLogps cached_reference_logps(LlamaForCausalLM& reference, const std::ve
     const std::vector<TokenizedSequence> batch_chosen(chosen.begin() + begin, chosen.begin() + end);
     const std::vector<TokenizedSequence> batch_rejected(rejected.begin() + begin, rejected.begin() + end);
     const SequenceBatch batch = make_pair_batch(batch_chosen, batch_rejected, batching);
-    const auto logprobs = reference_sequence_logprobs(reference, batch_to_device(batch, device));
+    const auto logprobs = frozen_sequence_logprobs(reference, batch_to_device(batch, device));
     const auto [chosen_logprobs, rejected_logprobs] = split_chosen_rejected(logprobs.cpu());
     chosen_parts.push_back(chosen_logprobs);
     rejected_parts.push_back(rejected_logprobs);
     progress.advance(end - begin);
   }
   progress.finish();
-  ReferenceLogps computed{torch::cat(chosen_parts), torch::cat(rejected_parts), /*reused=*/false};
+  ReferenceLogprobs computed{torch::cat(chosen_parts), torch::cat(rejected_parts), /*reused=*/false};
   save_safetensors(cache_file, {{"chosen", computed.chosen}, {"rejected", computed.rejected}}, metadata);
   spdlog::info("reference log-probs of {} pairs computed and cached in '{}'", pairs, cache_file.string());
   return computed;

@@ -24,11 +24,7 @@
 
 namespace can {
 
-// [rows] float32 sequence log-probs (logprobs.h) of every row of `batch` (on the
-// model's device) under `model`, in eval mode and without gradients.
-at::Tensor reference_sequence_logprobs(LlamaForCausalLM& model, const SequenceBatch& batch);
-
-struct ReferenceLogps {
+struct ReferenceLogprobs {
   at::Tensor chosen;    // [pairs] float32 CPU, nats
   at::Tensor rejected;  // [pairs]
   bool reused = false;  // read from the cache file rather than computed
@@ -38,7 +34,7 @@ struct ReferenceLogps {
 // `cache_file` when its hashes match the reference's weights and these sequences,
 // otherwise computed in batches of batch_size pairs and written there (atomically).
 // An unreadable cache file is recomputed with a warning, not an error.
-ReferenceLogps cached_reference_logps(LlamaForCausalLM& reference, const std::vector<TokenizedSequence>& chosen,
+ReferenceLogprobs cached_reference_logprobs(LlamaForCausalLM& reference, const std::vector<TokenizedSequence>& chosen,
                                       const std::vector<TokenizedSequence>& rejected, const BatchingOptions& batching,
                                       int64_t batch_size, const std::filesystem::path& cache_file);
 

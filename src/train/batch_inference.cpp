@@ -7,13 +7,14 @@
 #include "can/error.h"
 #include "can/logprobs.h"
 #include "can/model_weights.h"
+#include "train/trainer_data.h"
 
 namespace can {
 
 namespace {
 
-// Runs `forward` on batches of sequences of similar length (less padding) and
-// scatters its [batch] results back into input order.
+// Runs `forward` on batches of sequences of similar length (less padding), on
+// `device`, and scatters its [batch] results back into input order.
 template <typename Forward>
 std::vector<double> batched(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options,
                             torch::Device device, Forward forward) {
@@ -29,9 +30,7 @@ std::vector<double> batched(const std::vector<TokenizedSequence>& sequences, con
     const size_t count = std::min<size_t>(options.batch_size, order.size() - first);
     std::vector<TokenizedSequence> chunk;
     for (size_t i = 0; i < count; ++i) chunk.push_back(sequences[order[first + i]]);
-    const SequenceBatch batch = make_batch(chunk, batching);
-    const torch::Tensor values = forward(batch.input_ids.to(device), batch.attention_mask.to(device),
-                                         batch.response_mask.to(device))
+    const torch::Tensor values = forward(batch_to_device(make_batch(chunk, batching), device))
                                      .to(torch::kCPU, torch::kFloat64)
                                      .contiguous();  // [count]
     const double* data = values.data_ptr<double>();
@@ -42,22 +41,26 @@ std::vector<double> batched(const std::vector<TokenizedSequence>& sequences, con
 
 }  // namespace
 
+at::Tensor frozen_sequence_logprobs(LlamaForCausalLM& model, const SequenceBatch& batch) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto logprobs = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask);
+  model->train(was_training);
+  return logprobs;
+}
+
 std::vector<double> score_sequences(LlamaForScore& model, const std::vector<TokenizedSequence>& sequences,
                                     const BatchInferenceOptions& options) {
-  const auto device = module_device(*model);
-  return batched(sequences, options, device,
-                 [&](const torch::Tensor& ids, const torch::Tensor& attention, const torch::Tensor&) {
-                   return model(ids, attention).select(1, 0);  // [B]
-                 });
+  return batched(sequences, options, module_device(*model), [&](const SequenceBatch& batch) {
+    return model(batch.input_ids, batch.attention_mask).select(1, 0);  // [B]
+  });
 }
 
 std::vector<double> response_logprobs(LlamaForCausalLM& model, const std::vector<TokenizedSequence>& sequences,
                                       const BatchInferenceOptions& options) {
-  const auto device = module_device(*model);
-  return batched(sequences, options, device,
-                 [&](const torch::Tensor& ids, const torch::Tensor& attention, const torch::Tensor& response) {
-                   return sequence_logprobs(model, ids, attention, response);  // [B]
-                 });
+  return batched(sequences, options, module_device(*model),
+                 [&](const SequenceBatch& batch) { return frozen_sequence_logprobs(model, batch); });
 }
 
 }  // namespace can

@@ -1,0 +1,75 @@
+// Where r and g come from (docs/design.md §3): one interface for MoCAN's reward
+// and cost models and PeCAN's implicit rewards β·log(π/π_ref) of pre-aligned DPO
+// models. The offline-scores, re-labelling and evaluation stages score through
+// it and know nothing of which models stand behind it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "can/batch_inference.h"
+#include "can/batching.h"
+#include "can/llama.h"
+#include "can/score_model.h"
+
+namespace can {
+
+// Scores of n sequences.
+struct SequenceScores {
+  std::vector<double> reward;               // [n] r
+  std::vector<std::vector<double>> safety;  // [m][n] g_j, one row per constraint; higher is safer
+};
+
+class Scorer {
+ public:
+  virtual ~Scorer() = default;
+
+  // m, the number of safety scores.
+  virtual int64_t num_constraints() const = 0;
+  // The smallest vocabulary among the models: token ids must lie below it.
+  virtual int64_t vocabulary_size() const = 0;
+  // r and g of each (prompt, response) sequence, in input order. A response is
+  // as sampled or as in the data: ending with EOS when it ended.
+  virtual SequenceScores score(const std::vector<TokenizedSequence>& sequences,
+                               const BatchInferenceOptions& options) = 0;
+};
+
+// MoCAN: r from the reward model, g_j = −cost_j from cost model j (higher cost =
+// less safe). Score models read the final token, so a response that does not end
+// with `eos_id` is scored with one appended (Safe-RLHF scores prompt + response + EOS).
+class ScoreModelScorer final : public Scorer {
+ public:
+  ScoreModelScorer(LlamaForScore reward, std::vector<LlamaForScore> costs, int64_t eos_id);
+
+  int64_t num_constraints() const override { return static_cast<int64_t>(costs_.size()); }
+  int64_t vocabulary_size() const override;
+  SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
+
+ private:
+  LlamaForScore reward_;
+  std::vector<LlamaForScore> costs_;
+  int64_t eos_id_;
+};
+
+// PeCAN: r = β_r·(log π_r − log π_ref) and g = β_g·(log π_g − log π_ref) of each
+// response as it is, each β the one its DPO model was trained with (its implicit
+// reward). The unknown β·log Z(x) are per-prompt constants, which the dual ignores
+// and which cancel within a preference pair.
+class ImplicitRewardScorer final : public Scorer {
+ public:
+  ImplicitRewardScorer(LlamaForCausalLM reference, LlamaForCausalLM helpfulness_policy, double helpfulness_beta,
+                       LlamaForCausalLM safety_policy, double safety_beta);
+
+  int64_t num_constraints() const override { return 1; }
+  int64_t vocabulary_size() const override;
+  SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
+
+ private:
+  LlamaForCausalLM reference_;
+  LlamaForCausalLM helpfulness_policy_;
+  double helpfulness_beta_;
+  LlamaForCausalLM safety_policy_;
+  double safety_beta_;
+};
+
+}  // namespace can
