@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "../tests/tiny_model.h"
 #include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
@@ -25,22 +26,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 can::LlamaConfig bench_config(const std::string& name) {
-  can::LlamaConfig config;
-  if (name == "tiny") {
-    config.vocab_size = 512;
-    config.hidden_size = 64;
-    config.intermediate_size = 172;
-    config.num_hidden_layers = 2;
-    config.num_attention_heads = 4;
-    config.num_key_value_heads = 2;
-  } else {  // "small": ~25M parameters
-    config.vocab_size = 8000;
-    config.hidden_size = 512;
-    config.intermediate_size = 1376;
-    config.num_hidden_layers = 6;
-    config.num_attention_heads = 8;
-    config.num_key_value_heads = 4;
-  }
+  if (name != "tiny") return can::testing::small_llama_config();  // "small": ~25M parameters
+  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/512);
+  config.hidden_size = 64;
+  config.intermediate_size = 172;
   return config;
 }
 

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "../tests/tiny_model.h"
 #include "can/batch_inference.h"
 #include "can/batching.h"
 #include "can/dpo_trainer.h"
@@ -49,12 +50,9 @@ struct Settings {
 can::LlamaConfig shape_config(const std::string& shape) {
   can::LlamaConfig config;  // vocab 32000, rope_theta 1e4, rms_norm_eps 1e-6, untied lm_head
   if (shape == "tiny") {
-    config.vocab_size = 512;
+    config = can::testing::tiny_llama_config(/*vocab_size=*/512);
     config.hidden_size = 64;
     config.intermediate_size = 172;
-    config.num_hidden_layers = 2;
-    config.num_attention_heads = 4;
-    config.num_key_value_heads = 2;
   } else if (shape == "1b") {  // 1.10B parameters: Llama-3.2-1B's body with Llama-2's vocabulary
     config.hidden_size = 2048;
     config.intermediate_size = 8192;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <iostream>
 
+#include "../tests/tiny_model.h"
 #include "can/llama.h"
 #include "can/runtime.h"
 #include "can/sampling.h"
@@ -42,13 +43,7 @@ int main(int argc, char** argv) {
   can::configure_threads(threads);
 
   // "small": ~25M parameters, the scale of the embedded default's policy and above.
-  can::LlamaConfig config;
-  config.vocab_size = 8000;
-  config.hidden_size = 512;
-  config.intermediate_size = 1376;
-  config.num_hidden_layers = 6;
-  config.num_attention_heads = 8;
-  config.num_key_value_heads = 4;
+  const can::LlamaConfig config = can::testing::small_llama_config();
   torch::manual_seed(0);
   can::LlamaForCausalLM model(config);
   model->eval();

@@ -4,17 +4,13 @@
 
 #include "can/batch_inference.h"
 #include "can/logprobs.h"
+#include "tiny_model.h"
 
 namespace {
 
 can::LlamaConfig tiny_config() {
-  can::LlamaConfig config;
-  config.vocab_size = 40;
-  config.hidden_size = 32;
+  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/40);
   config.intermediate_size = 48;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
   return config;
 }
 

@@ -12,17 +12,14 @@
 #include "can/losses.h"
 #include "can/optimizer.h"
 #include "can/score_model.h"
+#include "tiny_model.h"
 
 namespace {
 
 can::LlamaConfig tiny_config() {
-  can::LlamaConfig config;
-  config.vocab_size = 64;
+  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/64);
   config.hidden_size = 64;
   config.intermediate_size = 96;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
   config.max_position_embeddings = 64;
   return config;
 }

@@ -9,6 +9,7 @@
 #include "assertions.h"
 #include "can/dual_sweep.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/synthetic_scores.h"
 
 namespace can {
@@ -396,6 +397,26 @@ TEST(DualSolution, JsonCarriesTheDesignFields) {
   EXPECT_TRUE(infeasible["lambda"].is_null());
   EXPECT_TRUE(infeasible["predicted"].is_null());
   EXPECT_EQ(infeasible["max_safety_improvement"][0], 0.5);
+}
+
+TEST(DualSolution, JsonReadsBackToTheSameSolutionAndChecksItsFormatVersion) {
+  const OfflineScores scores = two_response_prompts(2);
+  for (const double margin : {0.3, 0.7}) {  // feasible, infeasible
+    const nlohmann::json written = to_json(solve_dual(scores, options_for({margin})));
+    EXPECT_EQ(written["format_version"], can::kArtifactFormatVersion);
+    EXPECT_EQ(to_json(can::dual_solution_from_json(written, "dual.json")), written) << margin;
+  }
+  nlohmann::json old = to_json(solve_dual(scores, options_for({0.3})));
+  old.erase("format_version");
+  EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "old/dual.json"); }),
+                       "old/dual.json: no format_version"));
+  old["format_version"] = 2;
+  EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "new/dual.json"); }),
+                       "new/dual.json: format_version 2 is not the version 1 this CAN reads"));
+  old["format_version"] = 1;
+  old["predicted"].erase("kl");
+  EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "x/dual.json"); }),
+                       "x/dual.json: predicted: missing field 'kl'"));
 }
 
 TEST(DualSweep, ParsesEvenlySpacedMargins) {

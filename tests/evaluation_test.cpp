@@ -4,6 +4,7 @@
 // responses.jsonl, the judge on the decoded text, the dual's prediction carried
 // through, prompt-file errors, and can-eval as a user runs it.
 #include "can/evaluation.h"
+#include "can/json_fields.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -163,6 +164,9 @@ TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
   const auto report = evaluate("policy", /*num_costs=*/2, two_constraint_solution());
   can::write_evaluation_report(path("two_costs"), report);
   const json written = can::read_json_file(path("two_costs/report.json"));
+  EXPECT_EQ(written.at("format_version"), can::kArtifactFormatVersion);
+  // The typed reader gives back every field it wrote.
+  EXPECT_EQ(can::evaluation_report_to_json(can::read_evaluation_report(path("two_costs/report.json"))), written);
   EXPECT_EQ(written.at("num_prompts"), kTestPrompts);
   EXPECT_EQ(written.at("num_constraints"), 2);
   for (const char* policy : {"reference", "policy"}) {
@@ -330,8 +334,11 @@ TEST_F(EvaluationTest, DualPredictionComesThroughFromCanDualJson) {
   can::DualSolution infeasible = solution;
   infeasible.feasible = false;
   std::ofstream(path("infeasible.json")) << can::to_json(infeasible).dump();
-  const std::string message = error_message([&] { can::read_dual_solution(path("infeasible.json")); });
-  EXPECT_TRUE(contains(message, "infeasible.json") && contains(message, "infeasible")) << message;
+  // An infeasible solution reads back (can-dual writes one), but there is no prediction to compare with.
+  EXPECT_FALSE(can::read_dual_solution(path("infeasible.json")).feasible);
+  const std::string message =
+      error_message([&] { evaluate("policy", /*num_costs=*/2, can::read_dual_solution(path("infeasible.json"))); });
+  EXPECT_TRUE(contains(message, "the dual solution must be feasible")) << message;
   std::ofstream(path("sweep.json")) << json::array({can::to_json(solution)}).dump();
   EXPECT_TRUE(contains(error_message([&] { can::read_dual_solution(path("sweep.json")); }), "array"));
 }
@@ -346,6 +353,7 @@ TEST_F(EvaluationTest, PromptsWithoutTopicsAreScoredButNotJudged) {
   const auto report = can::evaluate_policy(models, *tokenizer_, can::ChatTemplate(), prompts, small_options());
   can::write_evaluation_report(path("unjudged"), report);
   const json written = can::read_json_file(path("unjudged/report.json"));
+  EXPECT_EQ(can::evaluation_report_to_json(can::read_evaluation_report(path("unjudged/report.json"))), written);
   EXPECT_TRUE(written.at("reference").at("reward").is_number());
   EXPECT_TRUE(written.at("policy").at("judge_helpfulness").is_null());
   EXPECT_TRUE(written.at("policy").at("judge_safety").is_null());

@@ -11,6 +11,7 @@
 
 #include "can/llama.h"
 #include "can/sampling.h"
+#include "tiny_model.h"
 
 namespace {
 
@@ -27,13 +28,9 @@ class GpuModel : public ::testing::Test {
 };
 
 can::LlamaConfig small_config() {
-  can::LlamaConfig config;
-  config.vocab_size = 128;
+  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/128);
   config.hidden_size = 64;
   config.intermediate_size = 96;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
   config.rms_norm_eps = 1e-5;
   config.rope_theta = 500.0;
   config.eos_token_id = 2;

@@ -8,6 +8,7 @@
 #include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/safetensors.h"
 #include "temporary_directory.h"
 

@@ -12,6 +12,7 @@
 #include "can/hf_checkpoint.h"
 #include "can/model_weights.h"
 #include "temporary_directory.h"
+#include "tiny_model.h"
 
 namespace {
 
@@ -32,13 +33,8 @@ TEST(HfParity, LogitsLogprobsAndScoresMatchTransformersInFloat32) {
 class ParityMachinery : public ::testing::Test {
  protected:
   void SetUp() override {
-    can::LlamaConfig config;
-    config.vocab_size = 48;
-    config.hidden_size = 32;
+    can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/48);
     config.intermediate_size = 40;
-    config.num_hidden_layers = 2;
-    config.num_attention_heads = 4;
-    config.num_key_value_heads = 2;
     config.rope_theta = 5000.0;
     config.rms_norm_eps = 1e-5;
     torch::manual_seed(3);

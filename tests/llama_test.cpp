@@ -14,17 +14,14 @@
 #include "can/llama.h"
 #include "can/model_weights.h"
 #include "can/sampling.h"
+#include "tiny_model.h"
 
 namespace {
 
+// Grouped-query attention (tiny_llama_config): two query heads per key/value head.
 can::LlamaConfig tiny_config() {
-  can::LlamaConfig config;
-  config.vocab_size = 64;
-  config.hidden_size = 32;
+  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/64);
   config.intermediate_size = 48;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;  // grouped-query attention: two query heads per key/value head
   config.max_position_embeddings = 128;
   config.rms_norm_eps = 1e-5;
   config.rope_theta = 500.0;
@@ -535,10 +532,10 @@ TEST(LlamaConfig, ParsesHuggingFaceFieldsAndRejectsBadValues) {
   };
   auto without = json;
   without.erase("hidden_size");
-  expect_error(without, "required key 'hidden_size' is missing");
+  expect_error(without, "missing field 'hidden_size'");
   auto wrong_type = json;
   wrong_type["num_hidden_layers"] = "two";
-  expect_error(wrong_type, "key 'num_hidden_layers' must be an integer");
+  expect_error(wrong_type, "field 'num_hidden_layers' must be an integer");
   auto bad_groups = json;
   bad_groups["num_key_value_heads"] = 3;
   expect_error(bad_groups, "not a multiple of num_key_value_heads");

@@ -1,6 +1,7 @@
 // LoRA adapters on the tiny Llama: a fresh adapter changes nothing, disabled
 // adapters are the base model exactly, merging keeps the function, only
 // adapters train, and the PEFT directory round-trips with PEFT's key names.
+#include "can/json_fields.h"
 #include "can/lora.h"
 
 #include <gtest/gtest.h>

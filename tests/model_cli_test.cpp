@@ -12,6 +12,7 @@
 #include "can/score_model.h"
 #include "can/tokenizer.h"
 #include "command_line.h"
+#include "tiny_model.h"
 #include "tiny_world.h"
 
 namespace {

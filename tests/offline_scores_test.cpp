@@ -141,8 +141,8 @@ TEST_F(OfflineScoresFile, MissingKeyNamesTheLineAndKey) {
       "{\"prompt_id\": 1, \"reward\": [1, 2], \"safety\": [1, 2]}\n"
       "{\"prompt_id\": 2, \"safety\": [1, 2]}\n");
   EXPECT_TRUE(contains(message, where(2)));
-  EXPECT_TRUE(contains(message, "missing key 'reward'"));
-  EXPECT_TRUE(contains(load_error("{\"reward\": [1], \"safety\": [1]}\n"), "missing key 'prompt_id'"));
+  EXPECT_TRUE(contains(message, "missing field 'reward'"));
+  EXPECT_TRUE(contains(load_error("{\"reward\": [1], \"safety\": [1]}\n"), "missing field 'prompt_id'"));
 }
 
 TEST_F(OfflineScoresFile, EmptyFileIsAnError) {
@@ -152,13 +152,13 @@ TEST_F(OfflineScoresFile, EmptyFileIsAnError) {
 
 TEST_F(OfflineScoresFile, WrongTypesNameTheLineAndKey) {
   EXPECT_TRUE(contains(load_error("{\"prompt_id\": 1, \"reward\": \"high\", \"safety\": [1]}\n"),
-                       ":1: 'reward' must be an array of numbers, got string"));
+                       ":1: field 'reward' must be an array of numbers, got string"));
   EXPECT_TRUE(contains(load_error("{\"prompt_id\": 1, \"reward\": [1, \"2\"], \"safety\": [1, 2]}\n"),
-                       ":1: 'reward'[1] must be a number, got string"));
+                       ":1: field 'reward'[1] must be a number, got string"));
   EXPECT_TRUE(contains(load_error("{\"prompt_id\": 1, \"reward\": [1, true], \"safety\": [1, 2]}\n"),
                        "'reward'[1] must be a number, got boolean"));
   EXPECT_TRUE(contains(load_error("{\"prompt_id\": 1, \"reward\": [1], \"safety\": [[1], 2]}\n"),
-                       "'safety' row 1 must be an array of numbers, got number"));
+                       "field 'safety'[1] must be an array of numbers, got number"));
   EXPECT_TRUE(contains(load_error("{\"prompt_id\": 1.5, \"reward\": [1], \"safety\": [1]}\n"),
                        "'prompt_id' must be a string or an integer, got number"));
   EXPECT_TRUE(contains(load_error("[1, 2, 3]\n"), ":1: expected a JSON object"));

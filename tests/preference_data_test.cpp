@@ -120,7 +120,7 @@ TEST_F(PreferenceDataFile, WrongTypeErrorNamesFileLineAndField) {
   auto message = error_for_second_line(line_with("response_0", 42));
   EXPECT_NE(message.find("pairs.jsonl:2: field 'response_0' must be a string"), std::string::npos) << message;
   message = error_for_second_line(line_with("better_response_id", "1"));
-  EXPECT_NE(message.find("pairs.jsonl:2: field 'better_response_id' must be the integer 0 or 1"), std::string::npos)
+  EXPECT_NE(message.find("pairs.jsonl:2: field 'better_response_id' must be an integer"), std::string::npos)
       << message;
   message = error_for_second_line(line_with("better_response_id", 1.0));
   EXPECT_NE(message.find("field 'better_response_id'"), std::string::npos) << message;

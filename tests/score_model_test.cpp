@@ -9,19 +9,18 @@
 #include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/model_weights.h"
 #include "can/score_model.h"
 #include "temporary_directory.h"
+#include "tiny_model.h"
 
 namespace {
 
 can::LlamaForScore tiny_score_model(bool bias = true) {
-  can::LlamaConfig config;
-  config.vocab_size = 50;
+  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/50);
   config.hidden_size = 24;
   config.intermediate_size = 40;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
   config.num_key_value_heads = 1;
   config.score_bias = bias;
   torch::manual_seed(21);

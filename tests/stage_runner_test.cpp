@@ -17,6 +17,7 @@
 #include "can/atomic_file.h"
 #include "can/config.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -86,6 +87,17 @@ class StageRunnerTest : public ::testing::Test {
   bool b_throws_interrupted_ = false;
   bool seen_checkpoint_ = false;
 };
+
+TEST_F(StageRunnerTest, AManifestOfAnotherFormatVersionIsRefusedOnResume) {
+  run(false);
+  nlohmann::json manifest = nlohmann::json::parse(can::read_text_file(run_dir() / "stages.json"));
+  EXPECT_EQ(manifest.at("format_version"), can::kArtifactFormatVersion);
+  manifest.erase("format_version");
+  can::write_text_atomically(run_dir() / "stages.json", manifest.dump());
+  const std::string message = error_message([&] { run(true); });
+  EXPECT_TRUE(contains(message, (run_dir() / "stages.json").string() + ": not a stage manifest this CAN reads"));
+  EXPECT_TRUE(contains(message, "no format_version"));
+}
 
 TEST_F(StageRunnerTest, RunsStagesInOrderAndPublishesEachArtifact) {
   run(false);

@@ -6,6 +6,7 @@
 
 #include "assertions.h"
 #include "can/atomic_file.h"
+#include "can/json_fields.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -15,14 +16,25 @@ using can::testing::contains;
 using can::testing::error_message;
 using nlohmann::json;
 
-// The fields of an eval report.json that a sweep reads.
-json report(double lambda, double predicted, double achieved, double judge_safety) {
-  return {{"lambda", {lambda}},
-          {"predicted", {{"kl", 0.1}, {"safety_improvement", {predicted}}, {"reward_improvement", 0.2}}},
-          {"achieved", {{"safety_improvement", {achieved}}, {"reward_improvement", 0.1}}},
-          {"prediction_error", {(achieved - predicted) / predicted}},
-          {"reference", {{"judge_safety", 0.8}, {"judge_helpfulness", 0.3}}},
-          {"policy", {{"judge_safety", judge_safety}, {"judge_helpfulness", 0.25}}}};
+// A margin's evaluation report with what a sweep shows.
+can::EvaluationReport report(double lambda, double predicted, double achieved, double judge_safety) {
+  can::EvaluationReport result;
+  result.num_constraints = 1;
+  result.overall.num_prompts = 4;
+  result.overall.reference = {0.0, {0.5}, 0.3, 0.8, 0.4, 12.0, 1.0};
+  result.overall.policy = {0.1, {0.5 - achieved}, 0.25, judge_safety, 0.2, 11.0, 1.0};
+  result.overall.achieved = {{achieved}, 0.1};
+  can::DualSolution dual;
+  dual.beta = 0.1;
+  dual.margins = {predicted};
+  dual.lambda = {lambda};
+  dual.converged = true;
+  dual.predicted.safety_improvement = {predicted};
+  dual.predicted.reward_improvement = 0.2;
+  dual.predicted.kl = 0.1;
+  result.dual = dual;
+  result.prediction_error = {(achieved - predicted) / predicted};
+  return result;
 }
 
 TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
@@ -33,7 +45,8 @@ TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   ASSERT_EQ(sweep.at("points").size(), 2u);
   EXPECT_EQ(sweep["points"][0]["margin"], 0.5);
   EXPECT_EQ(sweep["points"][1]["margin"], 1.0);
-  EXPECT_EQ(sweep["points"][1]["report"], report(0.6, 1.0, 0.9, 0.9));
+  EXPECT_EQ(sweep["format_version"], can::kArtifactFormatVersion);
+  EXPECT_EQ(sweep["points"][1]["report"], can::evaluation_report_to_json(report(0.6, 1.0, 0.9, 0.9)));
 
   const std::string table = can::read_text_file(directory.path() / "sweep.md");
   EXPECT_TRUE(contains(table, "| reference | | | | | | | | 0.8 | 0.3 |"));
@@ -44,14 +57,13 @@ TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   EXPECT_TRUE(contains(svg, "judge safety"));
 }
 
-TEST(SweepReport, AMissingFieldNamesTheMarginAndWritesNothing) {
+TEST(SweepReport, AReportWithoutAPredictionNamesTheMarginAndWritesNothing) {
   can::testing::TemporaryDirectory directory;
-  json incomplete = report(0.6, 1.0, 0.9, 0.9);
-  incomplete.erase("achieved");
+  can::EvaluationReport unpredicted = report(0.6, 1.0, 0.9, 0.9);
+  unpredicted.dual.reset();
   const std::string message = error_message(
-      [&] { can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, incomplete}}); });
-  EXPECT_TRUE(contains(message, "margin 1"));
-  EXPECT_TRUE(contains(message, "has no field /achieved/"));
+      [&] { can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, unpredicted}}); });
+  EXPECT_TRUE(contains(message, "the report of margin 1 has no prediction of the dual"));
   EXPECT_FALSE(fs::exists(directory.path() / "sweep.json"));
 }
 

@@ -1,4 +1,7 @@
-// Test support: the tiny Llama shape the model, LoRA and trainer tests share.
+// Test support: the tiny Llama shape the model, LoRA and trainer tests share, and
+// the benchmarks' ~25M "small" shape. A test or benchmark whose shape differs on
+// purpose starts from one of these and assigns the few fields that differ after the
+// call, so each shape is written once.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +19,19 @@ inline LlamaConfig tiny_llama_config(int64_t vocab_size, int64_t num_hidden_laye
   config.num_hidden_layers = num_hidden_layers;
   config.num_attention_heads = 4;
   config.num_key_value_heads = 2;
+  return config;
+}
+
+// The benchmarks' "small" shape, ~25M parameters (vocabulary 8000, hidden 512, 6 layers,
+// 8 query heads over 4 key/value heads): the scale of the embedded default's policy.
+inline LlamaConfig small_llama_config() {
+  LlamaConfig config;
+  config.vocab_size = 8000;
+  config.hidden_size = 512;
+  config.intermediate_size = 1376;
+  config.num_hidden_layers = 6;
+  config.num_attention_heads = 8;
+  config.num_key_value_heads = 4;
   return config;
 }
 

@@ -25,6 +25,7 @@
 #include "can/training_checkpoint.h"
 #include "json_files.h"
 #include "temporary_directory.h"
+#include "tiny_model.h"
 
 namespace {
 
@@ -110,13 +111,7 @@ std::vector<can::PromptResponse> sft_examples(int count, uint32_t seed) {
 }
 
 can::LlamaConfig tiny_config(int64_t vocab_size) {
-  can::LlamaConfig config;
-  config.vocab_size = vocab_size;
-  config.hidden_size = 32;
-  config.intermediate_size = 64;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
+  can::LlamaConfig config = can::testing::tiny_llama_config(vocab_size);
   config.max_position_embeddings = 128;
   config.pad_token_id = 3;
   return config;

@@ -1,6 +1,7 @@
 // The shared training loop on a toy linear regression: exact resume after Ctrl-C,
 // the NaN stop, checkpoint layout and pruning, gradient accumulation, schedule and
 // metrics lines, evaluation.
+#include "can/json_fields.h"
 #include "can/training_loop.h"
 
 #include <gtest/gtest.h>

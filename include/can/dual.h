@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
@@ -122,7 +123,14 @@ DualSolution solve_dual(const OfflineScores& scores, const DualOptions& options)
 // Predictions of π_λ for a given λ (no solve).
 DualPrediction predict(const OfflineScores& scores, double beta, const std::vector<double>& lambda);
 
-// The fields of docs/design.md §6; lambda, dual_value, predicted and ess are null when infeasible.
+// dual.json (can-dual --json, the pipeline's dual stage): format_version
+// (json_fields.h) and the fields of docs/design.md §6; lambda, dual_value,
+// projected_gradient, predicted and ess are null when infeasible.
 nlohmann::json to_json(const DualSolution& solution);
+// The inverse of to_json; `where` names the source in errors.
+DualSolution dual_solution_from_json(const nlohmann::json& json, const std::string& where);
+// Writes to_json(solution) to `path` atomically; reads it back.
+void write_dual_solution(const std::filesystem::path& path, const DualSolution& solution);
+DualSolution read_dual_solution(const std::filesystem::path& path);
 
 }  // namespace can

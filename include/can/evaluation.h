@@ -42,11 +42,6 @@ struct EvaluationPrompt {
 // prompts_test.jsonl is such a file. Errors name the file and the 1-based line.
 std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::path& path);
 
-// Reads a dual solution written as to_json(DualSolution) (can-dual --json, or
-// the pipeline's dual result): beta, margins, lambda, predicted. An infeasible
-// solution (lambda null) has no prediction to compare with and is an error.
-DualSolution read_dual_solution(const std::filesystem::path& path);
-
 struct EvaluationOptions {
   // One response per prompt; both policies sample with the same options and seed:
   // temperature 1 and top-p 0.9 as for the offline scores (docs/design.md §3).
@@ -141,7 +136,14 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
 // ({safety_improvement [m], reward_improvement}, predicted adds kl), `margins`,
 // `lambda`, `beta`, `prediction_error` (null without a dual), `win_rate`
 // ({helpfulness, safety}, null when not judged), `by_class`, counts and sampling options.
+// format_version (json_fields.h) comes first.
 nlohmann::json evaluation_report_to_json(const EvaluationReport& report);
+// The inverse of evaluation_report_to_json, without the per-prompt rows (they are
+// in responses.jsonl) and with the dual's fields that report.json keeps (beta,
+// margins, lambda, converged, predicted). `where` names the source in errors.
+EvaluationReport evaluation_report_from_json(const nlohmann::json& json, const std::string& where);
+// <eval stage>/report.json, read back.
+EvaluationReport read_evaluation_report(const std::filesystem::path& path);
 
 // Histograms of reference and policy scores as step lines on shared bins (y: fraction of responses per
 // bin); the legend gives each mean.

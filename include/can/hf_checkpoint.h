@@ -14,9 +14,6 @@
 
 namespace can {
 
-// Parses a JSON file; errors name the file and the parse position.
-nlohmann::json read_json_file(const std::filesystem::path& path);
-
 // Every tensor of the checkpoint in `directory` (CPU, stored dtype), by name.
 // With an index: every listed tensor is present in its shard, and no shard holds
 // a tensor the index does not list; errors name the shard and tensor.

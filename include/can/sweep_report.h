@@ -6,24 +6,26 @@
 #pragma once
 
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <vector>
+
+#include "can/evaluation.h"
 
 namespace can {
 
 struct SweepPoint {
-  double margin = 0;    // b of the run's single constraint
-  nlohmann::json report;  // the margin's eval report.json (evaluation_report_to_json)
+  double margin = 0;        // b of the run's single constraint
+  EvaluationReport report;  // the margin's eval report.json (read_evaluation_report)
 };
 
 // Writes into `directory`, each file atomically:
-//   sweep.json  {"points": [{"margin", "report"}, ...]} in the order given;
+//   sweep.json  {"format_version", "points": [{"margin", "report"}, ...]} in the
+//               order given, each report as evaluation_report_to_json writes it;
 //   sweep.md    one table row per margin (λ*, predicted and achieved safety and
 //               reward improvement, relative error, judge safety and helpfulness);
 //   sweep.svg   achieved against predicted safety improvement with the line
 //               achieved = predicted and its ±25% band; achieved reward against
 //               achieved safety improvement; judge safety and helpfulness against b.
-// Errors name the margin whose report lacks a field.
+// An error names the margin whose report has no dual prediction; nothing is written then.
 void write_sweep_report(const std::filesystem::path& directory, const std::vector<SweepPoint>& points);
 
 }  // namespace can

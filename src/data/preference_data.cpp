@@ -3,40 +3,24 @@
 #include <nlohmann/json.hpp>
 
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/json_lines.h"
 
 namespace can {
 
 namespace {
 
-const nlohmann::json& require_field(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto it = object.find(field);
-  check(it != object.end(), "{}: missing field '{}'", where, field);
-  return *it;
-}
-
+// A string field with something besides white space.
 std::string read_text(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto& value = require_field(object, field, where);
-  check(value.is_string(), "{}: field '{}' must be a string, got {}", where, field, value.type_name());
-  auto text = value.get<std::string>();
+  std::string text = string_field(object, field, where);
   check(text.find_first_not_of(" \t\r\n") != std::string::npos, "{}: field '{}' is empty", where, field);
   return text;
 }
 
 int read_response_id(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto& value = require_field(object, field, where);
-  check(value.is_number_integer(), "{}: field '{}' must be the integer 0 or 1, got {} {}", where, field,
-        value.type_name(), value.dump());
-  const auto id = value.get<int64_t>();
+  const int64_t id = integer_field(object, field, where);
   check(id == 0 || id == 1, "{}: field '{}' must be 0 or 1, got {}", where, field, id);
   return static_cast<int>(id);
-}
-
-bool read_flag(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto& value = require_field(object, field, where);
-  check(value.is_boolean(), "{}: field '{}' must be true or false, got {} {}", where, field, value.type_name(),
-        value.dump());
-  return value.get<bool>();
 }
 
 }  // namespace
@@ -63,8 +47,8 @@ PreferencePair preference_pair_from_json(const nlohmann::json& value, const std:
   pair.response_1 = read_text(value, "response_1", where);
   pair.better_response_id = read_response_id(value, "better_response_id", where);
   pair.safer_response_id = read_response_id(value, "safer_response_id", where);
-  pair.is_response_0_safe = read_flag(value, "is_response_0_safe", where);
-  pair.is_response_1_safe = read_flag(value, "is_response_1_safe", where);
+  pair.is_response_0_safe = bool_field(value, "is_response_0_safe", where);
+  pair.is_response_1_safe = bool_field(value, "is_response_1_safe", where);
   return pair;
 }
 

@@ -1,8 +1,10 @@
 // The entry point the CLI and the pipeline call, and the JSON of docs/design.md §6.
 #include <nlohmann/json.hpp>
 
+#include "can/atomic_file.h"
 #include "can/dual.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 
 namespace can {
 
@@ -23,6 +25,7 @@ DualSolution solve_dual(const OfflineScores& scores, const DualOptions& options)
 nlohmann::json to_json(const DualSolution& solution) {
   using nlohmann::json;
   json result;
+  result["format_version"] = kArtifactFormatVersion;
   result["beta"] = solution.beta;
   result["margins"] = solution.margins;
   result["solver"] = dual_solver_name(solution.solver);
@@ -45,6 +48,50 @@ nlohmann::json to_json(const DualSolution& solution) {
                          {"kl", solution.predicted.kl}};
   result["ess"] = {{"min", solution.predicted.ess_min_fraction}, {"mean", solution.predicted.ess_mean_fraction}};
   return result;
+}
+
+DualSolution dual_solution_from_json(const nlohmann::json& json, const std::string& where) {
+  check(!json.is_array(), "{}: holds an array (a can-dual sweep?); give one solution (can-dual --margin B --json)",
+        where);
+  check_format_version(json, where);
+  DualSolution solution;
+  solution.beta = number_field(json, "beta", where);
+  solution.margins = numbers_field(json, "margins", where);
+  check(!solution.margins.empty(), "{}: field 'margins' is empty", where);
+  solution.solver = parse_dual_solver(string_field(json, "solver", where));
+  solution.feasible = bool_field(json, "feasible", where);
+  solution.converged = bool_field(json, "converged", where);
+  solution.iterations = static_cast<int>(integer_field(json, "iterations", where));
+  solution.num_prompts = integer_field(json, "num_prompts", where);
+  solution.max_safety_improvement = numbers_field(json, "max_safety_improvement", where);
+  solution.warnings = strings_field(json, "warnings", where);
+  solution.message = string_field(json, "message", where);
+  if (!solution.feasible) return solution;
+  solution.lambda = numbers_field(json, "lambda", where);
+  check(solution.lambda.size() == solution.margins.size(), "{}: {} lambda value(s) for {} margin(s)", where,
+        solution.lambda.size(), solution.margins.size());
+  solution.dual_value = number_field(json, "dual_value", where);
+  solution.projected_gradient = number_field(json, "projected_gradient", where);
+  const std::string predicted_where = where + ": predicted";
+  const nlohmann::json& predicted = required_field(json, "predicted", where);
+  solution.predicted.safety_improvement = numbers_field(predicted, "safety_improvement", predicted_where);
+  check(solution.predicted.safety_improvement.size() == solution.margins.size(),
+        "{}: {} safety_improvement value(s) for {} margin(s)", predicted_where,
+        solution.predicted.safety_improvement.size(), solution.margins.size());
+  solution.predicted.reward_improvement = number_field(predicted, "reward_improvement", predicted_where);
+  solution.predicted.kl = number_field(predicted, "kl", predicted_where);
+  const nlohmann::json& ess = required_field(json, "ess", where);
+  solution.predicted.ess_min_fraction = number_field(ess, "min", where + ": ess");
+  solution.predicted.ess_mean_fraction = number_field(ess, "mean", where + ": ess");
+  return solution;
+}
+
+void write_dual_solution(const std::filesystem::path& path, const DualSolution& solution) {
+  write_text_atomically(path, to_json(solution).dump(2) + "\n");
+}
+
+DualSolution read_dual_solution(const std::filesystem::path& path) {
+  return dual_solution_from_json(read_json_file(path), path.string());
 }
 
 }  // namespace can

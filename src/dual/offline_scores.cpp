@@ -7,6 +7,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/json_lines.h"
 
 namespace can {
@@ -14,42 +15,18 @@ namespace {
 
 using nlohmann::json;
 
-// `key` (e.g. "'safety' row 2") as numbers; `where` is "file:line".
-std::vector<double> read_numbers(const json& array, const std::string& where, const std::string& key) {
-  check(array.is_array(), "{}: {} must be an array of numbers, got {}", where, key, array.type_name());
-  std::vector<double> numbers;
-  numbers.reserve(array.size());
-  for (size_t k = 0; k < array.size(); ++k) {
-    const json& element = array[k];
-    check(element.is_number(), "{}: {}[{}] must be a number, got {}", where, key, k, element.type_name());
-    numbers.push_back(element.get<double>());
-  }
-  return numbers;
-}
-
-// The prompt_id as text: JSON strings as they are, integers in decimal.
-std::string read_prompt_id(const json& value, const std::string& where) {
-  if (value.is_string()) return value.get<std::string>();
-  check(value.is_number_integer(), "{}: 'prompt_id' must be a string or an integer, got {}", where, value.type_name());
-  return value.dump();
-}
-
 // One safety row (`[N numbers]`) or m rows (`[[N numbers], ...]`).
-std::vector<std::vector<double>> read_safety_rows(const json& value, const std::string& where) {
-  check(value.is_array() && !value.empty(), "{}: 'safety' must be a non-empty array of numbers or of arrays, got {}",
-        where, value.is_array() ? "an empty array" : value.type_name());
-  if (!value.front().is_array()) return {read_numbers(value, where, "'safety'")};
+std::vector<std::vector<double>> read_safety_rows(const json& record, const std::string& where) {
+  const json& value = required_field(record, "safety", where);
+  check(value.is_array() && !value.empty(),
+        "{}: field 'safety' must be a non-empty array of numbers or of arrays, got {}", where,
+        value.is_array() ? "an empty array" : value.type_name());
+  if (!value.front().is_array()) return {numbers_field(record, "safety", where)};
   std::vector<std::vector<double>> rows;
   for (size_t j = 0; j < value.size(); ++j) {
-    rows.push_back(read_numbers(value[j], where, fmt::format("'safety' row {}", j)));
+    rows.push_back(numbers_value(value[j], fmt::format("field 'safety'[{}]", j), where));
   }
   return rows;
-}
-
-const json& required_key(const json& record, const char* key, const std::string& where) {
-  const auto found = record.find(key);
-  check(found != record.end(), "{}: missing key '{}'", where, key);
-  return *found;
 }
 
 }  // namespace
@@ -76,11 +53,11 @@ OfflineScores OfflineScores::load(const std::filesystem::path& path) {
     const std::string where = fmt::format("{}:{}", path.string(), line_number);
     check(record.is_object(), "{}: expected a JSON object with prompt_id, reward and safety, got {}", where,
           record.type_name());
-    std::string prompt_id = read_prompt_id(required_key(record, "prompt_id", where), where);
+    std::string prompt_id = prompt_id_field(record, where);
     const auto [previous, inserted] = first_line.emplace(prompt_id, line_number);
     check(inserted, "{}: duplicate prompt_id '{}' (first on line {})", where, prompt_id, previous->second);
-    const std::vector<double> reward = read_numbers(required_key(record, "reward", where), where, "'reward'");
-    const std::vector<std::vector<double>> safety = read_safety_rows(required_key(record, "safety", where), where);
+    const std::vector<double> reward = numbers_field(record, "reward", where);
+    const std::vector<std::vector<double>> safety = read_safety_rows(record, where);
     scores.append(std::move(prompt_id), reward, safety, where);
   });
   check(!scores.prompt_ids_.empty(), "{}: no prompts (the file is empty)", path.string());

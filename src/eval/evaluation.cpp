@@ -12,7 +12,7 @@
 #include "can/atomic_file.h"
 #include "can/batching.h"
 #include "can/error.h"
-#include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/json_lines.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
@@ -20,49 +20,6 @@
 namespace can {
 
 namespace {
-
-std::string read_prompt_id(const nlohmann::json& value, const std::string& where) {
-  const auto it = value.find("prompt_id");
-  check(it != value.end(), "{}: missing field 'prompt_id'", where);
-  if (it->is_string()) return it->get<std::string>();
-  check(it->is_number_integer(), "{}: field 'prompt_id' must be a string or an integer, got {} {}", where,
-        it->type_name(), it->dump());
-  return it->dump();
-}
-
-// The field when present and not null; otherwise nullopt. `is_type` checks its JSON type.
-template <typename T, typename IsType>
-std::optional<T> optional_field(const nlohmann::json& object, const char* field, IsType is_type, const char* type_name,
-                                const std::string& where) {
-  const auto it = object.find(field);
-  if (it == object.end() || it->is_null()) return std::nullopt;
-  check(is_type(*it), "{}: field '{}' must be {}, got {} {}", where, field, type_name, it->type_name(), it->dump());
-  return it->get<T>();
-}
-
-const nlohmann::json& require(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto it = object.find(field);
-  check(it != object.end(), "{}: missing field '{}'", where, field);
-  return *it;
-}
-
-double read_number(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto& value = require(object, field, where);
-  check(value.is_number(), "{}: field '{}' must be a number, got {} {}", where, field, value.type_name(), value.dump());
-  return value.get<double>();
-}
-
-std::vector<double> read_numbers(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto& value = require(object, field, where);
-  check(value.is_array(), "{}: field '{}' must be an array of numbers, got {} {}", where, field, value.type_name(),
-        value.dump());
-  std::vector<double> numbers;
-  for (const auto& element : value) {
-    check(element.is_number(), "{}: field '{}' must hold numbers only, got {}", where, field, element.dump());
-    numbers.push_back(element.get<double>());
-  }
-  return numbers;
-}
 
 // Mean over prompts of value(row).
 template <typename Value>
@@ -137,18 +94,13 @@ std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::pat
     const std::string where = fmt::format("{}:{}", path.string(), line_number);
     check(value.is_object(), "{}: expected a JSON object with prompt_id and prompt, got {}", where, value.type_name());
     EvaluationPrompt prompt;
-    prompt.prompt_id = read_prompt_id(value, where);
+    prompt.prompt_id = prompt_id_field(value, where);
     const auto [seen, inserted] = line_of_id.emplace(prompt.prompt_id, line_number);
     check(inserted, "{}: prompt_id {} already appears on line {}", where, prompt.prompt_id, seen->second);
-    const auto& text = require(value, "prompt", where);
-    check(text.is_string(), "{}: field 'prompt' must be a string, got {}", where, text.type_name());
-    prompt.prompt = text.get<std::string>();
+    prompt.prompt = string_field(value, "prompt", where);
     check(prompt.prompt.find_first_not_of(" \t\r\n") != std::string::npos, "{}: field 'prompt' is empty", where);
-    prompt.topic = optional_field<std::string>(
-                       value, "topic", [](const nlohmann::json& v) { return v.is_string(); }, "a string", where)
-                       .value_or("");
-    prompt.harmful = optional_field<bool>(
-        value, "harmful", [](const nlohmann::json& v) { return v.is_boolean(); }, "true or false", where);
+    if (optional_field(value, "topic")) prompt.topic = string_field(value, "topic", where);
+    if (optional_field(value, "harmful")) prompt.harmful = bool_field(value, "harmful", where);
     if (!prompt.topic.empty()) {
       try {
         const WorldTopic& topic = world_topic(prompt.topic);
@@ -161,41 +113,6 @@ std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::pat
   });
   check(!prompts.empty(), "'{}' holds no prompts", path.string());
   return prompts;
-}
-
-DualSolution read_dual_solution(const std::filesystem::path& path) {
-  const std::string where = path.string();
-  const nlohmann::json json = read_json_file(path);
-  check(!json.is_array(), "{}: holds an array (a can-dual sweep?); give one solution (can-dual --margin B --json)",
-        where);
-  check(json.is_object(), "{}: expected a JSON object (can-dual --json), got {}", where, json.type_name());
-  DualSolution solution;
-  solution.beta = read_number(json, "beta", where);
-  solution.margins = read_numbers(json, "margins", where);
-  check(!solution.margins.empty(), "{}: field 'margins' is empty", where);
-  check(!require(json, "lambda", where).is_null(),
-        "{}: the margins {} are infeasible (lambda is null): no aligned policy was predicted to compare with", where,
-        require(json, "margins", where).dump());
-  solution.lambda = read_numbers(json, "lambda", where);
-  check(solution.lambda.size() == solution.margins.size(), "{}: {} lambda value(s) for {} margin(s)", where,
-        solution.lambda.size(), solution.margins.size());
-  const auto& converged = require(json, "converged", where);
-  check(converged.is_boolean(), "{}: field 'converged' must be true or false, got {}", where, converged.dump());
-  solution.converged = converged.get<bool>();
-  const std::string predicted_where = where + ": predicted";
-  const auto& predicted = require(json, "predicted", where);
-  check(predicted.is_object(), "{}: expected an object, got {}", predicted_where, predicted.dump());
-  solution.predicted.safety_improvement = read_numbers(predicted, "safety_improvement", predicted_where);
-  check(solution.predicted.safety_improvement.size() == solution.margins.size(),
-        "{}: {} safety_improvement value(s) for {} margin(s)", predicted_where,
-        solution.predicted.safety_improvement.size(), solution.margins.size());
-  solution.predicted.reward_improvement = read_number(predicted, "reward_improvement", predicted_where);
-  solution.predicted.kl = read_number(predicted, "kl", predicted_where);
-  if (const auto ess = json.find("ess"); ess != json.end() && !ess->is_null()) {
-    solution.predicted.ess_min_fraction = read_number(*ess, "min", where + ": ess");
-    solution.predicted.ess_mean_fraction = read_number(*ess, "mean", where + ": ess");
-  }
-  return solution;
 }
 
 EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int num_constraints,

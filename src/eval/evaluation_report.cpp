@@ -9,6 +9,7 @@
 #include "can/atomic_file.h"
 #include "can/error.h"
 #include "can/evaluation.h"
+#include "can/json_fields.h"
 #include "can/json_lines.h"
 
 namespace can {
@@ -40,6 +41,40 @@ json policy_to_json(const PolicySummary& summary) {
 json improvement_to_json(const Improvement& improvement) {
   return {{"safety_improvement", improvement.safety_improvement},
           {"reward_improvement", improvement.reward_improvement}};
+}
+
+std::optional<double> optional_number(const json& object, const std::string& field, const std::string& where) {
+  if (required_field(object, field, where).is_null()) return std::nullopt;
+  return number_field(object, field, where);
+}
+
+PolicySummary policy_from_json(const json& object, const std::string& where) {
+  PolicySummary summary;
+  summary.reward = number_field(object, "reward", where);
+  summary.costs = numbers_field(object, "costs", where);
+  summary.judge_helpfulness = optional_number(object, "judge_helpfulness", where);
+  summary.judge_safety = optional_number(object, "judge_safety", where);
+  summary.judge_harm = optional_number(object, "judge_harm", where);
+  summary.response_tokens = number_field(object, "response_tokens", where);
+  summary.stopped_at_eos = number_field(object, "stopped_at_eos", where);
+  return summary;
+}
+
+Improvement improvement_from_json(const json& object, const std::string& where) {
+  return {numbers_field(object, "safety_improvement", where), number_field(object, "reward_improvement", where)};
+}
+
+EvaluationSummary summary_from_json(const json& object, const std::string& where) {
+  EvaluationSummary summary;
+  summary.num_prompts = integer_field(object, "num_prompts", where);
+  summary.reference = policy_from_json(required_field(object, "reference", where), where + ": reference");
+  summary.policy = policy_from_json(required_field(object, "policy", where), where + ": policy");
+  summary.achieved = improvement_from_json(required_field(object, "achieved", where), where + ": achieved");
+  if (const json* win_rate = optional_field(object, "win_rate")) {
+    summary.win_rate = WinRates{number_field(*win_rate, "helpfulness", where + ": win_rate"),
+                                number_field(*win_rate, "safety", where + ": win_rate")};
+  }
+  return summary;
 }
 
 json summary_to_json(const EvaluationSummary& summary) {
@@ -307,6 +342,7 @@ PlotPanel distribution_panel(const std::string& title, const std::string& x_labe
 
 nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
   json result = summary_to_json(report.overall);
+  result["format_version"] = kArtifactFormatVersion;
   result["num_constraints"] = report.num_constraints;
   result["judged"] = report.overall.win_rate.has_value();
   result["predicted"] = nullptr;
@@ -338,6 +374,46 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
                         {"seed", sampling.seed}};
   result["max_length"] = report.options.scoring.max_length;
   return result;
+}
+
+EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, const std::string& where) {
+  check_format_version(json_report, where);
+  EvaluationReport report;
+  report.overall = summary_from_json(json_report, where);
+  report.num_constraints = static_cast<int>(integer_field(json_report, "num_constraints", where));
+  if (const json* predicted = optional_field(json_report, "predicted")) {
+    DualSolution dual;
+    dual.beta = number_field(json_report, "beta", where);
+    dual.margins = numbers_field(json_report, "margins", where);
+    dual.lambda = numbers_field(json_report, "lambda", where);
+    dual.converged = bool_field(json_report, "dual_converged", where);
+    dual.predicted.safety_improvement = numbers_field(*predicted, "safety_improvement", where + ": predicted");
+    dual.predicted.reward_improvement = number_field(*predicted, "reward_improvement", where + ": predicted");
+    dual.predicted.kl = number_field(*predicted, "kl", where + ": predicted");
+    report.dual = dual;
+    const json& errors = required_field(json_report, "prediction_error", where);
+    check(errors.is_array(), "{}: field 'prediction_error' must be an array, got {}", where, errors.dump());
+    for (size_t j = 0; j < errors.size(); ++j) {
+      report.prediction_error.push_back(number_or_null_field(json{{"error", errors[j]}}, "error",
+                                                             fmt::format("{}: prediction_error[{}]", where, j)));
+    }
+  }
+  for (const auto& [name, summary] : required_field(json_report, "by_class", where).items()) {
+    report.by_class.emplace_back(name, summary_from_json(summary, fmt::format("{}: by_class: {}", where, name)));
+  }
+  const json& sampling = required_field(json_report, "sampling", where);
+  const std::string sampling_where = where + ": sampling";
+  report.options.sampling.max_new_tokens = integer_field(sampling, "max_new_tokens", sampling_where);
+  report.options.sampling.temperature = number_field(sampling, "temperature", sampling_where);
+  report.options.sampling.top_p = number_field(sampling, "top_p", sampling_where);
+  report.options.sampling.top_k = integer_field(sampling, "top_k", sampling_where);
+  report.options.sampling.seed = static_cast<uint64_t>(integer_field(sampling, "seed", sampling_where));
+  report.options.scoring.max_length = integer_field(json_report, "max_length", where);
+  return report;
+}
+
+EvaluationReport read_evaluation_report(const std::filesystem::path& path) {
+  return evaluation_report_from_json(read_json_file(path), path.string());
 }
 
 void write_evaluation_report(const std::filesystem::path& directory, const EvaluationReport& report) {

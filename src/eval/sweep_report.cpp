@@ -8,6 +8,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/svg_plot.h"
 
 namespace can {
@@ -19,14 +20,33 @@ using nlohmann::json;
 // The band drawn around achieved = predicted: the tolerance that docs/design.md §9 accepts.
 constexpr double kPredictionBand = 0.25;
 
-// A number of a margin's report at `path` (e.g. "/achieved/safety_improvement/0"); NaN for a JSON null.
-double field(const SweepPoint& point, const std::string& path) {
-  const json::json_pointer pointer(path);
-  check(point.report.contains(pointer), "sweep: the report of margin {} has no field {}", point.margin, path);
-  const json& value = point.report.at(pointer);
-  if (value.is_null()) return std::numeric_limits<double>::quiet_NaN();
-  check(value.is_number(), "sweep: field {} of the report of margin {} is not a number", path, point.margin);
-  return value.get<double>();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// What the sweep shows of one margin's report; NaN where the report has no value (not judged).
+struct SweepRow {
+  double margin, lambda, kl, predicted_safety, achieved_safety, relative_error, predicted_reward, achieved_reward;
+  double judge_safety, judge_helpfulness, reference_judge_safety, reference_judge_helpfulness;
+};
+
+SweepRow sweep_row(const SweepPoint& point) {
+  const EvaluationReport& report = point.report;
+  check(report.dual.has_value() && !report.dual->lambda.empty() && !report.prediction_error.empty(),
+        "sweep: the report of margin {} has no prediction of the dual", point.margin);
+  const EvaluationSummary& overall = report.overall;
+  const DualSolution& dual = *report.dual;
+  const auto or_nan = [](const std::optional<double>& value) { return value.value_or(kNaN); };
+  return {point.margin,
+          dual.lambda[0],
+          dual.predicted.kl,
+          dual.predicted.safety_improvement[0],
+          overall.achieved.safety_improvement[0],
+          report.prediction_error[0],
+          dual.predicted.reward_improvement,
+          overall.achieved.reward_improvement,
+          or_nan(overall.policy.judge_safety),
+          or_nan(overall.policy.judge_helpfulness),
+          or_nan(overall.reference.judge_safety),
+          or_nan(overall.reference.judge_helpfulness)};
 }
 
 std::string number(double value) { return std::isfinite(value) ? fmt::format("{:.4g}", value) : "—"; }
@@ -40,17 +60,15 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points) {
       << "| b | λ* | KL predicted | Δsafety predicted | Δsafety achieved | relative error | Δreward predicted | "
          "Δreward achieved | judge safety | judge helpfulness |\n"
       << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  const SweepPoint& first = points.front();
-  out << fmt::format("| reference | | | | | | | | {} | {} |\n", number(field(first, "/reference/judge_safety")),
-                     number(field(first, "/reference/judge_helpfulness")));
+  const SweepRow first = sweep_row(points.front());
+  out << fmt::format("| reference | | | | | | | | {} | {} |\n", number(first.reference_judge_safety),
+                     number(first.reference_judge_helpfulness));
   for (const SweepPoint& point : points) {
-    out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", number(point.margin),
-                       number(field(point, "/lambda/0")), number(field(point, "/predicted/kl")),
-                       number(field(point, "/predicted/safety_improvement/0")),
-                       number(field(point, "/achieved/safety_improvement/0")),
-                       number(field(point, "/prediction_error/0")), number(field(point, "/predicted/reward_improvement")),
-                       number(field(point, "/achieved/reward_improvement")),
-                       number(field(point, "/policy/judge_safety")), number(field(point, "/policy/judge_helpfulness")));
+    const SweepRow row = sweep_row(point);
+    out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", number(row.margin), number(row.lambda),
+                       number(row.kl), number(row.predicted_safety), number(row.achieved_safety),
+                       number(row.relative_error), number(row.predicted_reward), number(row.achieved_reward),
+                       number(row.judge_safety), number(row.judge_helpfulness));
   }
   return out.str();
 }
@@ -58,12 +76,13 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points) {
 PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   std::vector<double> margins, predicted, achieved, reward, judge_safety, judge_helpfulness;
   for (const SweepPoint& point : points) {
-    margins.push_back(point.margin);
-    predicted.push_back(field(point, "/predicted/safety_improvement/0"));
-    achieved.push_back(field(point, "/achieved/safety_improvement/0"));
-    reward.push_back(field(point, "/achieved/reward_improvement"));
-    judge_safety.push_back(field(point, "/policy/judge_safety"));
-    judge_helpfulness.push_back(field(point, "/policy/judge_helpfulness"));
+    const SweepRow row = sweep_row(point);
+    margins.push_back(row.margin);
+    predicted.push_back(row.predicted_safety);
+    achieved.push_back(row.achieved_safety);
+    reward.push_back(row.achieved_reward);
+    judge_safety.push_back(row.judge_safety);
+    judge_helpfulness.push_back(row.judge_helpfulness);
   }
   double low = 0, high = 0;  // the diagonal spans every point, and 0
   for (double value : predicted) low = std::min(low, value), high = std::max(high, value);
@@ -91,8 +110,8 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   const std::string safety_colour = "#1f77b4", helpfulness_colour = "#ff7f0e";
   judge.series.push_back({"judge safety", margins, judge_safety, safety_colour, false, true});
   judge.series.push_back({"judge helpfulness", margins, judge_helpfulness, helpfulness_colour, false, true});
-  const double reference_safety = field(points.front(), "/reference/judge_safety");
-  const double reference_helpfulness = field(points.front(), "/reference/judge_helpfulness");
+  const double reference_safety = sweep_row(points.front()).reference_judge_safety;
+  const double reference_helpfulness = sweep_row(points.front()).reference_judge_helpfulness;
   const std::vector<double> ends = {margins.front(), margins.back()};
   judge.series.push_back({"reference safety", ends, {reference_safety, reference_safety}, safety_colour, true, false});
   judge.series.push_back({"reference helpfulness", ends, {reference_helpfulness, reference_helpfulness},
@@ -106,10 +125,12 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
 void write_sweep_report(const std::filesystem::path& directory, const std::vector<SweepPoint>& points) {
   check(!points.empty(), "sweep: no margins to summarise");
   json listed = json::array();
-  for (const SweepPoint& point : points) listed.push_back({{"margin", point.margin}, {"report", point.report}});
+  for (const SweepPoint& point : points) {
+    listed.push_back({{"margin", point.margin}, {"report", evaluation_report_to_json(point.report)}});
+  }
   const std::string markdown = sweep_markdown(points);  // validates every field before anything is written
   const PlotFigure figure = achieved_sweep_figure(points);
-  write_text_atomically(directory / "sweep.json", json{{"points", listed}}.dump(2) + "\n");
+  write_text_atomically(directory / "sweep.json", json{{"format_version", kArtifactFormatVersion}, {"points", listed}}.dump(2) + "\n");
   write_text_atomically(directory / "sweep.md", markdown);
   write_svg(directory / "sweep.svg", figure);
   spdlog::info("sweep: wrote sweep.json, sweep.md and sweep.svg for {} margins to {}", points.size(),

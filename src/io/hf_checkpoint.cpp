@@ -4,6 +4,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/safetensors.h"
 
 namespace can {
@@ -50,15 +51,6 @@ std::map<std::string, at::Tensor> load_sharded(const fs::path& directory) {
 }
 
 }  // namespace
-
-nlohmann::json read_json_file(const fs::path& path) {
-  const std::string text = read_text_file(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& error) {
-    fail("{}: invalid JSON at byte {}: {}", path.string(), error.byte, error.what());
-  }
-}
 
 std::map<std::string, at::Tensor> load_checkpoint_tensors(const fs::path& directory) {
   check(fs::is_directory(directory), "checkpoint directory '{}' does not exist or is not a directory",

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/llama.h"
 #include "can/lora.h"
 #include "can/model_weights.h"

@@ -3,35 +3,30 @@
 #include <optional>
 
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/llama.h"
 
 namespace can {
 
 namespace {
 
+// A key of config.json, or `fallback` when it is absent or null (Hugging Face's
+// default); without a fallback the key is required.
 int64_t read_integer(const nlohmann::json& json, const std::string& key, const std::string& source,
                      std::optional<int64_t> fallback) {
-  if (!json.contains(key) || json.at(key).is_null()) {
-    check(fallback.has_value(), "{}: required key '{}' is missing", source, key);
+  if (optional_field(json, key) == nullptr) {
+    check(fallback.has_value(), "{}: missing field '{}'", source, key);
     return *fallback;
   }
-  const auto& value = json.at(key);
-  check(value.is_number_integer(), "{}: key '{}' must be an integer, got {}", source, key, value.dump());
-  return value.get<int64_t>();
+  return integer_field(json, key, source);
 }
 
 double read_number(const nlohmann::json& json, const std::string& key, const std::string& source, double fallback) {
-  if (!json.contains(key) || json.at(key).is_null()) return fallback;
-  const auto& value = json.at(key);
-  check(value.is_number(), "{}: key '{}' must be a number, got {}", source, key, value.dump());
-  return value.get<double>();
+  return optional_field(json, key) == nullptr ? fallback : number_field(json, key, source);
 }
 
 bool read_bool(const nlohmann::json& json, const std::string& key, const std::string& source, bool fallback) {
-  if (!json.contains(key) || json.at(key).is_null()) return fallback;
-  const auto& value = json.at(key);
-  check(value.is_boolean(), "{}: key '{}' must be true or false, got {}", source, key, value.dump());
-  return value.get<bool>();
+  return optional_field(json, key) == nullptr ? fallback : bool_field(json, key, source);
 }
 
 // eos_token_id may be a list in newer configs; the first entry stops generation.
@@ -39,7 +34,7 @@ int64_t read_token_id(const nlohmann::json& json, const std::string& key, const 
                       int64_t fallback) {
   if (json.contains(key) && json.at(key).is_array() && !json.at(key).empty()) {
     const auto& first = json.at(key).front();
-    check(first.is_number_integer(), "{}: key '{}' must hold integers, got {}", source, key, json.at(key).dump());
+    check(first.is_number_integer(), "{}: field '{}' must hold integers, got {}", source, key, json.at(key).dump());
     return first.get<int64_t>();
   }
   return read_integer(json, key, source, fallback);

@@ -1,3 +1,4 @@
+#include "can/json_fields.h"
 #include "can/lora.h"
 
 #include <torch/torch.h>

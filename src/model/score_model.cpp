@@ -1,3 +1,4 @@
+#include "can/json_fields.h"
 #include "can/score_model.h"
 
 #include <torch/torch.h>

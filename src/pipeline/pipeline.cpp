@@ -12,6 +12,7 @@
 //   dpo/             model/ (the aligned policy, LoRA merged), adapter/ (PEFT adapters, with LoRA), metrics.jsonl
 //   eval/            report.json, report.md, responses.jsonl, plots
 // A model directory given in config.models replaces the stage that would train it.
+#include "can/json_fields.h"
 #include "can/pipeline.h"
 
 #include <spdlog/spdlog.h>
@@ -323,7 +324,7 @@ void run_dual(const Config& config, const StageContext& context, const std::vect
   const DualSolution solution =
       solve_dual(OfflineScores::load(context.artifact("offline_scores") / "scores.jsonl"), options);
   for (const auto& warning : solution.warnings) spdlog::warn("dual: {}", warning);
-  write_text_atomically(context.work_dir / "dual.json", to_json(solution).dump(2) + "\n");
+  write_dual_solution(context.work_dir / "dual.json", solution);
   check(solution.feasible, "margins {}: {}; dual.json holds the largest reachable improvement",
         nlohmann::json(margins).dump(), solution.message);
   check(solution.converged, "the dual solver did not converge: {}", solution.message);
@@ -472,7 +473,7 @@ void write_sweep_summary(const Config& config) {
       spdlog::info("sweep: {} has not been written yet, so there is no sweep summary yet", report.string());
       return;
     }
-    points.push_back({margin, read_json_file(report)});
+    points.push_back({margin, read_evaluation_report(report)});
   }
   write_sweep_report(run_dir, points);
 }

@@ -12,6 +12,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/json_fields.h"
 #include "can/hf_checkpoint.h"
 #include "can/logging.h"
 
@@ -38,17 +39,20 @@ std::string utc_now() {
   return text;
 }
 
-// <run>/stages.json: {"stages": [{"name", "status", "started", "finished", "seconds", "error"}, ...]},
-// rewritten atomically on every change.
+// <run>/stages.json: {"format_version", "stages": [{"name", "status", "started",
+// "finished", "seconds", "error"}, ...]}, rewritten atomically on every change.
 class Manifest {
  public:
   explicit Manifest(fs::path path) : path_(std::move(path)) {
     if (!fs::exists(path_)) return;
     try {
-      stages_ = read_json_file(path_).at("stages");
+      const nlohmann::json manifest = read_json_file(path_);
+      check_format_version(manifest, path_.string());
+      stages_ = required_field(manifest, "stages", path_.string());
       check(stages_.is_array(), "'stages' is not an array");
     } catch (const std::exception& error) {
-      fail("{}: not a stage manifest ({}); move it away to start the manifest afresh", path_.string(), error.what());
+      fail("{}: not a stage manifest this CAN reads ({}); move it away to start the manifest afresh", path_.string(),
+           error.what());
     }
   }
 
@@ -60,7 +64,7 @@ class Manifest {
       entry = stages_.end() - 1;
     }
     entry->update(fields);
-    write_text_atomically(path_, nlohmann::json{{"stages", stages_}}.dump(2) + "\n");
+    write_text_atomically(path_, nlohmann::json{{"format_version", kArtifactFormatVersion}, {"stages", stages_}}.dump(2) + "\n");
   }
 
  private:

@@ -1,3 +1,4 @@
+#include "can/json_fields.h"
 #include "can/trainer_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>

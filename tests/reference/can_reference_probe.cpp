@@ -35,6 +35,7 @@
 #include "can/dpo_trainer.h"
 #include "can/error.h"
 #include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/linear.h"
 #include "can/llama.h"
 #include "can/logging.h"

@@ -1,0 +1,45 @@
+// JSON files: parsing, typed fields of their objects, and the format version of
+// CAN's JSON artifacts. Every error names `where` (a file, "file:line", or a file and
+// an object inside it) and the field, e.g.
+//   runs/x/dual.json: predicted: field 'kl' must be a number, got string "a"
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace can {
+
+// Parses a JSON file; errors name the file and the parse position.
+nlohmann::json read_json_file(const std::filesystem::path& path);
+
+// The field; an error when it is absent.
+const nlohmann::json& required_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+// The field, or nullptr when it is absent or null.
+const nlohmann::json* optional_field(const nlohmann::json& object, const std::string& field);
+
+double number_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+int64_t integer_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+bool bool_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+std::string string_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+std::vector<double> numbers_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+// An array of numbers that is not a field of its own; `what` names it ("field 'safety'[1]").
+std::vector<double> numbers_value(const nlohmann::json& value, const std::string& what, const std::string& where);
+std::vector<std::string> strings_field(const nlohmann::json& object, const std::string& field,
+                                       const std::string& where);
+// A number, or NaN for null (how CAN writes a value that does not exist, like a relative error of 0).
+double number_or_null_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+// "prompt_id": a string as it is, an integer in decimal.
+std::string prompt_id_field(const nlohmann::json& object, const std::string& where);
+
+// Every JSON artifact CAN writes (dual.json, report.json, sweep.json, stages.json)
+// carries "format_version"; a reader accepts only the version it knows, so a
+// file of another CAN version is an error that says so instead of being misread.
+inline constexpr int64_t kArtifactFormatVersion = 1;
+void check_format_version(const nlohmann::json& object, const std::string& where);
+
+}  // namespace can
