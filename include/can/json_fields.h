@@ -24,6 +24,7 @@ const nlohmann::json* optional_field(const nlohmann::json& object, const std::st
 
 double number_field(const nlohmann::json& object, const std::string& field, const std::string& where);
 int64_t integer_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+uint64_t unsigned_field(const nlohmann::json& object, const std::string& field, const std::string& where);
 bool bool_field(const nlohmann::json& object, const std::string& field, const std::string& where);
 std::string string_field(const nlohmann::json& object, const std::string& field, const std::string& where);
 std::vector<double> numbers_field(const nlohmann::json& object, const std::string& field, const std::string& where);

@@ -51,6 +51,12 @@ int64_t integer_field(const nlohmann::json& object, const std::string& field, co
   return value.get<int64_t>();
 }
 
+uint64_t unsigned_field(const nlohmann::json& object, const std::string& field, const std::string& where) {
+  const nlohmann::json& value = required_field(object, field, where);
+  if (!value.is_number_unsigned()) wrong_type(value, field, "a non-negative integer", where);
+  return value.get<uint64_t>();
+}
+
 bool bool_field(const nlohmann::json& object, const std::string& field, const std::string& where) {
   const nlohmann::json& value = required_field(object, field, where);
   if (!value.is_boolean()) wrong_type(value, field, "true or false", where);

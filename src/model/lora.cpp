@@ -165,40 +165,36 @@ void save_lora_adapters(const torch::nn::Module& model, const fs::path& director
 void load_lora_adapters(torch::nn::Module& model, const fs::path& directory) {
   const fs::path config_path = directory / kAdapterConfig;
   const nlohmann::json config = read_json_file(config_path);
+  const std::string where = config_path.string();
   LoraOptions options;
-  try {
-    check(config.at("peft_type").get<std::string>() == "LORA", "peft_type is '{}', not LORA",
-          config.at("peft_type").get<std::string>());
-    check(config.value("bias", std::string("none")) == "none", "bias is '{}'; only \"none\" is supported",
-          config.value("bias", std::string("none")));
-    // PEFT writes every LoraConfig field. These are read here or do not change what
-    // loaded adapters compute (initialisation, bookkeeping); every other one must be
-    // unset (null, false or empty): rsLoRA's alpha/sqrt(r), DoRA, per-module rank or
-    // alpha patterns, layer subsets, extra trained modules would each compute
-    // something else, so they are refused by name rather than ignored.
-    static const std::set<std::string> kInertKeys = {
-        "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
-        "inference_mode", "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "init_lora_weights",
-        "loftq_config", "eva_config", "corda_config", "lora_ga_config", "megatron_core", "qalora_group_size",
-        "layers_pattern", "ensure_weight_tying"};
-    for (const auto& [key, value] : config.items()) {
-      if (kInertKeys.count(key) != 0) continue;
-      const bool unset = value.is_null() || (value.is_boolean() && !value.get<bool>()) ||
-                         ((value.is_object() || value.is_array() || value.is_string()) && value.empty());
-      check(unset, "{} = {} is not supported: CAN computes plain LoRA, W x + (lora_alpha / r)·B A x on the "
-            "target_modules of every layer", key, value.dump());
-    }
-    check(config.at("target_modules").is_array(), "target_modules is {}; only a list of projection names ({}) is "
-          "supported", config.at("target_modules").dump(), fmt::join(lora_target_names(), ", "));
-    options.rank = config.at("r").get<int64_t>();
-    options.alpha = config.at("lora_alpha").get<double>();
-    options.dropout = config.value("lora_dropout", 0.0);
-    options.target_modules = config.at("target_modules").get<std::vector<std::string>>();
-  } catch (const nlohmann::json::exception& error) {
-    fail("{}: {}", config_path.string(), error.what());
-  } catch (const Error& error) {
-    fail("{}: {}", config_path.string(), error.what());
+  const std::string peft_type = string_field(config, "peft_type", where);
+  check(peft_type == "LORA", "{}: peft_type is '{}', not LORA", where, peft_type);
+  const std::string bias = optional_field(config, "bias") ? string_field(config, "bias", where) : "none";
+  check(bias == "none", "{}: bias is '{}'; only \"none\" is supported", where, bias);
+  // PEFT writes every LoraConfig field. These are read here or do not change what
+  // loaded adapters compute (initialisation, bookkeeping); every other one must be
+  // unset (null, false or empty): rsLoRA's alpha/sqrt(r), DoRA, per-module rank or
+  // alpha patterns, layer subsets, extra trained modules would each compute
+  // something else, so they are refused by name rather than ignored.
+  static const std::set<std::string> kInertKeys = {
+      "peft_type", "task_type", "auto_mapping", "peft_version", "base_model_name_or_path", "revision",
+      "inference_mode", "r", "lora_alpha", "lora_dropout", "target_modules", "bias", "init_lora_weights",
+      "loftq_config", "eva_config", "corda_config", "lora_ga_config", "megatron_core", "qalora_group_size",
+      "layers_pattern", "ensure_weight_tying"};
+  for (const auto& [key, value] : config.items()) {
+    if (kInertKeys.count(key) != 0) continue;
+    const bool unset = value.is_null() || (value.is_boolean() && !value.get<bool>()) ||
+                       ((value.is_object() || value.is_array() || value.is_string()) && value.empty());
+    check(unset, "{}: {} = {} is not supported: CAN computes plain LoRA, W x + (lora_alpha / r)·B A x on the "
+          "target_modules of every layer", where, key, value.dump());
   }
+  check(required_field(config, "target_modules", where).is_array(),
+        "{}: target_modules is {}; only a list of projection names ({}) is supported", where,
+        config.at("target_modules").dump(), fmt::join(lora_target_names(), ", "));
+  options.rank = integer_field(config, "r", where);
+  options.alpha = number_field(config, "lora_alpha", where);
+  options.dropout = optional_field(config, "lora_dropout") ? number_field(config, "lora_dropout", where) : 0.0;
+  options.target_modules = strings_field(config, "target_modules", where);
   if (!has_lora(model)) {
     attach_lora(model, options);
   } else {

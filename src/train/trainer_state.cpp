@@ -42,17 +42,6 @@ at::Tensor from_hex(const std::string& hex, const std::string& where) {
   return bytes;
 }
 
-template <typename T>
-T read_field(const nlohmann::json& object, const char* field, const std::string& where) {
-  const auto it = object.find(field);
-  check(it != object.end(), "{}: missing field '{}'", where, field);
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", where, field, it->type_name());
-  }
-}
-
 }  // namespace
 
 TrainerState capture_trainer_state(int64_t step, const EpochShuffler& shuffler) {
@@ -91,14 +80,13 @@ void save_trainer_state(const std::filesystem::path& path, const TrainerState& s
 TrainerState load_trainer_state(const std::filesystem::path& path) {
   const std::string where = path.string();
   const nlohmann::json json = read_json_file(path);
-  check(json.is_object(), "{}: expected a JSON object", where);
   TrainerState state;
-  state.step = read_field<int64_t>(json, "step", where);
-  state.num_items = read_field<int64_t>(json, "num_items", where);
-  state.shuffle_seed = read_field<uint64_t>(json, "shuffle_seed", where);
-  state.data.epoch = read_field<int64_t>(json, "epoch", where);
-  state.data.position = read_field<int64_t>(json, "position", where);
-  state.cpu_rng_state = from_hex(read_field<std::string>(json, "cpu_rng_state", where), where);
+  state.step = integer_field(json, "step", where);
+  state.num_items = integer_field(json, "num_items", where);
+  state.shuffle_seed = unsigned_field(json, "shuffle_seed", where);
+  state.data.epoch = integer_field(json, "epoch", where);
+  state.data.position = integer_field(json, "position", where);
+  state.cpu_rng_state = from_hex(string_field(json, "cpu_rng_state", where), where);
   return state;
 }
 
