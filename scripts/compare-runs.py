@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Compares two can-train run directories file by file, for a change that must not
+change what a run produces (a refactor): every artifact byte for byte, except what
+records when and where the run happened:
+
+  can-train.log                          the log (times, paths)
+  stages.json                            stage timings
+  config.resolved.yaml                   run.dir may differ; every other line must not
+  */metrics.jsonl                        the fields "time" and "tokens_per_second" may differ
+  --ignore-field F                       one more JSON field allowed to differ in *.json files
+                                         (e.g. format_version when a change adds it)
+
+Prints each difference and exits 1 when there is one, 0 when the runs match.
+
+  python3 scripts/compare-runs.py runs/before runs/after [--ignore-field format_version]
+"""
+import argparse
+import json
+import os
+import sys
+
+TIMING_FIELDS = {"time", "tokens_per_second"}
+SKIPPED = {"can-train.log", "stages.json"}
+
+
+def files_under(root):
+    found = set()
+    for folder, _, names in os.walk(root):
+        for name in names:
+            found.add(os.path.relpath(os.path.join(folder, name), root))
+    return found
+
+
+def without(value, fields):
+    if isinstance(value, dict):
+        return {key: without(item, fields) for key, item in value.items() if key not in fields}
+    if isinstance(value, list):
+        return [without(item, fields) for item in value]
+    return value
+
+
+def same(relative, before, after, ignored_fields):
+    with open(before, "rb") as a, open(after, "rb") as b:
+        first, second = a.read(), b.read()
+    if first == second:
+        return True
+    name = os.path.basename(relative)
+    if name == "config.resolved.yaml":
+        strip = lambda text: [line for line in text.decode().splitlines() if not line.strip().startswith("dir:")]
+        return strip(first) == strip(second)
+    if name == "metrics.jsonl":
+        lines = lambda text: [without(json.loads(line), TIMING_FIELDS) for line in text.decode().splitlines()]
+        return lines(first) == lines(second)
+    if name.endswith(".json") and ignored_fields:
+        return without(json.loads(first), ignored_fields) == without(json.loads(second), ignored_fields)
+    return False
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--ignore-field", action="append", default=[], help="a JSON field allowed to differ")
+    arguments = parser.parse_args()
+    before, after = files_under(arguments.before), files_under(arguments.after)
+    differences = [f"only in {arguments.before}: {path}" for path in sorted(before - after)]
+    differences += [f"only in {arguments.after}: {path}" for path in sorted(after - before)]
+    for relative in sorted(before & after):
+        if os.path.basename(relative) in SKIPPED:
+            continue
+        if not same(relative, os.path.join(arguments.before, relative), os.path.join(arguments.after, relative),
+                    set(arguments.ignore_field)):
+            differences.append(f"differs: {relative}")
+    for line in differences:
+        print(line)
+    print(f"{len(before & after)} files in both; {len(differences)} difference(s)")
+    return 1 if differences else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
