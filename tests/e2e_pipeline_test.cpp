@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "can/atomic_file.h"
-#include "can/hf_checkpoint.h"
 #include "can/json_fields.h"
 #include "can/preference_data.h"
 #include "command_line.h"

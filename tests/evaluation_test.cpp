@@ -17,7 +17,6 @@
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/error.h"
-#include "can/hf_checkpoint.h"
 #include "can/json_lines.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"

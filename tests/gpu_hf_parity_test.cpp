@@ -10,7 +10,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "can/hf_checkpoint.h"
 #include "can/json_fields.h"
 #include "hf_parity.h"
 

@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "assertions.h"
-#include "can/hf_checkpoint.h"
 #include "can/llama.h"
 #include "can/optimizer.h"
 #include "can/safetensors.h"

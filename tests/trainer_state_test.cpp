@@ -91,11 +91,16 @@ TEST_F(TrainerStateFile, CorruptFilesAreErrorsNamingFileAndField) {
 TEST_F(MetricsWriterFile, AppendsOneParsableObjectPerLineAcrossWriters) {
   const auto path = directory_ / "run" / "metrics.jsonl";
   {
-    can::MetricsWriter writer(path);
+    can::MetricsWriter writer(path, 0);
     writer.write("dpo", 1, {{"loss", 0.693}, {"rewards/margins", 0.0}});
     writer.write("dpo", 2, {{"loss", 0.5}, {"grad_norm", NAN}});
+    writer.write("dpo", 3, {{"loss", 0.4}});  // after the checkpoint of step 2, before a kill
   }
-  can::MetricsWriter resumed(path);  // a resumed run appends
+  {
+    std::ofstream torn(path, std::ios::app);
+    torn << "{\"stage\": \"dpo\", \"st";  // killed mid-line
+  }
+  can::MetricsWriter resumed(path, 2);  // resumed from step 2: step 3 will be written again
   resumed.write("reward_model", 1, {{"accuracy", 0.75}});
 
   const auto lines = can::testing::read_json_lines(path);

@@ -1,18 +1,19 @@
 // The shared training loop on a toy linear regression: exact resume after Ctrl-C,
 // the NaN stop, checkpoint layout and pruning, gradient accumulation, schedule and
 // metrics lines, evaluation.
-#include "can/json_fields.h"
 #include "can/training_loop.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <csignal>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/json_lines.h"
 #include "can/model_weights.h"
 #include "can/training_checkpoint.h"
@@ -123,6 +124,12 @@ TEST(TrainingLoop, RunInterruptedByCtrlCAndResumedReproducesEveryLossBitForBit) 
   EXPECT_EQ(can::latest_training_checkpoint(interrupted_dir.path()).filename(), "step-8");
   EXPECT_FALSE(fs::exists(interrupted_dir.path() / "model"));
 
+  // A SIGKILL would have left lines after the checkpoint, the last one torn: the resumed run drops them.
+  {
+    std::ofstream after_checkpoint(interrupted_dir.path() / "metrics.jsonl", std::ios::app);
+    after_checkpoint << R"({"stage": "toy", "step": 9, "loss": 123.0})" << "\n" << R"({"stage": "toy", "st)";
+  }
+
   // A new process: other initial weights, which the checkpoint replaces.
   ToyRun resumed;
   {
@@ -134,6 +141,12 @@ TEST(TrainingLoop, RunInterruptedByCtrlCAndResumedReproducesEveryLossBitForBit) 
   EXPECT_EQ(resumed_summary.steps, 12);
   EXPECT_EQ(resumed.calls, 24 - 16);  // updates 9..12 only
 
+  int64_t previous_step = 0;
+  for (const auto& line : can::testing::read_json_lines(interrupted_dir.path() / "metrics.jsonl")) {
+    EXPECT_GE(line["step"].get<int64_t>(), previous_step) << line.dump();  // no step logged twice over a resume
+    EXPECT_NE(line["loss"], 123.0) << line.dump();
+    previous_step = line["step"].get<int64_t>();
+  }
   const auto expected = last_line_per_step(uninterrupted_dir.path());
   const auto actual = last_line_per_step(interrupted_dir.path());
   ASSERT_EQ(expected.size(), 12u);

@@ -2,8 +2,9 @@
 // so a crash loses nothing written and a resumed run appends to the same file:
 //   {"stage": "dpo", "step": 120, "time": 1763815200.5, "loss": 0.61, "rewards/margins": 0.4, ...}
 // time is seconds since the Unix epoch. Non-finite values are written as null
-// (JSON has no NaN). After a resume, steps between the checkpoint and the crash
-// appear twice: readers keep the last line of each (stage, step).
+// (JSON has no NaN). A run resumed from the checkpoint of update S first cuts the
+// file back to the lines of steps up to S: the lines a killed run wrote after its
+// last checkpoint are written again by the resumed run, so each appears once.
 #pragma once
 
 #include <cstdint>
@@ -16,8 +17,10 @@ namespace can {
 
 class MetricsWriter {
  public:
-  // Creates the parent directory if needed; appends to an existing file.
-  explicit MetricsWriter(const std::filesystem::path& path);
+  // Creates the parent directory if needed. An existing file keeps its lines of
+  // steps up to `resumed_step` (0: a fresh start keeps none), rewritten
+  // atomically, and is appended to; a torn last line (a kill mid-write) is dropped.
+  MetricsWriter(const std::filesystem::path& path, int64_t resumed_step);
 
   // `values` may not use the keys stage, step or time.
   void write(const std::string& stage, int64_t step, const std::map<std::string, double>& values);

@@ -2,13 +2,26 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
 
+#include "can/atomic_file.h"
 #include "can/error.h"
 
 namespace can {
 
-MetricsWriter::MetricsWriter(const std::filesystem::path& path) : path_(path) {
+MetricsWriter::MetricsWriter(const std::filesystem::path& path, int64_t resumed_step) : path_(path) {
   if (path_.has_parent_path()) std::filesystem::create_directories(path_.parent_path());
+  if (std::filesystem::exists(path_)) {
+    std::istringstream lines(read_text_file(path_));
+    std::string kept, line;
+    while (std::getline(lines, line)) {
+      const nlohmann::json parsed = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const bool complete = parsed.is_object() && parsed.contains("step") && parsed.at("step").is_number_integer();
+      if (complete && parsed.at("step").get<int64_t>() <= resumed_step) kept += line + "\n";
+    }
+    write_text_atomically(path_, kept);
+  }
   out_.open(path_, std::ios::app);
   check(out_.good(), "cannot open '{}' for appending metrics", path_.string());
 }

@@ -1,4 +1,3 @@
-#include "can/json_fields.h"
 #include "can/lora.h"
 
 #include <torch/torch.h>
@@ -10,7 +9,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
-#include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/linear.h"
 #include "can/safetensors.h"
 

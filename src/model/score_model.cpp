@@ -1,4 +1,3 @@
-#include "can/json_fields.h"
 #include "can/score_model.h"
 
 #include <torch/torch.h>
@@ -7,6 +6,7 @@
 
 #include "can/error.h"
 #include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 #include "can/model_weights.h"
 
 namespace can {

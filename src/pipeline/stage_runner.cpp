@@ -13,7 +13,6 @@
 #include "can/atomic_file.h"
 #include "can/error.h"
 #include "can/json_fields.h"
-#include "can/hf_checkpoint.h"
 #include "can/logging.h"
 
 namespace can {

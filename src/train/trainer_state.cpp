@@ -1,4 +1,3 @@
-#include "can/json_fields.h"
 #include "can/trainer_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -9,7 +8,7 @@
 
 #include "can/atomic_file.h"
 #include "can/error.h"
-#include "can/hf_checkpoint.h"
+#include "can/json_fields.h"
 
 namespace can {
 

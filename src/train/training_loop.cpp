@@ -189,7 +189,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     set_seed(options.seed);
   }
 
-  MetricsWriter metrics_writer(options.output_dir / "metrics.jsonl");
+  MetricsWriter metrics_writer(options.output_dir / "metrics.jsonl", step);
   InterruptHandler interrupt_handler;
   ProgressBar progress(stage, total_steps - step, "updates");
   const auto loop_start = std::chrono::steady_clock::now();
