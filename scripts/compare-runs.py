@@ -3,7 +3,7 @@
 change what a run produces (a refactor): every artifact byte for byte, except what
 records when and where the run happened:
 
-  can-train.log                          the log (times, paths)
+  can-train.log, can-train.lock          the log (times, paths), the writer's process id
   stages.json                            stage timings
   config.resolved.yaml                   run.dir may differ; every other line must not
   */metrics.jsonl                        the fields "time" and "tokens_per_second" may differ
@@ -20,7 +20,7 @@ import os
 import sys
 
 TIMING_FIELDS = {"time", "tokens_per_second"}
-SKIPPED = {"can-train.log", "stages.json"}
+SKIPPED = {"can-train.log", "can-train.lock", "stages.json"}
 
 
 def files_under(root):

@@ -4,9 +4,11 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "assertions.h"
 #include "can/atomic_file.h"
@@ -60,6 +62,25 @@ TEST_F(CanTrainCli, MoreMarginsThanSafetyScoresExitOneBeforeAnyWork) {
                        "dual.margins has 2 values, but the mocan pipeline has one safety constraint (the cost model)"))
       << result.output;
   EXPECT_FALSE(fs::exists(run_dir));
+}
+
+TEST_F(CanTrainCli, ASecondProcessOnARunningRunExitsOneNamingTheFirst) {
+  const fs::path run_dir = directory_.path() / "busy";
+  const std::string config = can::testing::source_file("configs/tiny-mocan.yaml");
+  const std::string first = fmt::format("'{}' --config '{}' --set run.dir='{}'",
+                                        can::testing::built_executable("can-train"), config, run_dir.string());
+  // The first run in the background; its process id from the shell.
+  const auto started = can::testing::run_command(fmt::format("{} > '{}' 2>&1 & echo $!", first,
+                                                             (directory_.path() / "first.log").string()));
+  const long pid = std::stol(started.output);
+  for (int wait = 0; wait < 300 && !fs::exists(run_dir / "config.resolved.yaml"); ++wait) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto second = run_can_train(fmt::format("--config '{}' --set run.dir='{}' --resume", config, run_dir.string()));
+  can::testing::run_command(fmt::format("kill -9 {}", pid));
+  EXPECT_EQ(second.status, 1) << second.output;
+  EXPECT_TRUE(contains(second.output, fmt::format("is in use by another can-train (process {}", pid)))
+      << second.output;
 }
 
 TEST_F(CanTrainCli, UsageErrorsExitTwo) {

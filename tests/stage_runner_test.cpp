@@ -4,8 +4,11 @@
 // run directory, a changed config and a missing input are refused up front.
 #include "can/stage_runner.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <map>
@@ -87,6 +90,29 @@ class StageRunnerTest : public ::testing::Test {
   bool b_throws_interrupted_ = false;
   bool seen_checkpoint_ = false;
 };
+
+TEST_F(StageRunnerTest, ASecondWriterOfARunIsRefusedNamingTheFirst) {
+  run(false);
+  order_.clear();
+  // Another can-train holding the run's lock: an open file description of its own, flock'ed.
+  const fs::path lock_file = run_dir() / "can-train.lock";
+  ASSERT_TRUE(fs::exists(lock_file));
+  const int other = ::open(lock_file.c_str(), O_RDWR);
+  ASSERT_GE(other, 0);
+  ASSERT_EQ(::flock(other, LOCK_EX | LOCK_NB), 0);  // the first run released it when it returned
+  ASSERT_EQ(::ftruncate(other, 0), 0);
+  ASSERT_EQ(::write(other, "4242\n", 5), 5);
+  fs::remove_all(run_dir() / "c");  // work that a second writer would start
+  const std::string message = error_message([&] { run(true); });
+  EXPECT_TRUE(
+      contains(message, "run directory " + run_dir().string() + " is in use by another can-train (process 4242"))
+      << message;
+  EXPECT_TRUE(order_.empty());
+  EXPECT_FALSE(fs::exists(run_dir() / "c.partial"));
+  ::close(other);  // the other process ends: the lock is free, whatever the file says
+  run(true);
+  EXPECT_EQ(order_, (std::vector<std::string>{"c"}));
+}
 
 TEST_F(StageRunnerTest, AManifestOfAnotherFormatVersionIsRefusedOnResume) {
   run(false);

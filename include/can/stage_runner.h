@@ -3,6 +3,7 @@
 //   <run>/config.resolved.yaml   every key of the config, written at the start
 //   <run>/can-train.log          the log of every invocation, appended
 //   <run>/stages.json            per stage: status (running, done, failed, interrupted), start, end, seconds
+//   <run>/can-train.lock         the advisory lock of the process writing the run (its process id)
 //   <run>/<stage>.partial/       the work directory of a stage that has not finished
 //   <run>/<stage>/               a finished stage's artifact
 //
@@ -46,7 +47,8 @@ struct StageSelection {
 
 // Runs the selected stages of `stages` (in their order) in config.run.dir and
 // logs to the console and <run>/can-train.log. Errors, before any stage runs:
-// a non-empty run directory without `resume`; on `resume`, a config whose
+// a run directory another process is writing (it holds <run>/can-train.lock; the
+// message names its process id), a non-empty run directory without `resume`; on `resume`, a config whose
 // artifact-relevant keys differ from config.resolved.yaml (listing them); an
 // unknown stage name (listing the valid ones); a selected stage whose input
 // neither has finished nor is selected before it. Rethrows what a stage throws.

@@ -1,13 +1,19 @@
 #include "can/stage_runner.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "can/atomic_file.h"
@@ -24,6 +30,42 @@ namespace {
 constexpr const char* kResolvedConfigFile = "config.resolved.yaml";
 constexpr const char* kManifestFile = "stages.json";
 constexpr const char* kLogFile = "can-train.log";
+constexpr const char* kLockFile = "can-train.lock";
+
+// One writer per run directory: an advisory lock (flock) on <run>/can-train.lock,
+// held while the object lives. The kernel releases it when the process ends in any
+// way (SIGKILL included), so a lock file left behind is never a stale lock; the
+// file holds the holder's process id, for the message of the one refused.
+class RunLock {
+ public:
+  explicit RunLock(const fs::path& path) : path_(path) {
+    descriptor_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    check(descriptor_ >= 0, "cannot open the run lock '{}': {}", path.string(), std::strerror(errno));
+    if (::flock(descriptor_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      ::close(descriptor_);
+      if (error == EWOULDBLOCK) {
+        std::string holder = read_text_file(path);
+        holder.erase(holder.find_last_not_of(" \n") + 1);
+        fail("run directory {} is in use by another can-train (process {}, holding {}); wait for it to finish, "
+             "or choose another run.dir",
+             path.parent_path().string(), holder.empty() ? "unknown" : holder, path.string());
+      }
+      fail("cannot lock '{}': {}", path.string(), std::strerror(error));
+    }
+    const std::string pid = fmt::format("{}\n", static_cast<long>(::getpid()));
+    check(::ftruncate(descriptor_, 0) == 0 && ::write(descriptor_, pid.data(), pid.size()) ==
+                                                  static_cast<ssize_t>(pid.size()),
+          "cannot write the run lock '{}': {}", path.string(), std::strerror(errno));
+  }
+  ~RunLock() { ::close(descriptor_); }
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+
+ private:
+  fs::path path_;
+  int descriptor_ = -1;
+};
 
 fs::path work_dir_of(const fs::path& run_dir, const std::string& stage) { return run_dir / (stage + ".partial"); }
 
@@ -199,7 +241,13 @@ void run_stages(const Config& config, const std::vector<Stage>& stages, const St
   const fs::path run_dir = config.run.dir;
   check(!fs::exists(run_dir) || fs::is_directory(run_dir), "run.dir {} exists and is not a directory",
         run_dir.string());
-  const bool has_content = fs::exists(run_dir) && !fs::is_empty(run_dir);
+  // Before anything of an existing run is read: a second process on it stops here.
+  std::optional<RunLock> lock;
+  if (fs::exists(run_dir)) lock.emplace(run_dir / kLockFile);
+  bool has_content = false;
+  if (fs::exists(run_dir)) {
+    for (const auto& entry : fs::directory_iterator(run_dir)) has_content |= entry.path().filename() != kLockFile;
+  }
   check(!has_content || selection.resume,
         "run directory {} is not empty; pass --resume to continue that run, or choose another run.dir "
         "(--set run.dir=...)",
@@ -208,6 +256,7 @@ void run_stages(const Config& config, const std::vector<Stage>& stages, const St
   check_inputs(stages, selected, run_dir);
 
   fs::create_directories(run_dir);
+  if (!lock) lock.emplace(run_dir / kLockFile);
   setup_logging(config.run.log_level, (run_dir / kLogFile).string());
   const fs::path resolved = run_dir / kResolvedConfigFile;
   if (!fs::exists(resolved)) write_text_atomically(resolved, config_to_yaml(config));
