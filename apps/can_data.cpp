@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     can::setup_logging("info");
     action();
     return 0;
-  } catch (const can::Error& error) {
+  } catch (const std::exception& error) {
     std::cerr << "can-data: " << error.what() << '\n';
     return 1;
   }

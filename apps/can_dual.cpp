@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
       return kExitNotConverged;
     }
     return 0;
-  } catch (const can::Error& error) {
+  } catch (const std::exception& error) {
     std::cerr << "can-dual: " << error.what() << '\n';
     return 1;
   }

@@ -45,6 +45,13 @@ TEST_F(CanTrainCli, BadConfigExitsOneNamingFileLineAndKey) {
       contains(result.output, "can-train: error: " + config + ":4: dpo.beta: -1 is out of range (allowed: > 0)"));
 }
 
+TEST_F(CanTrainCli, AFolderGivenAsTheConfigExitsOne) {
+  const std::string folder = directory_.path().string();
+  const auto result = run_can_train(fmt::format("--config '{}'", folder));
+  EXPECT_EQ(result.status, 1) << result.output;
+  EXPECT_TRUE(contains(result.output, fmt::format("'{}' is a directory, not a file", folder))) << result.output;
+}
+
 TEST_F(CanTrainCli, BadOverrideExitsOneNamingTheArgument) {
   const std::string config = write("empty.yaml", "");
   const auto result = run_can_train("--config '" + config + "' --set dual.solver=netwon");

@@ -56,7 +56,7 @@ class StageRunnerTest : public ::testing::Test {
           seen_checkpoint_ = fs::exists(context.work_dir / "checkpoint");
           can::write_text_atomically(context.work_dir / "checkpoint", "step 10");
           if (b_throws_interrupted_) throw can::Interrupted("stopped at step 10");
-          if (b_fails_) throw can::Error("b ran out of memory");
+          if (b_fails_) throw can::Error(b_error_);
         }
         can::write_text_atomically(context.work_dir / "out.txt", text);
       };
@@ -87,9 +87,19 @@ class StageRunnerTest : public ::testing::Test {
   std::vector<std::string> order_;
   std::map<std::string, bool> resuming_;
   bool b_fails_ = false;
+  std::string b_error_ = "b ran out of memory";
   bool b_throws_interrupted_ = false;
   bool seen_checkpoint_ = false;
 };
+
+TEST_F(StageRunnerTest, AnErrorQuotingBytesThatAreNotUtf8IsRecordedReadably) {
+  b_fails_ = true;
+  b_error_ = "pairs.jsonl:3: field 'prompt' has \xff\xfe bytes";  // a data file's bytes, quoted
+  EXPECT_TRUE(contains(error_message([&] { run(false); }), "pairs.jsonl:3"));
+  const nlohmann::json entry = manifest_entry("b");  // parses: the manifest is valid JSON
+  EXPECT_EQ(entry.at("status"), "failed");
+  EXPECT_TRUE(contains(entry.at("error").get<std::string>(), "pairs.jsonl:3: field 'prompt' has"));
+}
 
 TEST_F(StageRunnerTest, ASecondWriterOfARunIsRefusedNamingTheFirst) {
   run(false);

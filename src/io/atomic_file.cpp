@@ -17,17 +17,26 @@ namespace can {
 namespace fs = std::filesystem;
 
 void write_file_atomically(const fs::path& path, const std::function<void(std::ostream&)>& write) {
-  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  check(!path.empty(), "cannot write a file with an empty path");
+  check(!fs::is_directory(path), "cannot write '{}': it is a directory", path.string());
+  try {
+    if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  } catch (const fs::filesystem_error& error) {
+    fail("cannot write '{}': its folder cannot be created: {}", path.string(), error.code().message());
+  }
   const fs::path temporary = path.string() + fmt::format(".tmp.{}", static_cast<long>(getpid()));
   try {
     {
       std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-      check(out.good(), "cannot open '{}' for writing", temporary.string());
+      check(out.good(), "cannot open '{}' for writing: {}", temporary.string(), std::strerror(errno));
       write(out);
       out.flush();
       check(out.good(), "writing '{}' failed (disk full?)", temporary.string());
     }
-    fs::rename(temporary, path);
+    std::error_code renamed;
+    fs::rename(temporary, path, renamed);
+    check(!renamed, "cannot write '{}': renaming '{}' onto it failed: {}", path.string(), temporary.string(),
+          renamed.message());
   } catch (...) {
     std::error_code ignored;
     fs::remove(temporary, ignored);
@@ -103,10 +112,12 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
 }
 
 std::string read_text_file(const fs::path& path) {
+  check(!fs::is_directory(path), "'{}' is a directory, not a file", path.string());
   std::ifstream in(path, std::ios::binary);
-  check(in.good(), "cannot open '{}' for reading", path.string());
+  check(in.good(), "cannot open '{}' for reading: {}", path.string(), std::strerror(errno));
   std::ostringstream content;
   content << in.rdbuf();
+  check(!in.bad(), "reading '{}' failed: {}", path.string(), std::strerror(errno));
   return content.str();
 }
 

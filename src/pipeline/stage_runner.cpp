@@ -105,7 +105,9 @@ class Manifest {
       entry = stages_.end() - 1;
     }
     entry->update(fields);
-    write_text_atomically(path_, nlohmann::json{{"format_version", kArtifactFormatVersion}, {"stages", stages_}}.dump(2) + "\n");
+    // An error message may quote bytes of a data file that are not UTF-8: they become U+FFFD here.
+    const nlohmann::json manifest = {{"format_version", kArtifactFormatVersion}, {"stages", stages_}};
+    write_text_atomically(path_, manifest.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   }
 
  private:
