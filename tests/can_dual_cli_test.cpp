@@ -125,6 +125,20 @@ TEST_F(CanDualCli, SweepPrintsAnArrayAndWritesAnSvgPlot) {
   EXPECT_NE(text.str().find("</svg>"), std::string::npos);
 }
 
+TEST_F(CanDualCli, UnwritableOutputsExitOneNamingThePath) {
+  // Found by a probe of the tools: these aborted with an uncaught std::filesystem_error (exit 134).
+  fs::create_directories(directory_ / "folder.svg");
+  const ProcessResult onto_folder = run("can-dual", "--scores two.jsonl --sweep 0:0.6:4 --plot folder.svg");
+  EXPECT_EQ(onto_folder.status, 1) << onto_folder.err;
+  EXPECT_NE(onto_folder.err.find("cannot write 'folder.svg': it is a directory"), std::string::npos) << onto_folder.err;
+  const ProcessResult under_file = run("can-dual", "--scores two.jsonl --sweep 0:0.6:4 --plot two.jsonl/sweep.svg");
+  EXPECT_EQ(under_file.status, 1) << under_file.err;
+  EXPECT_NE(under_file.err.find("cannot write 'two.jsonl/sweep.svg'"), std::string::npos) << under_file.err;
+  const ProcessResult data_under_file = run("can-data", "scores-synth --out two.jsonl/x.jsonl --prompts 2");
+  EXPECT_EQ(data_under_file.status, 1) << data_under_file.err;
+  EXPECT_NE(data_under_file.err.find("cannot write 'two.jsonl/x.jsonl'"), std::string::npos) << data_under_file.err;
+}
+
 TEST_F(CanDualCli, MalformedFileErrorNamesTheLine) {
   std::ofstream(directory_ / "bad.jsonl") << "{\"prompt_id\": 0, \"reward\": [1, 0], \"safety\": [0, 1]}\n"
                                              "{\"prompt_id\": 1, \"reward\": [1, 0], \"safety\": [0]}\n";
