@@ -377,6 +377,17 @@ TEST(DualSolver, OptionsAreValidated) {
   EXPECT_TRUE(contains(error_message([] { parse_dual_solver("adam"); }), "unknown dual solver 'adam'"));
 }
 
+TEST(DualSolution, ScoresTooLargeForDoublePrecisionAreAnErrorNotAConvergedSolve) {
+  // Found by a probe: scores of ~1e155 overflowed the spread, and an infinite
+  // tolerance reported "converged in 0 iterations" with predictions far off.
+  for (const double huge : {1e155, 1e300}) {
+    const OfflineScores scores({"a", "b"}, {{0.0, huge}, {huge, 0.0}}, {{{0.0, huge}}, {{-huge, 0.0}}});
+    EXPECT_TRUE(contains(error_message([&] { solve_dual(scores, options_for({0.1})); }),
+                         "the scores are too large to solve in double precision"))
+        << huge;
+  }
+}
+
 TEST(DualSolution, JsonCarriesTheDesignFields) {
   const OfflineScores scores = two_response_prompts(2);
   const nlohmann::json solved = to_json(solve_dual(scores, options_for({0.3})));

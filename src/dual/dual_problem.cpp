@@ -102,6 +102,15 @@ DualProblem::DualProblem(const OfflineScores& scores, double beta, std::vector<d
     max_safety_improvement_[j] *= inverse_prompts;
     safety_scale_[j] = std::sqrt(safety_scale_[j] * inverse_prompts);
   }
+  // Scores near the top of the double range (finite, but ~1e155 and up) overflow
+  // the spreads and would give infinite tolerances that any gradient meets.
+  bool representable = std::isfinite(reward_scale_) && std::isfinite(mean_reward_);
+  for (int j = 0; j < m; ++j) {
+    representable = representable && std::isfinite(safety_scale_[j]) && std::isfinite(max_safety_improvement_[j]);
+  }
+  check(representable,
+        "dual: the scores are too large to solve in double precision (their within-prompt spread overflows); "
+        "rescale r and g (and the margins with g)");
 }
 
 DualProblem::Evaluation DualProblem::evaluate(const std::vector<double>& lambda, bool with_hessian) const {

@@ -137,6 +137,13 @@ class SolverRun {
     solution_.iterations = iterations;
     solution_.predicted = problem_.predict(lambda);
     solution_.message = std::move(message);
+    bool finite = std::isfinite(solution_.dual_value) && std::isfinite(solution_.projected_gradient) &&
+                  std::isfinite(solution_.predicted.reward_improvement) && std::isfinite(solution_.predicted.kl);
+    for (const double value : solution_.predicted.safety_improvement) finite = finite && std::isfinite(value);
+    for (const double value : lambda) finite = finite && std::isfinite(value);
+    check(finite, "dual: the solve reached non-finite values (λ {}, dual value {}, predicted KL {}); the scores are "
+          "too large or too spread for double precision: rescale them", fmt::join(lambda, ", "), solution_.dual_value,
+          solution_.predicted.kl);
     if (solution_.predicted.ess_mean_fraction < kMinReliableEssFraction) {
       solution_.warnings.push_back(fmt::format(
           "the effective sample size is small (mean {:.3f}, min {:.3f} of N): π_λ rests on a few responses per "
