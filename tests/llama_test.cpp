@@ -4,16 +4,19 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 #include <tuple>
 #include <nlohmann/json.hpp>
 
+#include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/error.h"
 #include "can/llama.h"
 #include "can/model_weights.h"
 #include "can/sampling.h"
+#include "temporary_directory.h"
 #include "tiny_model.h"
 
 namespace {
@@ -487,6 +490,24 @@ TEST(ModelWeights, LoadingCopiesEveryTensor) {
   for (const auto& [name, tensor] : can::named_tensors(*source)) tensors[name] = tensor;
   can::load_named_tensors(*target, tensors, "memory");
   for (const auto& [name, tensor] : can::named_tensors(*target)) EXPECT_TRUE(tensor.equal(tensors.at(name))) << name;
+}
+
+TEST(ModelWeights, LoadingRefusesNonFiniteWeightsNamingTheTensors) {
+  // Found by a probe: can-sample and can-score ran such models and printed token 0 and NaN scores.
+  auto model = tiny_model();
+  can::testing::TemporaryDirectory folder;
+  const std::string directory = (folder.path() / "model").string();
+  {
+    torch::NoGradGuard no_grad;
+    model->model->norm->weight[3] = std::numeric_limits<float>::quiet_NaN();
+    model->lm_head->weight[0][1] = std::numeric_limits<float>::infinity();
+  }
+  can::save_causal_lm(model, directory);
+  const std::string message = can::testing::error_message([&] { can::load_causal_lm(directory); });
+  EXPECT_TRUE(can::testing::contains(message, directory)) << message;
+  EXPECT_TRUE(can::testing::contains(message, "tensors holding NaN or Inf values: ")) << message;
+  EXPECT_TRUE(can::testing::contains(message, "model.norm.weight")) << message;
+  EXPECT_TRUE(can::testing::contains(message, "lm_head.weight")) << message;
 }
 
 TEST(Llama, SaveThenLoadGivesIdenticalLogits) {

@@ -14,7 +14,8 @@ namespace can {
 
 // Copies `tensors` into `module`'s parameters (converting dtype). Every missing,
 // unexpected and mis-shaped tensor is named in one can::Error that also names
-// `source`. Keys in `ignored` may be present or absent (e.g. a tied lm_head).
+// `source`, and so is every floating-point tensor holding NaN or Inf. Keys in
+// `ignored` may be present or absent (e.g. a tied lm_head).
 void load_named_tensors(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
                         const std::string& source, const std::set<std::string>& ignored = {});
 

@@ -40,6 +40,13 @@ void load_named_tensors(torch::nn::Module& module, const std::map<std::string, t
     if (!misshaped.empty()) message += fmt::format("\n  mis-shaped tensors: {}", join_limited(misshaped));
     throw Error(message);
   }
+  std::vector<std::string> non_finite;
+  for (const auto& parameter : parameters) {
+    const torch::Tensor& tensor = tensors.at(parameter.key());
+    if (tensor.is_floating_point() && !torch::isfinite(tensor).all().item<bool>()) non_finite.push_back(parameter.key());
+  }
+  check(non_finite.empty(), "{}: tensors holding NaN or Inf values: {} (a diverged or damaged checkpoint)", source,
+        join_limited(non_finite));
   torch::NoGradGuard no_grad;
   for (auto& parameter : parameters) parameter.value().copy_(tensors.at(parameter.key()));
 }
