@@ -223,6 +223,9 @@ TEST_F(ConfigFiles, InconsistentKeysAreErrorsNamingWhereTheyWereSet) {
             (std::vector<double>{1.0, 2.0}));
   EXPECT_TRUE(contains(load_error("dual:\n  margins: []\n"), ":2: dual.margins: is empty"));
   EXPECT_TRUE(contains(load_error("sft:\n  min_lr: 0.1\n"), ":2: sft.min_lr: 0.1 exceeds learning_rate"));
+  EXPECT_TRUE(contains(load_error("eval:\n  max_new_tokens: 1024\n"),
+                       ":2: eval.max_new_tokens: 1024 leaves no room for a prompt within "
+                       "policy.max_position_embeddings 1024"));
   EXPECT_TRUE(contains(load_error("policy:\n  max_position_embeddings: 256\n"),
                        "sft.max_length: 512 exceeds policy.max_position_embeddings 256"));
   EXPECT_TRUE(contains(load_error("data:\n  chat_template: \"USER: {question}\"\n"),

@@ -231,6 +231,24 @@ TEST(Llama, TiedEmbeddingsUseTheEmbeddingMatrixAsHead) {
             1e-6);
 }
 
+TEST(Sampling, LengthsBeyondThePositionLimitAndNonFiniteTemperaturesAreRefusedUpFront) {
+  // Found by a probe: --max-new-tokens 1000000000 ended after 20 s in a raw allocator error.
+  auto model = tiny_model();
+  model->eval();
+  can::SamplingOptions options;
+  options.max_new_tokens = 1000000000;
+  const std::string message = can::testing::error_message([&] { can::sample(model, {{1, 5, 6}}, options); });
+  EXPECT_TRUE(can::testing::contains(message, "prompt 0 has 3 tokens and max_new_tokens is 1000000000"))
+      << message;
+  EXPECT_TRUE(can::testing::contains(
+      message, fmt::format("exceed the model's max_position_embeddings {}", model->config.max_position_embeddings)))
+      << message;
+  options.max_new_tokens = 4;
+  options.temperature = std::numeric_limits<double>::infinity();
+  EXPECT_TRUE(can::testing::contains(can::testing::error_message([&] { can::sample(model, {{1, 5, 6}}, options); }),
+                                     "temperature must be a finite number >= 0, got inf"));
+}
+
 TEST(Sampling, GreedyEqualsArgmaxOfFullForward) {
   auto model = tiny_model();
   can::SamplingOptions options;

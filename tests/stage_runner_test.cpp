@@ -223,6 +223,20 @@ TEST_F(StageRunnerTest, UsedRunDirectoryWithoutResumeIsRefused) {
   EXPECT_FALSE(fs::exists(run_dir() / "config.resolved.yaml"));
 }
 
+TEST_F(StageRunnerTest, ResumeIntoAFolderWithoutTheRunsRecordsIsRefused) {
+  // An unrelated folder, or a run whose config.resolved.yaml was deleted (then nothing says with which
+  // settings its finished stages were made).
+  can::write_text_atomically(run_dir() / "notes.txt", "mine");
+  const std::string message = error_message([&] { run(true); });
+  EXPECT_TRUE(contains(message, "cannot resume " + run_dir().string() + ": it has no config.resolved.yaml"))
+      << message;
+  EXPECT_TRUE(order_.empty());
+  // --resume on a folder that does not exist yet starts the run.
+  config_.run.dir = (directory_.path() / "fresh").string();
+  run(true);
+  EXPECT_EQ(order_, (std::vector<std::string>{"a", "b", "c"}));
+}
+
 TEST_F(StageRunnerTest, ResumeWithAChangedConfigListsTheDifferingKeys) {
   b_fails_ = true;
   EXPECT_THROW(run(false), can::Error);

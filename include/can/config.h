@@ -107,7 +107,7 @@ struct Config {
                         .num_hidden_layers = 2,
                         .num_attention_heads = 4,
                         .num_key_value_heads = 2,
-                        .max_position_embeddings = 512};
+                        .max_position_embeddings = 1024};
   TrainingOptions sft;
   TrainingOptions reward_model;
   TrainingOptions cost_model;

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <numeric>
 
 #include "can/error.h"
@@ -14,12 +15,20 @@ namespace {
 void validate(const LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
               const SamplingOptions& options) {
   check(options.max_new_tokens > 0, "sampling: max_new_tokens must be positive, got {}", options.max_new_tokens);
-  check(options.temperature >= 0, "sampling: temperature must be >= 0, got {}", options.temperature);
+  check(std::isfinite(options.temperature) && options.temperature >= 0,
+        "sampling: temperature must be a finite number >= 0, got {}", options.temperature);
   check(options.top_p > 0 && options.top_p <= 1, "sampling: top_p must be in (0, 1], got {}", options.top_p);
   check(options.top_k >= 0, "sampling: top_k must be >= 0, got {}", options.top_k);
   check(options.batch_size > 0, "sampling: batch_size must be positive, got {}", options.batch_size);
+  const int64_t limit = model->config.max_position_embeddings;
   for (size_t i = 0; i < prompts.size(); ++i) {
     check(!prompts[i].empty(), "sampling: prompt {} is empty (it needs at least a BOS token)", i);
+    // Before any allocation: a KV cache for 10⁹ new tokens would fail deep in the allocator.
+    const int64_t length = static_cast<int64_t>(prompts[i].size());
+    check(length + options.max_new_tokens <= limit,
+          "sampling: prompt {} has {} tokens and max_new_tokens is {}: {} positions exceed the model's "
+          "max_position_embeddings {}; shorten the prompt or lower max_new_tokens",
+          i, length, options.max_new_tokens, length + options.max_new_tokens, limit);
     for (int64_t token : prompts[i]) {
       check(token >= 0 && token < model->config.vocab_size, "sampling: prompt {} holds token {} outside [0, {})", i,
             token, model->config.vocab_size);

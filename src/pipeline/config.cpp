@@ -374,6 +374,17 @@ void check_combination(const Config& c, const std::function<std::string(const st
                                                            training->max_length, c.policy.max_position_embeddings));
     }
   }
+  if (c.models.policy.empty()) {
+    // Sampling checks prompt + new tokens against the limit (sampling.h); this catches at load what no prompt fits.
+    for (const auto& [path, new_tokens] : {std::pair<std::string, int64_t>{"sampling.max_new_tokens",
+                                                                           c.sampling.generation.max_new_tokens},
+                                           {"eval.max_new_tokens", c.eval.options.sampling.max_new_tokens}}) {
+      if (new_tokens >= c.policy.max_position_embeddings) {
+        fail_combination(path, fmt::format("{} leaves no room for a prompt within policy.max_position_embeddings {}",
+                                           new_tokens, c.policy.max_position_embeddings));
+      }
+    }
+  }
   if (c.dual.margins.empty()) fail_combination("dual.margins", "is empty; give one margin per constraint");
   if (c.dual.beta != c.dpo.loss.beta) {
     fail_combination("dual.beta", fmt::format("{} differs from dpo.beta {}: DPO with β solves the problem whose "

@@ -160,7 +160,12 @@ std::set<std::string> select(const std::vector<Stage>& stages, const StageSelect
 
 void check_unchanged_config(const Config& config, const fs::path& run_dir) {
   const fs::path resolved = run_dir / kResolvedConfigFile;
-  if (!fs::exists(resolved)) return;
+  // A run's first act is to write its resolved config: without it the folder is not a can-train run (or its
+  // records were deleted), and nothing says with which settings its stages were made.
+  check(fs::exists(resolved),
+        "cannot resume {}: it has no {}, so it is not a can-train run or its records were deleted; "
+        "choose another run.dir",
+        run_dir.string(), kResolvedConfigFile);
   Config previous;
   try {
     previous = load_config(resolved);
@@ -254,7 +259,7 @@ void run_stages(const Config& config, const std::vector<Stage>& stages, const St
         "run directory {} is not empty; pass --resume to continue that run, or choose another run.dir "
         "(--set run.dir=...)",
         run_dir.string());
-  if (selection.resume) check_unchanged_config(config, run_dir);
+  if (selection.resume && has_content) check_unchanged_config(config, run_dir);
   check_inputs(stages, selected, run_dir);
 
   fs::create_directories(run_dir);
