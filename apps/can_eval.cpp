@@ -64,10 +64,14 @@ int main(int argc, char** argv) {
   std::string device_name = "auto", pattern = can::ChatTemplate::kSafeRlhf;
   int64_t num_prompts = 0;
   can::EvaluationOptions options;
-  app.add_option("--policy", policy_dir, "aligned policy directory (its tokenizer.model is used)")->required();
-  app.add_option("--reference", reference_dir, "reference policy directory")->required();
-  app.add_option("--reward", reward_dir, "reward model directory")->required();
-  app.add_option("--cost", cost_dirs, "cost model directory (higher = less safe); once per constraint")->required();
+  app.add_option("--policy", policy_dir, "aligned policy directory (its tokenizer.model is used)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--reference", reference_dir, "reference policy directory")->required()->check(CLI::ExistingDirectory);
+  app.add_option("--reward", reward_dir, "reward model directory")->required()->check(CLI::ExistingDirectory);
+  app.add_option("--cost", cost_dirs, "cost model directory (higher = less safe); once per constraint")
+      ->required()
+      ->check(CLI::ExistingDirectory);
   app.add_option("--prompts", prompts_path, "held-out prompts, JSON Lines {prompt_id, prompt[, topic, harmful]}")
       ->required();
   app.add_option("--dual", dual_path, "dual solution (can-dual --json) whose prediction is compared");

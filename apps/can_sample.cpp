@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   can::SamplingOptions options;
   bool json = false;
   app.add_option("--model", model_dir, "model directory (config.json, model.safetensors, tokenizer.model)")
-      ->required();
+      ->required()
+      ->check(CLI::ExistingDirectory);
   app.add_option("--prompt", prompt, "prompt text (encoded as BOS + sentencepiece ids)")->required();
   app.add_option("--max-new-tokens", options.max_new_tokens, "new tokens at most")->capture_default_str();
   app.add_option("--temperature", options.temperature, "0 is greedy")->capture_default_str();

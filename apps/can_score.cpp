@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   std::string model_dir, prompt, response, pattern = can::ChatTemplate::kSafeRlhf, device_name = "auto";
   bool json = false;
   app.add_option("--model", model_dir, "score model directory (config.json, model.safetensors, tokenizer.model)")
-      ->required();
+      ->required()
+      ->check(CLI::ExistingDirectory);
   app.add_option("--prompt", prompt, "the user's request")->required();
   app.add_option("--response", response, "the response to score")->required();
   app.add_option("--chat-template", pattern, "template with one {prompt}")->capture_default_str();

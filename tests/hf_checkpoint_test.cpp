@@ -101,6 +101,19 @@ TEST(HfCheckpoint, TensorInTheWrongShardIsAnError) {
                   {"'model.norm.weight'", "model-00002-of-00002.safetensors"});
 }
 
+TEST(HfCheckpoint, ShardPathsLeadingOutOfTheModelFolderAreRefused) {
+  for (const std::string shard : {"../model-00002-of-00002.safetensors", "/tmp/model-00002-of-00002.safetensors"}) {
+    TemporaryDirectory directory;
+    nlohmann::json weight_map = kWeightMap;
+    write_sharded_checkpoint(directory.path(), weight_map);
+    weight_map["model.norm.weight"] = shard;
+    can::write_text_atomically(directory.path() / "model.safetensors.index.json",
+                               nlohmann::json{{"weight_map", weight_map}}.dump());
+    expect_contains(error_message([&] { load_checkpoint_tensors(directory.path()); }),
+                    {"shard '" + shard + "' of tensor 'model.norm.weight' is not a file name inside the model folder"});
+  }
+}
+
 TEST(HfCheckpoint, MissingShardFileIsNamed) {
   TemporaryDirectory directory;
   write_sharded_checkpoint(directory.path(), kWeightMap);

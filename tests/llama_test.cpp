@@ -578,6 +578,9 @@ TEST(LlamaConfig, ParsesHuggingFaceFieldsAndRejectsBadValues) {
   auto bad_groups = json;
   bad_groups["num_key_value_heads"] = 3;
   expect_error(bad_groups, "not a multiple of num_key_value_heads");
+  auto mistral = json;
+  mistral["model_type"] = "mistral";  // another family's config: refused, not read as Llama
+  expect_error(mistral, "model_type 'mistral' is not supported");
   auto scaled = json;
   scaled["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   expect_error(scaled, "rope_scaling");

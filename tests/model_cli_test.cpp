@@ -93,8 +93,9 @@ TEST_F(ModelCliTest, ScoreJsonEqualsLibraryScoreAtTheFinalEos) {
 TEST_F(ModelCliTest, MissingModelDirectoryIsAnErrorNamingIt) {
   const auto result =
       run_command(built_executable("can-sample") + " --model " + path("nowhere").string() + " --prompt hi");
-  EXPECT_EQ(result.status, 1);
-  EXPECT_NE(result.output.find("nowhere"), std::string::npos) << result.output;
+  EXPECT_NE(result.status, 0) << result.output;  // CLI11's usage error, naming the folder, not its tokenizer.model
+  EXPECT_NE(result.output.find("Directory does not exist: " + path("nowhere").string()), std::string::npos)
+      << result.output;
   const auto score =
       run_command(built_executable("can-score") + " --model " + path("policy").string() + " --prompt hi --response yo");
   EXPECT_EQ(score.status, 1);

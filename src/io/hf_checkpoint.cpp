@@ -28,6 +28,10 @@ std::map<std::string, at::Tensor> load_sharded(const fs::path& directory) {
   for (const auto& [tensor_name, shard] : weight_map.items()) {
     check(shard.is_string(), "{}: weight_map entry of tensor '{}' is {}, not a shard file name", index_file,
           tensor_name, shard.dump());
+    // A shard is a file of the model folder: no path may lead out of it.
+    const std::string name = shard.get<std::string>();
+    check(!name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos,
+          "{}: shard '{}' of tensor '{}' is not a file name inside the model folder", index_file, name, tensor_name);
     tensors_by_shard[shard.get<std::string>()].push_back(tensor_name);
   }
 

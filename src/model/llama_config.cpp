@@ -44,6 +44,11 @@ int64_t read_token_id(const nlohmann::json& json, const std::string& key, const 
 
 LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string& source) {
   check(json.is_object(), "{}: a model config must be a JSON object", source);
+  if (optional_field(json, "model_type") != nullptr) {
+    const std::string model_type = string_field(json, "model_type", source);
+    check(model_type == "llama", "{}: model_type '{}' is not supported (only \"llama\": CAN implements Llama)",
+          source, model_type);
+  }
   if (json.contains("hidden_act")) {
     check(json.at("hidden_act") == "silu", "{}: hidden_act {} is not supported (only \"silu\")", source,
           json.at("hidden_act").dump());
