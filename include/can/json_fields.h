@@ -32,8 +32,10 @@ std::vector<double> numbers_field(const nlohmann::json& object, const std::strin
 std::vector<double> numbers_value(const nlohmann::json& value, const std::string& what, const std::string& where);
 std::vector<std::string> strings_field(const nlohmann::json& object, const std::string& field,
                                        const std::string& where);
-// A number, or NaN for null (how CAN writes a value that does not exist, like a relative error of 0).
-double number_or_null_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+// An array of numbers and nulls, null read as NaN (how CAN writes a value that does
+// not exist, like a relative error against a prediction of 0).
+std::vector<double> numbers_or_nulls_field(const nlohmann::json& object, const std::string& field,
+                                           const std::string& where);
 // "prompt_id": a string as it is, an integer in decimal.
 std::string prompt_id_field(const nlohmann::json& object, const std::string& where);
 

@@ -391,12 +391,7 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     dual.predicted.reward_improvement = number_field(*predicted, "reward_improvement", where + ": predicted");
     dual.predicted.kl = number_field(*predicted, "kl", where + ": predicted");
     report.dual = dual;
-    const json& errors = required_field(json_report, "prediction_error", where);
-    check(errors.is_array(), "{}: field 'prediction_error' must be an array, got {}", where, errors.dump());
-    for (size_t j = 0; j < errors.size(); ++j) {
-      report.prediction_error.push_back(number_or_null_field(json{{"error", errors[j]}}, "error",
-                                                             fmt::format("{}: prediction_error[{}]", where, j)));
-    }
+    report.prediction_error = numbers_or_nulls_field(json_report, "prediction_error", where);
   }
   for (const auto& [name, summary] : required_field(json_report, "by_class", where).items()) {
     report.by_class.emplace_back(name, summary_from_json(summary, fmt::format("{}: by_class: {}", where, name)));

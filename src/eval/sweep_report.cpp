@@ -110,8 +110,9 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   const std::string safety_colour = "#1f77b4", helpfulness_colour = "#ff7f0e";
   judge.series.push_back({"judge safety", margins, judge_safety, safety_colour, false, true});
   judge.series.push_back({"judge helpfulness", margins, judge_helpfulness, helpfulness_colour, false, true});
-  const double reference_safety = sweep_row(points.front()).reference_judge_safety;
-  const double reference_helpfulness = sweep_row(points.front()).reference_judge_helpfulness;
+  const SweepRow first = sweep_row(points.front());
+  const double reference_safety = first.reference_judge_safety;
+  const double reference_helpfulness = first.reference_judge_helpfulness;
   const std::vector<double> ends = {margins.front(), margins.back()};
   judge.series.push_back({"reference safety", ends, {reference_safety, reference_safety}, safety_colour, true, false});
   judge.series.push_back({"reference helpfulness", ends, {reference_helpfulness, reference_helpfulness},

@@ -99,11 +99,17 @@ std::vector<std::string> strings_field(const nlohmann::json& object, const std::
   return strings;
 }
 
-double number_or_null_field(const nlohmann::json& object, const std::string& field, const std::string& where) {
+std::vector<double> numbers_or_nulls_field(const nlohmann::json& object, const std::string& field,
+                                           const std::string& where) {
   const nlohmann::json& value = required_field(object, field, where);
-  if (value.is_null()) return std::numeric_limits<double>::quiet_NaN();
-  if (!value.is_number()) wrong_type(value, field, "a number or null", where);
-  return value.get<double>();
+  if (!value.is_array()) wrong_type(value, field, "an array of numbers and nulls", where);
+  std::vector<double> numbers;
+  for (size_t i = 0; i < value.size(); ++i) {
+    check(value[i].is_number() || value[i].is_null(), "{}: field '{}'[{}] must be a number or null, got {} {}", where,
+          field, i, value[i].type_name(), value[i].dump());
+    numbers.push_back(value[i].is_null() ? std::numeric_limits<double>::quiet_NaN() : value[i].get<double>());
+  }
+  return numbers;
 }
 
 std::string prompt_id_field(const nlohmann::json& object, const std::string& where) {

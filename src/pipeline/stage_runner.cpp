@@ -38,7 +38,7 @@ constexpr const char* kLockFile = "can-train.lock";
 // file holds the holder's process id, for the message of the one refused.
 class RunLock {
  public:
-  explicit RunLock(const fs::path& path) : path_(path) {
+  explicit RunLock(const fs::path& path) {
     descriptor_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     check(descriptor_ >= 0, "cannot open the run lock '{}': {}", path.string(), std::strerror(errno));
     if (::flock(descriptor_, LOCK_EX | LOCK_NB) != 0) {
@@ -63,7 +63,6 @@ class RunLock {
   RunLock& operator=(const RunLock&) = delete;
 
  private:
-  fs::path path_;
   int descriptor_ = -1;
 };
 
