@@ -10,6 +10,7 @@
 #include <functional>
 #include <iostream>
 
+#include "can/cli.h"
 #include "can/error.h"
 #include "can/logging.h"
 #include "can/synthetic_scores.h"
@@ -47,12 +48,12 @@ void add_scores_synth_command(CLI::App& app, Action& action) {
   auto responses = std::make_shared<std::string>("128");
   command->add_option("--out", *out, "the scores file to write")->required();
   command->add_option("--prompts", options->num_prompts, "number of prompts M")
-      ->check(CLI::PositiveNumber)
+      ->check(can::number_above(0))
       ->capture_default_str();
   command->add_option("--responses", *responses, "responses per prompt: N, or LO:HI for N_i drawn uniformly")
       ->capture_default_str();
   command->add_option("--constraints", options->num_constraints, "number of safety constraints m (harm categories)")
-      ->check(CLI::PositiveNumber)
+      ->check(can::number_above(0))
       ->capture_default_str();
   command->add_option("--seed", options->seed, "random seed; the same seed gives the same file")->capture_default_str();
   command->callback([&action, options, out, responses] {
@@ -77,16 +78,16 @@ void add_synth_command(CLI::App& app, Action& action) {
   command->add_option("--seed", options->seed, "random seed; the same seed gives the same files")
       ->capture_default_str();
   command->add_option("--train-prompts", options->num_train_prompts, "training prompts (one pair each)")
-      ->check(CLI::PositiveNumber)
+      ->check(can::number_within(1, can::kMaxWorldPrompts))
       ->capture_default_str();
   command->add_option("--test-prompts", options->num_test_prompts, "held-out test prompts")
-      ->check(CLI::PositiveNumber)
+      ->check(can::number_within(1, can::kMaxWorldPrompts))
       ->capture_default_str();
   command->add_option("--harmful-fraction", options->harmful_fraction, "fraction of harmful requests")
-      ->check(CLI::Range(0.0, 1.0))
+      ->check(can::number_within(0, 1))
       ->capture_default_str();
   command->add_option("--label-noise", options->label_noise, "probability that a preference label is flipped")
-      ->check(CLI::Range(0.0, 0.5))
+      ->check(can::number_within(0, 0.5))
       ->capture_default_str();
   command->callback([&action, options, out] { action = [options, out] { can::write_world(*options, *out); }; });
 }
@@ -99,7 +100,7 @@ int main(int argc, char** argv) {
   Action action;
   add_synth_command(app, action);
   add_scores_synth_command(app, action);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
   try {
     can::setup_logging("info");
     action();

@@ -4,8 +4,8 @@
 //   can-dual --scores FILE [--beta 0.1] --margin B [--margin B2 ...] [--solver newton|pgd] [--json]
 //   can-dual --scores FILE [--beta 0.1] --sweep LO:HI:COUNT [--solver newton|pgd] [--json] [--plot FILE.svg]
 //
-// Exit status: 0 solved; 1 bad input; 2 infeasible margins (a single solve);
-// 3 the solver did not converge (a single solve or any point of a sweep).
+// Exit status: 0 solved; 1 bad input; 2 a usage error; 3 infeasible margins (a single
+// solve); 4 the solver did not converge (a single solve or any point of a sweep).
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +13,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "can/cli.h"
 #include "can/dual.h"
 #include "can/dual_sweep.h"
 #include "can/error.h"
@@ -22,8 +23,8 @@
 
 namespace {
 
-constexpr int kExitInfeasible = 2;
-constexpr int kExitNotConverged = 3;
+constexpr int kExitInfeasible = 3;
+constexpr int kExitNotConverged = 4;
 
 std::string describe_scores(const std::string& path, const can::OfflineScores& scores) {
   int64_t fewest = scores.num_responses(0);
@@ -108,7 +109,7 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   app.add_option("--beta", beta, "KL weight β of the alignment objective")
-      ->check(CLI::PositiveNumber)
+      ->check(can::number_above(0))
       ->capture_default_str();
   auto* margin_option =
       app.add_option("--margin", margins, "required safety improvement b_j; once per constraint, in file order");
@@ -121,7 +122,7 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json_output, "print JSON (an object for a solve, an array for a sweep) instead of a table");
   app.add_option("--plot", plot_path, "with --sweep: write an SVG plot of λ* and the predictions against the margin")
       ->needs(sweep_option);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
 
   try {
     can::setup_logging("info");

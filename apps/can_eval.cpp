@@ -17,6 +17,7 @@
 #include <iostream>
 #include <optional>
 
+#include "can/cli.h"
 #include "can/chat_template.h"
 #include "can/error.h"
 #include "can/evaluation.h"
@@ -86,9 +87,9 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--chat-template", pattern, "template with one {prompt}")->capture_default_str();
   app.add_option("--num-prompts", num_prompts, "evaluate the first K prompts only (0: all)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(can::number_at_least(0))
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
   try {
     can::setup_logging("info");
     can::configure_threads();
@@ -104,12 +105,16 @@ int main(int argc, char** argv) {
     can::EvaluationModels models;
     models.policy = can::load_causal_lm(policy_dir, device);
     models.reference = can::load_causal_lm(reference_dir, device);
+    tokenizer.check_fits(models.policy->config.vocab_size, policy_dir);
+    tokenizer.check_fits(models.reference->config.vocab_size, reference_dir);
     std::vector<can::LlamaForScore> costs;
     for (const std::string& cost_dir : cost_dirs) {
       costs.push_back(can::load_score_model(cost_dir, device));
+      tokenizer.check_fits(costs.back()->config.vocab_size, cost_dir);
       costs.back()->eval();
     }
     can::LlamaForScore reward = can::load_score_model(reward_dir, device);
+    tokenizer.check_fits(reward->config.vocab_size, reward_dir);
     reward->eval();
     models.scorer = std::make_shared<can::ScoreModelScorer>(reward, costs, tokenizer.eos_id());
     models.policy->eval();

@@ -7,6 +7,7 @@
 
 #include <iostream>
 
+#include "can/cli.h"
 #include "can/error.h"
 #include "can/llama.h"
 #include "can/logging.h"
@@ -30,12 +31,13 @@ int main(int argc, char** argv) {
   app.add_option("--seed", options.seed, "random seed")->capture_default_str();
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_flag("--json", json, "print {text, tokens, logprobs} as the last line");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
   try {
     can::setup_logging("warn");
     can::configure_threads();
     const auto tokenizer = can::Tokenizer::load(model_dir + "/tokenizer.model");
     auto model = can::load_causal_lm(model_dir, can::select_device(device_name));
+    tokenizer.check_fits(model->config.vocab_size, model_dir);
     model->eval();
     const auto generation = can::sample(model, {tokenizer.encode(prompt)}, options).front();
     const std::string text = tokenizer.decode(generation.tokens);

@@ -10,6 +10,7 @@
 
 #include <iostream>
 
+#include "can/cli.h"
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/logging.h"
@@ -30,13 +31,14 @@ int main(int argc, char** argv) {
   app.add_option("--chat-template", pattern, "template with one {prompt}")->capture_default_str();
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_flag("--json", json, "print {\"score\": [...]} as the last line");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
   try {
     can::setup_logging("warn");
     can::configure_threads();
     const auto tokenizer = can::Tokenizer::load(model_dir + "/tokenizer.model");
     const can::ChatTemplate chat_template(pattern);
     auto model = can::load_score_model(model_dir, can::select_device(device_name));
+    tokenizer.check_fits(model->config.vocab_size, model_dir);
     model->eval();
     const auto sequence = can::tokenize_sequence(tokenizer, chat_template, prompt, response);
     std::vector<int64_t> ids = sequence.prompt_ids;

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "can/cli.h"
 #include "can/config.h"
 #include "can/error.h"
 #include "can/logging.h"
@@ -15,7 +16,6 @@
 
 namespace {
 
-constexpr int kUsageError = 2;
 constexpr int kInterrupted = 130;
 
 std::vector<std::string> split_commas(const std::string& text) {
@@ -39,11 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--stages", stages_text, "comma-separated stages to run, in pipeline order (default: all)");
   app.add_option("--sweep-margins", sweep_text, "comma-separated safety margins to sweep (sets sweep.margins)");
   app.add_flag("--print-config", print_config, "print the resolved config, documented, and exit");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error) == 0 ? 0 : kUsageError;
-  }
+  if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
 
   std::vector<can::OptionOverride> overrides;
   can::StageSelection selection;
@@ -59,7 +55,7 @@ int main(int argc, char** argv) {
     }
   } catch (const can::Error& error) {
     std::cerr << "can-train: " << error.what() << std::endl;
-    return kUsageError;
+    return can::kExitUsage;
   }
 
   try {

@@ -99,13 +99,13 @@ TEST_F(CanDualCli, PgdSolverAndTableOutput) {
 
 TEST_F(CanDualCli, InfeasibleMarginExitsNonZeroSayingInfeasible) {
   const ProcessResult json_run = run("can-dual", "--scores two.jsonl --margin 0.8 --json");
-  EXPECT_EQ(json_run.status, 2);
+  EXPECT_EQ(json_run.status, 3);
   EXPECT_NE(json_run.err.find("infeasible"), std::string::npos) << json_run.err;
   const auto json = nlohmann::json::parse(json_run.out);
   EXPECT_EQ(json["feasible"], false);
   EXPECT_EQ(json["max_safety_improvement"][0], 0.5);
   const ProcessResult table_run = run("can-dual", "--scores two.jsonl --margin 0.8");
-  EXPECT_EQ(table_run.status, 2);
+  EXPECT_EQ(table_run.status, 3);
   EXPECT_NE(table_run.out.find("infeasible"), std::string::npos) << table_run.out;
 }
 
@@ -188,6 +188,40 @@ TEST_F(CanDualCli, ScoresSynthWritesARaggedReproducibleFile) {
   EXPECT_LT(fewest, most);
   EXPECT_EQ(a.safety(), b.safety());
   EXPECT_NE(run("can-data", "scores-synth --out c.jsonl --responses 9:3").status, 0);
+}
+
+// One exit status for usage errors in every program, and range messages that print
+// the bound as written (CLI11's own printed a double's 300 digits).
+TEST_F(CanDualCli, EveryProgramExitsTwoOnAUsageErrorWithAShortMessage) {
+  for (const char* program : {"can-data", "can-dual", "can-eval", "can-sample", "can-score", "can-train"}) {
+    const ProcessResult result = run(program, "--no-such-option");
+    EXPECT_EQ(result.status, 2) << program << ": " << result.err;
+    EXPECT_NE(result.err.find("Run with --help"), std::string::npos) << program << ": " << result.err;
+  }
+  const ProcessResult beta = run("can-dual", "--scores two.jsonl --beta -1 --margin 0.3");
+  EXPECT_EQ(beta.status, 2);
+  EXPECT_NE(beta.err.find("--beta: -1 is not a number > 0"), std::string::npos) << beta.err;
+  EXPECT_LT(beta.err.size(), 200u) << beta.err;
+  const ProcessResult noise = run("can-data", "synth --out world --label-noise 0.7");
+  EXPECT_EQ(noise.status, 2);
+  EXPECT_NE(noise.err.find("0.7 is not a number in [0, 0.5]"), std::string::npos) << noise.err;
+  EXPECT_EQ(run("can-data", "synth --out world --label-noise nan").status, 2);
+  EXPECT_EQ(run("can-dual", "--scores two.jsonl --beta inf --margin 0.3").status, 2);
+}
+
+// Counts are bounded before anything is allocated: a mistyped count is a clear error,
+// not std::bad_alloc after minutes.
+TEST_F(CanDualCli, HugeCountsAreRefusedBeforeAllocating) {
+  const ProcessResult scores = run("can-data", "scores-synth --out s.jsonl --prompts 2000000000");
+  EXPECT_EQ(scores.status, 1);
+  EXPECT_NE(scores.err.find("more than the 100000000 allowed"), std::string::npos) << scores.err;
+  EXPECT_FALSE(fs::exists(directory_ / "s.jsonl"));
+  EXPECT_EQ(run("can-data", "scores-synth --out s.jsonl --prompts 3 --responses 1:2000000000").status, 1);
+  EXPECT_EQ(run("can-data", "scores-synth --out s.jsonl --prompts 3 --constraints 2000000000").status, 1);
+  const ProcessResult world = run("can-data", "synth --out world --train-prompts 2000000000");
+  EXPECT_EQ(world.status, 2);
+  EXPECT_NE(world.err.find("2000000000 is not a number in [1, 1000000]"), std::string::npos) << world.err;
+  EXPECT_FALSE(fs::exists(directory_ / "world"));
 }
 
 }  // namespace

@@ -193,6 +193,10 @@ TEST_F(ConfigFiles, OutOfRangeValuesAreErrors) {
   EXPECT_TRUE(contains(load_error("lora:\n  dropout: 1\n"), "lora.dropout: 1 is out of range (allowed: [0, 1))"));
   EXPECT_TRUE(contains(load_error("sampling:\n  responses_per_prompt: 1\n"), "(allowed: >= 2)"));
   EXPECT_TRUE(contains(load_error("run:\n  threads: -1\n"), ":2: run.threads: -1 is out of range"));
+  // Below what tokenizer training accepts (byte fallback's 256 pieces and the specials).
+  EXPECT_TRUE(contains(load_error("tokenizer:\n  vocab_size: 100\n"),
+                       ":2: tokenizer.vocab_size: 100 is out of range (allowed: >= 261)"));
+  EXPECT_TRUE(contains(load_error("world:\n  num_train_prompts: 2000000000\n"), "(allowed: [1, 1000000])"));
   EXPECT_TRUE(contains(load_error("run:\n  seed: 99999999999999999999\n"), "run.seed: 99999999999999999999 overflows"));
 }
 

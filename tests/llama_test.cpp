@@ -13,6 +13,7 @@
 #include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/hf_checkpoint.h"
 #include "can/llama.h"
 #include "can/model_weights.h"
 #include "can/sampling.h"
@@ -526,6 +527,38 @@ TEST(ModelWeights, LoadingRefusesNonFiniteWeightsNamingTheTensors) {
   EXPECT_TRUE(can::testing::contains(message, "tensors holding NaN or Inf values: ")) << message;
   EXPECT_TRUE(can::testing::contains(message, "model.norm.weight")) << message;
   EXPECT_TRUE(can::testing::contains(message, "lm_head.weight")) << message;
+}
+
+TEST(ModelWeights, LoadingRefusesIntegerTensorsForFloatingPointWeights) {
+  // Found by a probe: an I32 tensor was cast to float and loaded as if it were weights.
+  auto model = tiny_model();
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& [name, tensor] : can::named_tensors(*model)) tensors[name] = tensor.clone();
+  tensors["model.norm.weight"] = torch::ones({32}, torch::kInt);
+  const std::string message = can::testing::error_message([&] { can::load_named_tensors(*model, tensors, "ckpt"); });
+  EXPECT_TRUE(can::testing::contains(message, "integer tensors for floating-point weights: model.norm.weight "
+                                              "(checkpoint int, model float)"))
+      << message;
+}
+
+TEST(ModelWeights, ATiedModelTakesAStoredHeadOnlyWhenItIsTheEmbedding) {
+  // Found by a probe: tie_word_embeddings silently dropped a different lm_head.weight.
+  can::LlamaConfig config = can::testing::tiny_llama_config(64);
+  config.tie_word_embeddings = true;
+  torch::manual_seed(3);
+  can::LlamaForCausalLM model(config);
+  can::testing::TemporaryDirectory folder;
+  const std::string directory = (folder.path() / "model").string();
+  auto tensors = can::named_tensors(*model);
+  const torch::Tensor embedding = model->model->embed_tokens->weight.detach();
+  tensors.emplace_back("lm_head.weight", embedding.clone());  // stored again, equal: loads
+  can::save_checkpoint(directory, config.to_json("LlamaForCausalLM"), tensors);
+  EXPECT_TRUE(can::load_causal_lm(directory)->model->embed_tokens->weight.equal(embedding));
+  tensors.back().second = embedding + 1;  // a different head: refused, not dropped
+  can::save_checkpoint(directory, config.to_json("LlamaForCausalLM"), tensors);
+  const std::string message = can::testing::error_message([&] { can::load_causal_lm(directory); });
+  EXPECT_TRUE(can::testing::contains(message, directory)) << message;
+  EXPECT_TRUE(can::testing::contains(message, "lm_head.weight differs from model.embed_tokens.weight")) << message;
 }
 
 TEST(Llama, SaveThenLoadGivesIdenticalLogits) {

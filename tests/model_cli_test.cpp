@@ -90,6 +90,21 @@ TEST_F(ModelCliTest, ScoreJsonEqualsLibraryScoreAtTheFinalEos) {
   EXPECT_NEAR(score[0], model(input, torch::ones_like(input))[0][0].item<double>(), 1e-6);
 }
 
+TEST_F(ModelCliTest, ATokenizerLargerThanTheModelIsRefusedNamingBoth) {
+  // Found by a probe: can-score failed with LibTorch's "index out of range in self".
+  const auto tokenizer = can::Tokenizer::load(world_->tokenizer_path.string());
+  const can::LlamaConfig small = can::testing::tiny_llama_config(tokenizer.vocab_size() - 1);
+  can::save_score_model(can::LlamaForScore(small), path("small_reward").string());
+  fs::copy_file(world_->tokenizer_path, path("small_reward") / "tokenizer.model", fs::copy_options::overwrite_existing);
+  const auto score = run_command(built_executable("can-score") + " --model " + path("small_reward").string() +
+                                 " --prompt hi --response yo");
+  EXPECT_EQ(score.status, 1) << score.output;
+  EXPECT_NE(score.output.find(fmt::format("has {} pieces but the model '{}' has vocab_size {}", tokenizer.vocab_size(),
+                                          path("small_reward").string(), tokenizer.vocab_size() - 1)),
+            std::string::npos)
+      << score.output;
+}
+
 TEST_F(ModelCliTest, MissingModelDirectoryIsAnErrorNamingIt) {
   const auto result =
       run_command(built_executable("can-sample") + " --model " + path("nowhere").string() + " --prompt hi");

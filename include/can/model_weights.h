@@ -12,10 +12,11 @@
 
 namespace can {
 
-// Copies `tensors` into `module`'s parameters (converting dtype). Every missing,
-// unexpected and mis-shaped tensor is named in one can::Error that also names
-// `source`, and so is every floating-point tensor holding NaN or Inf. Keys in
-// `ignored` may be present or absent (e.g. a tied lm_head).
+// Copies `tensors` into `module`'s parameters (converting between floating-point
+// dtypes). Every missing, unexpected and mis-shaped tensor, and every integer tensor
+// for a floating-point weight, is named in one can::Error that also names `source`,
+// and so is every floating-point tensor holding NaN or Inf. Keys in `ignored` may be
+// present or absent (e.g. a tied lm_head equal to the embedding).
 void load_named_tensors(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
                         const std::string& source, const std::set<std::string>& ignored = {});
 

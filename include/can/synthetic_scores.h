@@ -13,6 +13,10 @@
 
 namespace can {
 
+// The most scores (rewards and safety scores together) a synthetic file may hold:
+// 800 MB of doubles; the bound stops a mistyped count before it allocates.
+constexpr int64_t kMaxSyntheticScores = 100'000'000;
+
 struct SyntheticScoresOptions {
   int64_t num_prompts = 1000;
   int64_t min_responses = 128;  // N_i is drawn uniformly from [min_responses, max_responses]

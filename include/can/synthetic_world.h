@@ -85,6 +85,11 @@ struct ResponseMixture {
   double off_topic = 0.25;
 };
 
+// The most train or test prompts a world may have: a million prompts make about a
+// gigabyte of text in memory; the bound stops a mistyped count before it allocates.
+constexpr int64_t kMaxWorldPrompts = 1'000'000;
+constexpr int64_t kMaxSftResponsesPerPrompt = 100;
+
 struct WorldOptions {
   uint64_t seed = 1;
   int64_t num_train_prompts = 2000;  // one preference pair per train prompt

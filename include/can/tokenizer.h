@@ -10,6 +10,11 @@
 
 namespace can {
 
+// The smallest vocabulary Tokenizer::train accepts with the four special pieces:
+// byte fallback's 256 byte pieces, the specials and one more (a real corpus needs a
+// few hundred more, one per distinct character).
+constexpr int kMinTrainedVocabSize = 256 + 4 + 1;
+
 struct TokenizerTrainOptions {
   std::string input_file;    // one sentence per line
   std::string model_prefix;  // writes <prefix>.model and <prefix>.vocab
@@ -38,6 +43,10 @@ class Tokenizer {
   int eos_id() const;
   int pad_id() const;  // -1 when the model has none
   int unk_id() const;
+
+  // Throws when some id of this tokenizer is past the vocabulary of the model named
+  // `model` (vocab_size rows of embedding); a smaller tokenizer fits.
+  void check_fits(int64_t model_vocab_size, const std::string& model) const;
 
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;

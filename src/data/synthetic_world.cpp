@@ -447,13 +447,16 @@ WorldPair make_pair(const std::vector<WorldPrompt>& prompts, size_t index, const
 // ---------------------------------------------------------------------------------
 
 void check_options(const WorldOptions& options) {
-  check(options.num_train_prompts > 0, "WorldOptions.num_train_prompts must be > 0, got {}", options.num_train_prompts);
-  check(options.num_test_prompts > 0, "WorldOptions.num_test_prompts must be > 0, got {}", options.num_test_prompts);
+  check(options.num_train_prompts > 0 && options.num_train_prompts <= kMaxWorldPrompts,
+        "WorldOptions.num_train_prompts must be in [1, {}], got {}", kMaxWorldPrompts, options.num_train_prompts);
+  check(options.num_test_prompts > 0 && options.num_test_prompts <= kMaxWorldPrompts,
+        "WorldOptions.num_test_prompts must be in [1, {}], got {}", kMaxWorldPrompts, options.num_test_prompts);
   check(options.harmful_fraction >= 0 && options.harmful_fraction <= 1,
         "WorldOptions.harmful_fraction must be in [0, 1], got {}", options.harmful_fraction);
   check(options.label_noise >= 0 && options.label_noise <= 0.5, "WorldOptions.label_noise must be in [0, 0.5], got {}",
         options.label_noise);
-  check(options.sft_responses_per_prompt > 0, "WorldOptions.sft_responses_per_prompt must be > 0, got {}",
+  check(options.sft_responses_per_prompt > 0 && options.sft_responses_per_prompt <= kMaxSftResponsesPerPrompt,
+        "WorldOptions.sft_responses_per_prompt must be in [1, {}], got {}", kMaxSftResponsesPerPrompt,
         options.sft_responses_per_prompt);
   check_mixture(options.pair_mixture, "pair_mixture");
   check_mixture(options.sft_harmful_mixture, "sft_harmful_mixture");

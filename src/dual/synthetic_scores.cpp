@@ -15,6 +15,13 @@ OfflineScores make_synthetic_scores(const SyntheticScoresOptions& options) {
         options.max_responses);
   check(options.num_constraints > 0, "synthetic scores: num_constraints must be positive, got {}",
         options.num_constraints);
+  // Compared as doubles: the product of three int64 counts may overflow.
+  const double most_scores = static_cast<double>(options.num_prompts) * static_cast<double>(options.max_responses) *
+                             (1.0 + options.num_constraints);
+  check(most_scores <= static_cast<double>(kMaxSyntheticScores),
+        "synthetic scores: {} prompts × up to {} responses × (1 reward + {} safety) is {:.3g} scores, more than the "
+        "{} allowed; ask for fewer",
+        options.num_prompts, options.max_responses, options.num_constraints, most_scores, kMaxSyntheticScores);
   const int m = options.num_constraints;
   std::mt19937_64 generator(options.seed);
   std::normal_distribution<double> normal(0.0, 1.0);

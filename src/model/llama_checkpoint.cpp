@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "can/error.h"
 #include "can/hf_checkpoint.h"
 #include "can/json_fields.h"
 #include "can/llama.h"
@@ -14,10 +15,21 @@ namespace can {
 LlamaForCausalLM load_causal_lm(const std::string& directory, torch::Device device, torch::ScalarType dtype) {
   const std::string config_path = directory + "/config.json";
   LlamaForCausalLM model(LlamaConfig::from_json(read_json_file(config_path), config_path));
-  // A tied model's lm_head, when a checkpoint stores it, is the embedding again.
+  const std::map<std::string, torch::Tensor> tensors = load_checkpoint_tensors(directory);
+  // A tied model's head is its embedding. Some savers store lm_head.weight all the
+  // same; it is taken only when it is that embedding again, never silently dropped.
   std::set<std::string> ignored;
-  if (model->config.tie_word_embeddings) ignored.insert("lm_head.weight");
-  load_named_tensors(*model, load_checkpoint_tensors(directory), directory, ignored);
+  const auto head = tensors.find("lm_head.weight");
+  if (model->config.tie_word_embeddings && head != tensors.end()) {
+    const auto embedding = tensors.find("model.embed_tokens.weight");
+    check(embedding != tensors.end() && head->second.dtype() == embedding->second.dtype() &&
+              head->second.sizes() == embedding->second.sizes() && torch::equal(head->second, embedding->second),
+          "{}: config.json sets tie_word_embeddings: true, but the checkpoint's lm_head.weight differs from "
+          "model.embed_tokens.weight, and a tied model would ignore it; set tie_word_embeddings to false to use it",
+          directory);
+    ignored.insert("lm_head.weight");
+  }
+  load_named_tensors(*model, tensors, directory, ignored);
   model->to(device, dtype);
   return model;
 }

@@ -20,7 +20,7 @@ std::string join_limited(const std::vector<std::string>& items, size_t limit = 2
 void load_named_tensors(torch::nn::Module& module, const std::map<std::string, torch::Tensor>& tensors,
                         const std::string& source, const std::set<std::string>& ignored) {
   auto parameters = module.named_parameters(/*recurse=*/true);
-  std::vector<std::string> missing, unexpected, misshaped;
+  std::vector<std::string> missing, unexpected, misshaped, mistyped;
   for (const auto& parameter : parameters) {
     const auto found = tensors.find(parameter.key());
     if (found == tensors.end()) {
@@ -28,16 +28,21 @@ void load_named_tensors(torch::nn::Module& module, const std::map<std::string, t
     } else if (found->second.sizes() != parameter.value().sizes()) {
       misshaped.push_back(fmt::format("{} (checkpoint {}, model {})", parameter.key(), c10::str(found->second.sizes()),
                                       c10::str(parameter.value().sizes())));
+    } else if (found->second.is_floating_point() != parameter.value().is_floating_point()) {
+      // Integer weights cast to float would load as whatever the bits were meant to be.
+      mistyped.push_back(fmt::format("{} (checkpoint {}, model {})", parameter.key(), found->second.dtype().name(),
+                                     parameter.value().dtype().name()));
     }
   }
   for (const auto& [name, tensor] : tensors) {
     if (parameters.find(name) == nullptr && ignored.count(name) == 0) unexpected.push_back(name);
   }
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty() || !mistyped.empty()) {
     std::string message = fmt::format("{}: the checkpoint does not match the model:", source);
     if (!missing.empty()) message += fmt::format("\n  missing tensors: {}", join_limited(missing));
     if (!unexpected.empty()) message += fmt::format("\n  unexpected tensors: {}", join_limited(unexpected));
     if (!misshaped.empty()) message += fmt::format("\n  mis-shaped tensors: {}", join_limited(misshaped));
+    if (!mistyped.empty()) message += fmt::format("\n  integer tensors for floating-point weights: {}", join_limited(mistyped));
     throw Error(message);
   }
   std::vector<std::string> non_finite;

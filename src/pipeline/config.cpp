@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "can/error.h"
+#include "can/tokenizer.h"
 
 namespace can {
 namespace {
@@ -185,10 +186,12 @@ ConfigSchema build_schema() {
       .at_least(0);
   s.add("world.num_train_prompts", "train prompts, one preference pair each", &C::world, &WorldSource::options,
         &WorldOptions::num_train_prompts)
-      .at_least(1);
+      .at_least(1)
+      .at_most(kMaxWorldPrompts);
   s.add("world.num_test_prompts", "held-out test prompts, for evaluation", &C::world, &WorldSource::options,
         &WorldOptions::num_test_prompts)
-      .at_least(1);
+      .at_least(1)
+      .at_most(kMaxWorldPrompts);
   s.add("world.harmful_fraction", "fraction of harmful requests among train and test prompts", &C::world,
         &WorldSource::options, &WorldOptions::harmful_fraction)
       .at_least(0)
@@ -222,7 +225,7 @@ ConfigSchema build_schema() {
   s.section("tokenizer", "Sentencepiece tokenizer of models trained here (models.policy brings its own).");
   s.add("tokenizer.vocab_size", "vocabulary size when the tokenizer is trained here", &C::tokenizer,
         &TokenizerSource::vocab_size)
-      .at_least(16);
+      .at_least(kMinTrainedVocabSize);
   s.add("tokenizer.model", "sentencepiece model file; empty: trained on the training texts", &C::tokenizer,
         &TokenizerSource::model);
 

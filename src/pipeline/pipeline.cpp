@@ -223,7 +223,13 @@ void run_tokenizer(const Config& config, const StageContext& context) {
     options.vocab_size = static_cast<int>(config.tokenizer.vocab_size);
     Tokenizer::train(options);
   }
-  Tokenizer::load(target.string());  // a tokenizer that does not load fails here, not three stages later
+  // A tokenizer that does not load, or does not fit a given model, fails here, not three stages later.
+  const Tokenizer tokenizer = Tokenizer::load(target.string());
+  for (const std::string& given : {config.models.policy, config.models.reward, config.models.cost}) {
+    if (given.empty()) continue;
+    const fs::path given_config = fs::path(given) / "config.json";
+    tokenizer.check_fits(LlamaConfig::from_json(read_json_file(given_config), given_config.string()).vocab_size, given);
+  }
 }
 
 LlamaConfig policy_architecture(const Config& config, const Tokenizer& tokenizer) {

@@ -185,6 +185,13 @@ Tokenizer Tokenizer::load(const std::string& model_path) {
   return Tokenizer(std::move(handle));
 }
 
+void Tokenizer::check_fits(int64_t model_vocab_size, const std::string& model) const {
+  check(vocab_size() <= model_vocab_size,
+        "the tokenizer '{}' has {} pieces but the model '{}' has vocab_size {}: ids from {} on would index past its "
+        "embedding; use the tokenizer the model was trained with",
+        handle_->path, vocab_size(), model, model_vocab_size, model_vocab_size);
+}
+
 void Tokenizer::train(const TokenizerTrainOptions& options) {
   validate(options);
   // Reproducible bit for bit: the unigram trainer's result depends on its thread

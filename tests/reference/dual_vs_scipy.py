@@ -286,7 +286,7 @@ def run_feasible(binary, scores, dual, solver, kind, scipy_result):
 
 def run_infeasible(binary, scores, dual, solver):
     status, out, err = run_can_dual(binary, scores, dual.beta, dual.margins, solver)
-    check(status == 2, "exit status", f"expected 2 (infeasible), got {status}: {err.strip()[:300]}")
+    check(status == 3, "exit status", f"expected 3 (infeasible), got {status}: {err.strip()[:300]}")
     check(out["feasible"] is False and out["converged"] is False, "feasible",
           f"feasible={out['feasible']} converged={out['converged']}")
     check(out["lambda"] is None and out["dual_value"] is None and out["predicted"] is None, "null fields",

@@ -1,0 +1,21 @@
+// Preference pairs (PKU-SafeRLHF schema) and SFT examples, JSON Lines (src/data/preference_data.cpp).
+#include "can/preference_data.h"
+#include "fuzz_input.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const auto path = can::fuzz::write_input("pairs.jsonl", data, size);
+  can::fuzz::expect_clear_error([&] {
+    for (const can::PreferencePair& pair : can::read_preference_pairs(path)) {
+      can::fuzz::require(pair.better_response_id == 0 || pair.better_response_id == 1, "accepted a better id not 0/1");
+      can::fuzz::require(pair.safer_response_id == 0 || pair.safer_response_id == 1, "accepted a safer id not 0/1");
+      can::fuzz::require(!pair.prompt.empty() && !pair.response_0.empty() && !pair.response_1.empty(),
+                         "accepted an empty text");
+    }
+  });
+  can::fuzz::expect_clear_error([&] {
+    for (const can::PromptResponse& example : can::read_prompt_responses(path)) {
+      can::fuzz::require(!example.prompt.empty() && !example.response.empty(), "accepted an empty text");
+    }
+  });
+  return 0;
+}

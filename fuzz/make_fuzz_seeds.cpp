@@ -1,0 +1,137 @@
+// Writes the fuzz targets' seed corpora: can_fuzz_seeds OUT_DIR CAN_SOURCE_DIR writes
+// OUT_DIR/<target>/ for each target of fuzz/ with valid inputs made by CAN's own
+// writers (so they follow the formats as they change), the configs of configs/ and
+// a tokenizer trained on a small synthetic world.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "can/atomic_file.h"
+#include "can/config.h"
+#include "can/offline_scores.h"
+#include "can/preference_data.h"
+#include "can/safetensors.h"
+#include "can/synthetic_world.h"
+#include "can/tokenizer.h"
+#include "tiny_model.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void safetensors_seeds(const fs::path& out) {
+  can::save_safetensors(out / "floats.safetensors",
+                        {{"model.embed_tokens.weight", at::randn({5, 3})},
+                         {"half", at::ones({2, 2}, at::kHalf)},
+                         {"bfloat16", at::ones({3}, at::kBFloat16)},
+                         {"double", at::ones({1}, at::kDouble)},
+                         {"scalar", at::ones({}, at::kFloat)},
+                         {"empty", at::zeros({0, 4})}},
+                        {{"format", "pt"}});
+  can::save_safetensors(out / "integers.safetensors",
+                        {{"i64", at::arange(4, at::kLong)},
+                         {"i32", at::arange(3, at::kInt)},
+                         {"i16", at::arange(2, at::kShort)},
+                         {"i8", at::arange(2, at::kChar)},
+                         {"u8", at::arange(2, at::kByte)},
+                         {"bool", at::ones({2}, at::kBool)}});
+}
+
+void llama_config_seeds(const fs::path& out) {
+  can::LlamaConfig config = can::testing::tiny_llama_config(300);
+  can::write_text_atomically(out / "untied.json", config.to_json("LlamaForCausalLM").dump(2));
+  config.tie_word_embeddings = true;
+  config.num_key_value_heads = config.num_attention_heads;
+  config.rope_theta = 500000.0;
+  can::write_text_atomically(out / "tied.json", config.to_json("LlamaForCausalLM").dump(2));
+}
+
+void checkpoint_index_seeds(const fs::path& out) {
+  const nlohmann::json index = {
+      {"metadata", {{"total_size", 24 + 8 + 8}}},
+      {"weight_map",
+       {{"a", "model-00001-of-00002.safetensors"},
+        {"b", "model-00001-of-00002.safetensors"},
+        {"c", "model-00002-of-00002.safetensors"}}}};
+  can::write_text_atomically(out / "both_shards.json", index.dump(2));
+}
+
+void offline_scores_seeds(const fs::path& out) {
+  can::OfflineScores({"p0", "17"}, {{1.0, -0.5, 2.25}, {0.0, 3.0}}, {{{0.5, -1.0, 0.0}}, {{2.0, -2.0}}})
+      .save(out / "one_constraint.jsonl");
+  can::OfflineScores({"a", "b"}, {{1.0, 2.0}, {3.0}}, {{{0.5, -1.0}, {1.0, 0.0}}, {{2.0}, {-3.5}}})
+      .save(out / "two_constraints.jsonl");
+}
+
+void config_yaml_seeds(const fs::path& out, const fs::path& source) {
+  // The first line is a --set override, the rest the YAML file (fuzz_config_yaml.cpp).
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator(source / "configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    std::ifstream in(entry.path());
+    std::stringstream yaml;
+    yaml << in.rdbuf();
+    can::write_text_atomically(out / entry.path().filename(), "dpo.loss.beta=0.2\n" + yaml.str());
+    ++count;
+  }
+  if (count == 0) throw can::Error("no configs/*.yaml under " + source.string());
+  can::write_text_atomically(out / "default.yaml", "dual.margins=[1.0, 2.0]\n" + can::config_to_yaml(can::default_config()));
+}
+
+// Preference pairs, SFT examples and a tokenizer.model from a small world.
+void world_seeds(const fs::path& out) {
+  can::WorldOptions options;
+  options.num_train_prompts = 40;
+  options.num_test_prompts = 4;
+  const fs::path world = out / "world";
+  can::write_world(options, world);
+  fs::create_directories(out / "preference_pairs");
+  fs::copy_file(world / "pairs_train.jsonl", out / "preference_pairs" / "pairs.jsonl");
+  fs::copy_file(world / "sft_train.jsonl", out / "preference_pairs" / "sft.jsonl");
+  fs::create_directories(out / "tokenizer_model");
+  can::TokenizerTrainOptions tokenizer;
+  tokenizer.input_file = (world / "corpus.txt").string();
+  tokenizer.model_prefix = (out / "tokenizer_model" / "bpe").string();
+  tokenizer.vocab_size = 500;
+  can::Tokenizer::train(tokenizer);
+  tokenizer.model_type = "unigram";
+  tokenizer.model_prefix = (out / "tokenizer_model" / "unigram").string();
+  can::Tokenizer::train(tokenizer);
+  for (const auto& entry : fs::directory_iterator(out / "tokenizer_model")) {
+    if (entry.path().extension() == ".vocab") fs::remove(entry.path());
+  }
+  fs::remove_all(world);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::cerr << "usage: can_fuzz_seeds OUT_DIR CAN_SOURCE_DIR\n";
+    return 2;
+  }
+  try {
+    const fs::path out = argv[1];
+    fs::remove_all(out);
+    for (const char* target : {"safetensors", "llama_config", "checkpoint_index", "offline_scores", "config_yaml"}) {
+      fs::create_directories(out / target);
+    }
+    safetensors_seeds(out / "safetensors");
+    llama_config_seeds(out / "llama_config");
+    checkpoint_index_seeds(out / "checkpoint_index");
+    offline_scores_seeds(out / "offline_scores");
+    config_yaml_seeds(out / "config_yaml", argv[2]);
+    world_seeds(out);
+    std::cout << "seeds written to " << out.string() << "\n";
+    return 0;
+  } catch (const std::exception& error) {
+    std::cerr << "can_fuzz_seeds: " << error.what() << "\n";
+    return 1;
+  }
+}
