@@ -1,7 +1,8 @@
-// Atomic writes: nothing CAN writes is ever seen half-written. Content goes to a
-// temporary file beside the target, is flushed, and is renamed over the target
-// only when complete; on any error the temporary is removed and the target is
-// left as it was.
+// Atomic, durable writes: nothing CAN writes is ever seen half-written. Content goes
+// to a temporary file beside the target, is flushed and synced to disk, and is renamed
+// over the target only when complete; the folder is synced after the rename, so a
+// finished write survives a crash of the machine, not only of the program. On any
+// error the temporary is removed and the target is left as it was.
 #pragma once
 
 #include <filesystem>
@@ -19,6 +20,10 @@ void write_file_atomically(const std::filesystem::path& path, const std::functio
 // removed after, so a crash between the two renames leaves it as "<directory>.old.<pid>".
 void write_directory_atomically(const std::filesystem::path& directory,
                                 const std::function<void(const std::filesystem::path& temporary)>& write);
+
+// Renames `from` (a file or a folder) to `to`, then syncs the folder holding `to` so
+// that the rename is on disk. Errors name both paths.
+void rename_durably(const std::filesystem::path& from, const std::filesystem::path& to);
 
 // Convenience for text content.
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);

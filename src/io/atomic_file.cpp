@@ -1,5 +1,6 @@
 #include "can/atomic_file.h"
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,6 +17,27 @@ namespace can {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// fsync of a file, or of a folder (its entries: what was created, renamed, removed).
+void sync_to_disk(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  check(fd >= 0, "cannot open '{}' to sync it to disk: {}", path.string(), std::strerror(errno));
+  const int synced = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  check(synced == 0, "cannot sync '{}' to disk: {}", path.string(), std::strerror(error));
+}
+
+}  // namespace
+
+void rename_durably(const fs::path& from, const fs::path& to) {
+  std::error_code renamed;
+  fs::rename(from, to, renamed);
+  check(!renamed, "cannot rename '{}' to '{}': {}", from.string(), to.string(), renamed.message());
+  sync_to_disk(to.has_parent_path() ? to.parent_path() : fs::path("."));
+}
+
 void write_file_atomically(const fs::path& path, const std::function<void(std::ostream&)>& write) {
   check(!path.empty(), "cannot write a file with an empty path");
   check(!fs::is_directory(path), "cannot write '{}': it is a directory", path.string());
@@ -29,14 +51,17 @@ void write_file_atomically(const fs::path& path, const std::function<void(std::o
     {
       std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
       check(out.good(), "cannot open '{}' for writing: {}", temporary.string(), std::strerror(errno));
+      errno = 0;
       write(out);
       out.flush();
-      check(out.good(), "writing '{}' failed (disk full?)", temporary.string());
+      check(out.good(), "cannot write '{}': writing '{}' failed: {}", path.string(), temporary.string(),
+            errno != 0 ? std::strerror(errno) : "the stream failed");
+      out.close();
+      check(!out.fail(), "cannot write '{}': closing '{}' failed: {}", path.string(), temporary.string(),
+            std::strerror(errno));
     }
-    std::error_code renamed;
-    fs::rename(temporary, path, renamed);
-    check(!renamed, "cannot write '{}': renaming '{}' onto it failed: {}", path.string(), temporary.string(),
-          renamed.message());
+    sync_to_disk(temporary);
+    rename_durably(temporary, path);
   } catch (...) {
     std::error_code ignored;
     fs::remove(temporary, ignored);
@@ -48,17 +73,20 @@ void write_directory_atomically(const fs::path& directory, const std::function<v
   const std::string suffix = fmt::format(".{}", static_cast<long>(getpid()));
   const fs::path temporary = directory.string() + ".tmp" + suffix;
   remove_tree(temporary);
-  fs::create_directories(temporary);
+  std::error_code created;
+  fs::create_directories(temporary, created);
+  check(!created, "cannot write '{}': creating '{}' failed: {}", directory.string(), temporary.string(),
+        created.message());
   try {
     write(temporary);
     if (fs::exists(directory)) {
       const fs::path old = directory.string() + ".old" + suffix;
       remove_tree(old);
-      fs::rename(directory, old);
-      fs::rename(temporary, directory);
+      rename_durably(directory, old);
+      rename_durably(temporary, directory);
       remove_tree(old);
     } else {
-      fs::rename(temporary, directory);
+      rename_durably(temporary, directory);
     }
   } catch (...) {
     try {

@@ -23,6 +23,8 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& error) {
     fail("{}: invalid JSON at byte {}: {}", path.string(), error.byte, error.what());
+  } catch (const nlohmann::json::exception& error) {  // out_of_range: a number beyond a double, e.g. 1e999
+    fail("{}: invalid JSON: {}", path.string(), error.what());
   }
 }
 

@@ -91,6 +91,8 @@ nlohmann::json parse_header(const char* begin, const char* end, const std::strin
     return nlohmann::json::parse(begin, end, reject_duplicate_keys);
   } catch (const nlohmann::json::parse_error& error) {
     fail("{}: header is not valid JSON (byte {} of the header): {}", file, error.byte, error.what());
+  } catch (const nlohmann::json::exception& error) {  // out_of_range: a number beyond a double, e.g. 1e999
+    fail("{}: header is not valid JSON: {}", file, error.what());
   }
 }
 

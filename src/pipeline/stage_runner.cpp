@@ -228,7 +228,7 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
   const fs::path final_dir = run_dir / stage.name;
   check(!fs::exists(final_dir), "stage '{}' wrote {} itself; a stage writes only into its work directory {}",
         stage.name, final_dir.string(), context.work_dir.string());
-  fs::rename(context.work_dir, final_dir);
+  rename_durably(context.work_dir, final_dir);
   record_end("done", "");
   spdlog::info("stage {}: done in {:.1f} s", stage.name, seconds());
 }
