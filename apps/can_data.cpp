@@ -55,7 +55,9 @@ void add_scores_synth_command(CLI::App& app, Action& action) {
   command->add_option("--constraints", options->num_constraints, "number of safety constraints m (harm categories)")
       ->check(can::number_above(0))
       ->capture_default_str();
-  command->add_option("--seed", options->seed, "random seed; the same seed gives the same file")->capture_default_str();
+  command->add_option("--seed", options->seed, "random seed; the same seed gives the same file")
+      ->check(can::seed_number())
+      ->capture_default_str();
   command->callback([&action, options, out, responses] {
     action = [options, out, responses] {
       parse_response_range(*responses, *options);
@@ -76,6 +78,7 @@ void add_synth_command(CLI::App& app, Action& action) {
   auto out = std::make_shared<std::string>();
   command->add_option("--out", *out, "the directory to write")->required();
   command->add_option("--seed", options->seed, "random seed; the same seed gives the same files")
+      ->check(can::seed_number())
       ->capture_default_str();
   command->add_option("--train-prompts", options->num_train_prompts, "training prompts (one pair each)")
       ->check(can::number_within(1, can::kMaxWorldPrompts))

@@ -81,7 +81,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--temperature", options.sampling.temperature, "0 is greedy")->capture_default_str();
   app.add_option("--top-p", options.sampling.top_p, "nucleus sampling mass")->capture_default_str();
-  app.add_option("--seed", options.sampling.seed, "sampling seed, the same for both policies")->capture_default_str();
+  app.add_option("--seed", options.sampling.seed, "sampling seed, the same for both policies")
+      ->check(can::seed_number())
+      ->capture_default_str();
   app.add_option("--batch-size", options.sampling.batch_size, "prompts decoded and sequences scored together")
       ->capture_default_str();
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   app.add_option("--temperature", options.temperature, "0 is greedy")->capture_default_str();
   app.add_option("--top-p", options.top_p, "nucleus sampling mass")->capture_default_str();
   app.add_option("--top-k", options.top_k, "0 disables top-k")->capture_default_str();
-  app.add_option("--seed", options.seed, "random seed")->capture_default_str();
+  app.add_option("--seed", options.seed, "random seed")->check(can::seed_number())->capture_default_str();
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_flag("--json", json, "print {text, tokens, logprobs} as the last line");
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;

@@ -207,6 +207,14 @@ TEST_F(CanDualCli, EveryProgramExitsTwoOnAUsageErrorWithAShortMessage) {
   EXPECT_NE(noise.err.find("0.7 is not a number in [0, 0.5]"), std::string::npos) << noise.err;
   EXPECT_EQ(run("can-data", "synth --out world --label-noise nan").status, 2);
   EXPECT_EQ(run("can-dual", "--scores two.jsonl --beta inf --margin 0.3").status, 2);
+  // Seeds: -1 and 2^64 wrapped around to 2^64 - 1, a seed nobody typed.
+  for (const char* seed : {"-1", "18446744073709551616", "1.5", "0x10"}) {
+    const ProcessResult wrapped = run("can-data", fmt::format("scores-synth --out s.jsonl --prompts 2 --seed {}", seed));
+    EXPECT_EQ(wrapped.status, 2) << seed;
+    EXPECT_NE(wrapped.err.find("is not a seed: an integer in [0, 18446744073709551615]"), std::string::npos)
+        << wrapped.err;
+  }
+  EXPECT_EQ(run("can-data", "scores-synth --out s.jsonl --prompts 2 --seed 18446744073709551615").status, 0);
 }
 
 // Counts are bounded before anything is allocated: a mistyped count is a clear error,

@@ -193,6 +193,10 @@ TEST_F(ConfigFiles, OutOfRangeValuesAreErrors) {
   EXPECT_TRUE(contains(load_error("lora:\n  dropout: 1\n"), "lora.dropout: 1 is out of range (allowed: [0, 1))"));
   EXPECT_TRUE(contains(load_error("sampling:\n  responses_per_prompt: 1\n"), "(allowed: >= 2)"));
   EXPECT_TRUE(contains(load_error("run:\n  threads: -1\n"), ":2: run.threads: -1 is out of range"));
+  // yaml-cpp said "bad file" for nesting past its depth limit.
+  const std::string deep = load_error("run:\n  dir: " + std::string(5000, '[') + std::string(5000, ']') + "\n");
+  EXPECT_TRUE(contains(deep, ":2: not valid YAML: nested ")) << deep;
+  EXPECT_TRUE(contains(deep, " levels deep, past what the YAML parser takes")) << deep;
   // Below what tokenizer training accepts (byte fallback's 256 pieces and the specials).
   EXPECT_TRUE(contains(load_error("tokenizer:\n  vocab_size: 100\n"),
                        ":2: tokenizer.vocab_size: 100 is out of range (allowed: >= 261)"));

@@ -1,4 +1,5 @@
 #include "can/atomic_file.h"
+#include "can/json_lines.h"
 #include "can/preference_data.h"
 
 #include <gtest/gtest.h>
@@ -149,6 +150,17 @@ TEST_F(PreferenceDataFile, NonObjectLineAndEmptyFileAreErrors) {
   EXPECT_NE(message.find("pairs.jsonl:2: expected a JSON object"), std::string::npos) << message;
   const auto empty = write_lines({"", "  "});
   EXPECT_THROW(can::read_preference_pairs(empty), can::Error);
+}
+
+TEST_F(PreferenceDataFile, ALineLongerThanTheLimitIsRefusedNamingIt) {
+  // A pair whose response fills the limit exactly still loads; one byte more is refused
+  // before the rest of the line is read (a file with no newline could be gigabytes).
+  const std::string fixed = line_with("response_1", "");
+  const std::string longest = line_with("response_1", std::string(can::kMaxJsonLineBytes - fixed.size(), 'a'));
+  ASSERT_EQ(longest.size(), can::kMaxJsonLineBytes);
+  EXPECT_EQ(can::read_preference_pairs(write_lines({valid_line(), longest})).size(), 2u);
+  const auto message = error_for_second_line(longest + "a");
+  EXPECT_NE(message.find("pairs.jsonl:2: the line is longer than 64 MiB"), std::string::npos) << message.substr(0, 300);
 }
 
 TEST_F(PreferenceDataFile, PreferredResponseFollowsTheChosenLabel) {

@@ -22,4 +22,8 @@ CLI::Validator number_at_least(double bound);
 CLI::Validator number_above(double bound);
 CLI::Validator number_within(double low, double high);
 
+// A decimal integer in [0, 2^64 - 1], for seeds: CLI11 alone wraps -1 and 2^64 around
+// to 2^64 - 1, and two different seeds typed would give the same run.
+CLI::Validator seed_number();
+
 }  // namespace can

@@ -1,5 +1,6 @@
 // JSON Lines: one JSON value per line. Blank lines are skipped; a line that is
-// not valid JSON is an error naming the file and the 1-based line number.
+// not valid JSON, or longer than kMaxJsonLineBytes, is an error naming the file and
+// the 1-based line number.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -11,6 +12,10 @@
 #include <vector>
 
 namespace can {
+
+// The longest line read: 64 MiB. One pair, or one prompt's scores, takes kilobytes; a
+// longer line is a file that is not JSON Lines, and is refused before it fills memory.
+constexpr size_t kMaxJsonLineBytes = size_t{64} << 20;
 
 // Calls `visit(value, line_number)` for each non-blank line, in order. Errors
 // thrown by `visit` propagate unchanged, so it can name the line itself.

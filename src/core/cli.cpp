@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -47,6 +49,19 @@ CLI::Validator number_above(double bound) {
 CLI::Validator number_within(double low, double high) {
   return number_check(fmt::format("a number in [{}, {}]", low, high),
                       [low, high](double value) { return value >= low && value <= high; });
+}
+
+CLI::Validator seed_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t value = 0;
+        const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+        if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
+          return fmt::format("{} is not a seed: an integer in [0, {}]", text, UINT64_MAX);
+        }
+        return {};
+      },
+      "SEED");
 }
 
 }  // namespace can

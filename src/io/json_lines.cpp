@@ -8,13 +8,31 @@
 
 namespace can {
 
+namespace {
+
+// Reads the next line into `line`, without its '\n'; false at the end of the file.
+bool read_line(std::streambuf& in, std::string& line, const std::filesystem::path& path, int64_t line_number) {
+  line.clear();
+  int c = in.sbumpc();
+  if (c == std::char_traits<char>::eof()) return false;
+  for (; c != std::char_traits<char>::eof() && c != '\n'; c = in.sbumpc()) {
+    check(line.size() < kMaxJsonLineBytes, "{}:{}: the line is longer than {} MiB; is this a JSON Lines file?",
+          path.string(), line_number, kMaxJsonLineBytes >> 20);
+    line.push_back(static_cast<char>(c));
+  }
+  return true;
+}
+
+}  // namespace
+
 void for_each_json_line(const std::filesystem::path& path,
                         const std::function<void(const nlohmann::json& value, int64_t line_number)>& visit) {
-  std::ifstream in(path);
+  check(!std::filesystem::is_directory(path), "'{}' is a directory, not a JSON Lines file", path.string());
+  std::ifstream in(path, std::ios::binary);
   check(in.good(), "cannot open '{}' for reading", path.string());
   std::string line;
   int64_t line_number = 0;
-  while (std::getline(in, line)) {
+  while (read_line(*in.rdbuf(), line, path, line_number + 1)) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json value;

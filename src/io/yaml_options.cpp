@@ -1,6 +1,7 @@
 #include "can/yaml_options.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -421,6 +422,15 @@ std::string unknown_key_message(const OptionSchema& s, const std::string& path) 
 
 // ---- Loading -----------------------------------------------------------------------
 
+// yaml-cpp's message for an error; its parser says "bad file" when nesting runs past
+// its depth limit.
+std::string yaml_error_text(const YAML::Exception& error) {
+  if (const auto* deep = dynamic_cast<const YAML::DeepRecursion*>(&error)) {
+    return fmt::format("nested {} levels deep, past what the YAML parser takes", deep->depth());
+  }
+  return error.msg;
+}
+
 class OptionReader {
  public:
   OptionReader(const OptionSchema& schema, std::string file) : schema_(schema), file_(std::move(file)) {
@@ -453,7 +463,7 @@ class OptionReader {
     try {
       node = YAML::Load(override_value.value);
     } catch (const YAML::Exception& error) {
-      fail_at(override_value.origin, override_value.key, fmt::format("not a YAML value: {}", error.msg));
+      fail_at(override_value.origin, override_value.key, fmt::format("not a YAML value: {}", yaml_error_text(error)));
     }
     store(*key, read_value(*key, node, override_value.origin, Source{file_, override_value.origin}),
           override_value.origin);
@@ -540,7 +550,7 @@ OptionValues read_options(const OptionSchema& schema, const std::filesystem::pat
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& error) {
-    fail("{}:{}: not valid YAML: {}", file.string(), error.mark.line + 1, error.msg);
+    fail("{}:{}: not valid YAML: {}", file.string(), error.mark.line + 1, yaml_error_text(error));
   }
   OptionReader reader(schema, file.string());
   reader.read_file_tree(root);

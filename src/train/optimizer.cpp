@@ -137,7 +137,14 @@ double clip_gradient_norm(const std::vector<at::Tensor>& parameters, double max_
 void save_optimizer_state(const torch::optim::AdamW& optimizer, const std::filesystem::path& path) {
   torch::serialize::OutputArchive archive;
   optimizer.save(archive);
-  write_file_atomically(path, [&](std::ostream& out) { archive.save_to(out); });
+  // Serialised in memory first: LibTorch's zip writer, streaming onto a file whose
+  // disk fills, throws again from its destructor and terminates the program.
+  std::string bytes;
+  archive.save_to([&bytes](const void* data, size_t size) {
+    bytes.append(static_cast<const char*>(data), size);
+    return size;
+  });
+  write_file_atomically(path, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
 }
 
 void load_optimizer_state(torch::optim::AdamW& optimizer, const std::filesystem::path& path) {
