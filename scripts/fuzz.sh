@@ -13,20 +13,10 @@ cd "$(dirname "$0")/.."
 seconds=${1:?usage: bash scripts/fuzz.sh SECONDS}
 
 bash scripts/setup.sh build > /dev/null  # Debian packages and .venv/ (LibTorch)
-clang_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
-missing=()
-for package in "${clang_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "fuzz: installing ${missing[*]}"
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
-fi
-
+# clang with libFuzzer and the sanitizer runtimes
+bash scripts/install-packages.sh clang-14 libfuzzer-14-dev libclang-rt-14-dev
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCAN_FUZZ=ON -DCAN_SANITIZE=address,undefined > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DCAN_FUZZ=ON -DCAN_SANITIZE=address,undefined > build-fuzz.configure.log 2>&1 || { cat build-fuzz.configure.log; exit 1; }
 targets=()
 for source in fuzz/fuzz_*.cpp; do
   name=$(basename "$source" .cpp)

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 config=${1:-configs/tiny-mocan.yaml}
 kills=${2:-24}
 name=$(basename "$config" .yaml)
-command -v strace > /dev/null || { echo "kill-at-syscalls: needs strace (apt-get install strace)" >&2; exit 1; }
+bash scripts/install-packages.sh strace
 export OMP_NUM_THREADS=1
 mkdir -p runs
 a=runs/kill-at-syscalls-$name-a

@@ -9,7 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh build > /dev/null  # Debian packages and .venv/ (LibTorch)
-cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAN_SANITIZE=address,undefined \
+# clang builds the instrumented code several times faster than gcc; -O1 with line
+# tables keeps the reports readable and the build small.
+bash scripts/install-packages.sh clang-14 libclang-rt-14-dev
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DCAN_SANITIZE=address,undefined \
   > build-sanitize.configure.log 2>&1 || { cat build-sanitize.configure.log; exit 1; }
 cmake --build build-sanitize -j "$(nproc)"
 suppressions=$PWD/scripts/sanitizer-suppressions
