@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "temporary_directory.h"
@@ -57,4 +58,27 @@ TEST(WriteDirectoryAtomically, ReplacesAnExistingNonEmptyDirectoryAndLeavesNoTem
 }
 
 }  // namespace
+// Found by scripts/kill-at-syscalls.sh: a SIGKILL at the rename of data.partial/world.json
+// left world.json.tmp.<pid>, which the resumed stage carried into its finished folder.
+TEST(RemoveStaleTemporaries, RemovesWhatAKilledWriterLeftAndNothingElse) {
+  can::testing::TemporaryDirectory folder;
+  const fs::path run = folder.path();
+  for (const char* file : {"stages.json.tmp.123", "dpo.partial/model.safetensors.tmp.7", "keep.json",
+                           "dpo.partial/keep.tmp", "dpo.partial/keep.tmp.", "dpo.partial/keep.tmp.12a", ".tmp.5",
+                           "dpo.partial/checkpoints/step-50.tmp.9/optimizer.pt", "dpo.partial/checkpoints/step-40/x"}) {
+    fs::create_directories((run / file).parent_path());
+    std::ofstream(run / file) << "x";
+  }
+  fs::create_directories(run / "reference.old.44" / "inner");
+  EXPECT_EQ(can::remove_stale_temporaries(run), 4);
+  for (const char* gone : {"stages.json.tmp.123", "dpo.partial/model.safetensors.tmp.7",
+                           "dpo.partial/checkpoints/step-50.tmp.9", "reference.old.44"}) {
+    EXPECT_FALSE(fs::exists(run / gone)) << gone;
+  }
+  for (const char* kept : {"keep.json", "dpo.partial/keep.tmp", "dpo.partial/keep.tmp.", "dpo.partial/keep.tmp.12a",
+                           ".tmp.5", "dpo.partial/checkpoints/step-40/x"}) {
+    EXPECT_TRUE(fs::exists(run / kept)) << kept;
+  }
+}
+
 }  // namespace can

@@ -105,6 +105,16 @@ TEST_F(ModelCliTest, ATokenizerLargerThanTheModelIsRefusedNamingBoth) {
       << score.output;
 }
 
+TEST_F(ModelCliTest, ScoringPastThePositionLimitIsRefused) {
+  // Found by a probe: can-score scored 60,000 tokens with a 128-position model after 16 s.
+  std::string response;
+  for (int i = 0; i < 2100; ++i) response += "word ";  // more tokens than the model's 2048 positions
+  const auto score = run_command(built_executable("can-score") + " --model " + path("reward").string() +
+                                 " --prompt hi --response '" + response + "'");
+  EXPECT_EQ(score.status, 1) << score.output;
+  EXPECT_NE(score.output.find("exceed the model's max_position_embeddings 2048"), std::string::npos) << score.output;
+}
+
 TEST_F(ModelCliTest, MissingModelDirectoryIsAnErrorNamingIt) {
   const auto result =
       run_command(built_executable("can-sample") + " --model " + path("nowhere").string() + " --prompt hi");

@@ -25,6 +25,12 @@ void write_directory_atomically(const std::filesystem::path& directory,
 // that the rename is on disk. Errors name both paths.
 void rename_durably(const std::filesystem::path& from, const std::filesystem::path& to);
 
+// Removes, under `directory` (recursively), every temporary the writers above leave
+// when their process dies mid-write: entries named "<name>.tmp.<pid>" or
+// "<name>.old.<pid>". Only for a folder no live process writes into (can-train calls
+// it on its run directory under the run lock). Returns how many it removed.
+int remove_stale_temporaries(const std::filesystem::path& directory);
+
 // Convenience for text content.
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);
 

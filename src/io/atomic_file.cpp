@@ -10,6 +10,8 @@
 
 #include <fstream>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "can/error.h"
 
@@ -133,6 +135,26 @@ void remove_tree(const fs::path& path) {
     }
     fail("cannot remove '{}': {}", root, std::strerror(errno));
   }
+}
+
+int remove_stale_temporaries(const fs::path& directory) {
+  const auto is_temporary = [](const std::string& name) {
+    for (const std::string_view marker : {".tmp.", ".old."}) {
+      const size_t at = name.rfind(marker);
+      if (at == std::string::npos || at == 0 || at + marker.size() == name.size()) continue;
+      if (name.find_first_not_of("0123456789", at + marker.size()) == std::string::npos) return true;
+    }
+    return false;
+  };
+  std::vector<fs::path> stale;
+  for (auto entry = fs::recursive_directory_iterator(directory); entry != fs::recursive_directory_iterator();
+       ++entry) {
+    if (!is_temporary(entry->path().filename().string())) continue;
+    stale.push_back(entry->path());
+    entry.disable_recursion_pending();  // removed whole below
+  }
+  for (const fs::path& path : stale) remove_tree(path);
+  return static_cast<int>(stale.size());
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {

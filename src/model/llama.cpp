@@ -187,6 +187,11 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
   check(attention_mask.dim() == 2 && attention_mask.size(0) == input_ids.size(0) && attention_mask.size(1) == keys,
         "attention_mask has shape {} but [batch {}, past {} + new {}] was expected", c10::str(attention_mask.sizes()),
         input_ids.size(0), past, steps);
+  // RoPE computes any position, but the model never saw one past its limit: refuse
+  // rather than score or continue such text with made-up positions.
+  check(keys <= config.max_position_embeddings,
+        "{} tokens (past {} + new {}) exceed the model's max_position_embeddings {}; shorten the input", keys, past,
+        steps, config.max_position_embeddings);
   const torch::Device device = input_ids.device();
   const torch::Tensor key_mask = attention_mask.to(device, torch::kBool);  // [B, S]
 

@@ -264,6 +264,10 @@ void run_stages(const Config& config, const std::vector<Stage>& stages, const St
   fs::create_directories(run_dir);
   if (!lock) lock.emplace(run_dir / kLockFile);
   setup_logging(config.run.log_level, (run_dir / kLogFile).string());
+  // Under the lock no other process writes here: temporaries are what a killed run left.
+  if (const int removed = remove_stale_temporaries(run_dir); removed > 0) {
+    spdlog::info("removed {} temporary file(s) or folder(s) a killed run left in {}", removed, run_dir.string());
+  }
   const fs::path resolved = run_dir / kResolvedConfigFile;
   if (!fs::exists(resolved)) write_text_atomically(resolved, config_to_yaml(config));
   Manifest manifest(run_dir / kManifestFile);
