@@ -367,6 +367,39 @@ TEST_F(EvaluationTest, PromptsWithoutTopicsAreScoredButNotJudged) {
   EXPECT_TRUE(contains(mixed, "topic")) << mixed;
 }
 
+// The standard errors come from the per-prompt differences: rewards 1, 2, 6 apart
+// (mean 3, sample variance 7) and costs 0.1, 0.3, 0.8 lower (mean 0.4, variance 0.13).
+TEST(EvaluationSummary, StandardErrorsAreThoseOfTheMeanPerPromptDifference) {
+  auto response = [](double reward, double cost) {
+    can::ResponseEvaluation evaluation;
+    evaluation.tokens = {5, 2};
+    evaluation.reward = reward;
+    evaluation.costs = {cost};
+    return evaluation;
+  };
+  std::vector<can::PromptEvaluation> rows = {
+      {{"a", "x", "", std::nullopt}, response(0, 1.0), response(1, 0.9)},
+      {{"b", "y", "", std::nullopt}, response(5, 2.0), response(7, 1.7)},
+      {{"c", "z", "", std::nullopt}, response(-1, 0.0), response(5, -0.8)},
+  };
+  const auto report = can::summarize_evaluation(rows, 1, can::EvaluationOptions());
+  EXPECT_DOUBLE_EQ(report.overall.achieved.reward_improvement, 3.0);
+  EXPECT_NEAR(report.overall.achieved.reward_improvement_stderr, std::sqrt(7.0 / 3), 1e-12);
+  EXPECT_NEAR(report.overall.achieved.safety_improvement.at(0), 0.4, 1e-12);
+  EXPECT_NEAR(report.overall.achieved.safety_improvement_stderr.at(0), std::sqrt(0.13 / 3), 1e-12);
+  const json written = can::evaluation_report_to_json(report);
+  EXPECT_NEAR(written.at("achieved").at("reward_improvement_stderr").get<double>(), std::sqrt(7.0 / 3), 1e-12);
+  const auto read = can::evaluation_report_from_json(written, "report.json");
+  EXPECT_EQ(read.overall.achieved.safety_improvement_stderr, report.overall.achieved.safety_improvement_stderr);
+  // One prompt has no spread to measure: null in report.json, NaN when read back.
+  const auto single = can::summarize_evaluation({rows.front()}, 1, can::EvaluationOptions());
+  EXPECT_TRUE(std::isnan(single.overall.achieved.reward_improvement_stderr));
+  const json single_json = can::evaluation_report_to_json(single);
+  EXPECT_TRUE(single_json.at("achieved").at("reward_improvement_stderr").is_null());
+  EXPECT_TRUE(single_json.at("achieved").at("safety_improvement_stderr").at(0).is_null());
+  EXPECT_TRUE(std::isnan(can::evaluation_report_from_json(single_json, "r").overall.achieved.reward_improvement_stderr));
+}
+
 // Hand-made responses: the policy halves the cost (g = −cost rises by 0.5) and, by
 // the judge, wins two prompts on helpfulness and ties one; on harm it wins one,
 // ties one and loses one.

@@ -23,7 +23,7 @@ can::EvaluationReport report(double lambda, double predicted, double achieved, d
   result.overall.num_prompts = 4;
   result.overall.reference = {0.0, {0.5}, 0.3, 0.8, 0.4, 12.0, 1.0};
   result.overall.policy = {0.1, {0.5 - achieved}, 0.25, judge_safety, 0.2, 11.0, 1.0};
-  result.overall.achieved = {{achieved}, 0.1};
+  result.overall.achieved = {{achieved}, 0.1, {0.05}, 0.02};  // 95% interval: ±0.098
   can::DualSolution dual;
   dual.beta = 0.1;
   dual.margins = {predicted};
@@ -49,11 +49,14 @@ TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   EXPECT_EQ(sweep["points"][1]["report"], can::evaluation_report_to_json(report(0.6, 1.0, 0.9, 0.9)));
 
   const std::string table = can::read_text_file(directory.path() / "sweep.md");
-  EXPECT_TRUE(contains(table, "| reference | | | | | | | | 0.8 | 0.3 |"));
-  EXPECT_TRUE(contains(table, "| 0.5 | 0.3 | 0.1 | 0.5 | 0.45 | -0.1 | 0.2 | 0.1 | 0.85 | 0.25 |"));
-  EXPECT_TRUE(contains(table, "| 1 | 0.6 | 0.1 | 1 | 0.9 | -0.1 | 0.2 | 0.1 | 0.9 | 0.25 |"));
+  EXPECT_TRUE(contains(table, "| reference | | | | | | | | | 0.8 | 0.3 |")) << table;
+  // 0.45 is 0.05 from its prediction, inside ±0.098; 0.9 is 0.1 from its prediction, outside.
+  EXPECT_TRUE(contains(table, "| 0.5 | 0.3 | 0.1 | 0.5 | 0.45 ± 0.098 | yes | -0.1 | 0.2 | 0.1 | 0.85 | 0.25 |")) << table;
+  EXPECT_TRUE(contains(table, "| 1 | 0.6 | 0.1 | 1 | 0.9 ± 0.098 | no | -0.1 | 0.2 | 0.1 | 0.9 | 0.25 |")) << table;
   const std::string svg = can::read_text_file(directory.path() / "sweep.svg");
   EXPECT_TRUE(contains(svg, "achieved vs predicted"));
+  EXPECT_TRUE(contains(svg, "95% interval of achieved"));
+  EXPECT_FALSE(contains(svg, "±25%"));
   EXPECT_TRUE(contains(svg, "judge safety"));
 }
 

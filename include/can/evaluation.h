@@ -89,6 +89,11 @@ struct PolicySummary {
 struct Improvement {
   std::vector<double> safety_improvement;  // [m] E_policy[g_j] − E_ref[g_j] = E_ref[cost_j] − E_policy[cost_j]
   double reward_improvement = 0;           // E_policy[r] − E_ref[r]
+  // Standard errors of the two means above, from the per-prompt differences (policy's
+  // response minus reference's, on the same prompt): sample standard deviation / √n.
+  // NaN with fewer than two prompts. ±1.96 of them is the 95% interval.
+  std::vector<double> safety_improvement_stderr;  // [m]
+  double reward_improvement_stderr = 0;
 };
 
 // Fractions of prompts where the policy's response beats the reference's by the

@@ -29,6 +29,17 @@ double mean_of(const std::vector<const PromptEvaluation*>& rows, Value value) {
   return sum / static_cast<double>(rows.size());
 }
 
+// Standard error of that mean: the sample standard deviation (n − 1) over √n; NaN for n < 2.
+template <typename Value>
+double standard_error_of(const std::vector<const PromptEvaluation*>& rows, Value value) {
+  const double n = static_cast<double>(rows.size());
+  if (rows.size() < 2) return std::numeric_limits<double>::quiet_NaN();
+  const double mean = mean_of(rows, value);
+  double squares = 0;
+  for (const PromptEvaluation* row : rows) squares += (value(*row) - mean) * (value(*row) - mean);
+  return std::sqrt(squares / (n - 1) / n);
+}
+
 PolicySummary summarize_policy(const std::vector<const PromptEvaluation*>& rows, int num_constraints,
                                ResponseEvaluation PromptEvaluation::*which, bool judged) {
   // Lifts a function of one response to a function of the prompt's row.
@@ -60,8 +71,12 @@ EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& row
   for (int j = 0; j < num_constraints; ++j) {
     // g = −cost, so E_policy[g] − E_ref[g] = E_ref[cost] − E_policy[cost].
     summary.achieved.safety_improvement.push_back(summary.reference.costs[j] - summary.policy.costs[j]);
+    summary.achieved.safety_improvement_stderr.push_back(standard_error_of(
+        rows, [j](const PromptEvaluation& row) { return row.reference.costs[j] - row.policy.costs[j]; }));
   }
   summary.achieved.reward_improvement = summary.policy.reward - summary.reference.reward;
+  summary.achieved.reward_improvement_stderr =
+      standard_error_of(rows, [](const PromptEvaluation& row) { return row.policy.reward - row.reference.reward; });
   if (judged) {
     WinRates rates;
     rates.helpfulness = mean_of(rows, [](const PromptEvaluation& row) {

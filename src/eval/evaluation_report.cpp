@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -39,8 +40,12 @@ json policy_to_json(const PolicySummary& summary) {
 }
 
 json improvement_to_json(const Improvement& improvement) {
+  json stderrs = json::array();
+  for (double value : improvement.safety_improvement_stderr) stderrs.push_back(number_or_null(value));
   return {{"safety_improvement", improvement.safety_improvement},
-          {"reward_improvement", improvement.reward_improvement}};
+          {"safety_improvement_stderr", stderrs},
+          {"reward_improvement", improvement.reward_improvement},
+          {"reward_improvement_stderr", number_or_null(improvement.reward_improvement_stderr)}};
 }
 
 std::optional<double> optional_number(const json& object, const std::string& field, const std::string& where) {
@@ -61,7 +66,16 @@ PolicySummary policy_from_json(const json& object, const std::string& where) {
 }
 
 Improvement improvement_from_json(const json& object, const std::string& where) {
-  return {numbers_field(object, "safety_improvement", where), number_field(object, "reward_improvement", where)};
+  Improvement improvement;
+  improvement.safety_improvement = numbers_field(object, "safety_improvement", where);
+  improvement.safety_improvement_stderr = numbers_or_nulls_field(object, "safety_improvement_stderr", where);
+  check(improvement.safety_improvement_stderr.size() == improvement.safety_improvement.size(),
+        "{}: safety_improvement_stderr has {} entries but safety_improvement has {}", where,
+        improvement.safety_improvement_stderr.size(), improvement.safety_improvement.size());
+  improvement.reward_improvement = number_field(object, "reward_improvement", where);
+  improvement.reward_improvement_stderr = optional_number(object, "reward_improvement_stderr", where)
+                                              .value_or(std::numeric_limits<double>::quiet_NaN());
+  return improvement;
 }
 
 EvaluationSummary summary_from_json(const json& object, const std::string& where) {
@@ -174,16 +188,25 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
           dual.predicted.ess_mean_fraction);
     }
   }
-  out << "| | predicted | achieved | (achieved − predicted) / \\|predicted\\| |\n|---|---:|---:|---:|\n";
+  out << fmt::format("Achieved: the mean over {} prompts of the policy's response minus the reference's, ± its 95% "
+                     "interval (1.96 standard errors of those differences).\n\n",
+                     report.overall.num_prompts);
+  // "x ± 1.96·se", or x alone when there is no standard error (fewer than two prompts).
+  const auto with_interval = [](double value, double standard_error) {
+    return std::isfinite(standard_error)
+               ? fmt::format("{} ± {}", format_number(value), format_number(1.96 * standard_error))
+               : format_number(value);
+  };
+  out << "| | predicted | achieved ± 95% | (achieved − predicted) / \\|predicted\\| |\n|---|---:|---:|---:|\n";
   for (int j = 0; j < report.num_constraints; ++j) {
     const std::string name = report.num_constraints == 1 ? "safety improvement (E[g], g = −cost)"
                                                          : fmt::format("safety improvement, constraint {}", j + 1);
     out << "| " << name << " | " << (report.dual ? format_number(report.dual->predicted.safety_improvement[j]) : "—")
-        << " | " << format_number(achieved.safety_improvement[j]) << " | "
+        << " | " << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
         << (report.dual ? format_number(report.prediction_error[j]) : "—") << " |\n";
   }
   out << "| reward improvement | " << (report.dual ? format_number(report.dual->predicted.reward_improvement) : "—")
-      << " | " << format_number(achieved.reward_improvement) << " | |\n";
+      << " | " << with_interval(achieved.reward_improvement, achieved.reward_improvement_stderr) << " | |\n";
   if (report.dual) out << "| KL(π ‖ π_ref), nats | " << format_number(report.dual->predicted.kl) << " | — | |\n";
   out << '\n';
 }

@@ -17,14 +17,15 @@ namespace {
 
 using nlohmann::json;
 
-// The band drawn around achieved = predicted: the tolerance that docs/design.md §9 accepts.
-constexpr double kPredictionBand = 0.25;
+// Half-width of a 95% interval, in standard errors (normal approximation).
+constexpr double kInterval95 = 1.96;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // What the sweep shows of one margin's report; NaN where the report has no value (not judged).
 struct SweepRow {
-  double margin, lambda, kl, predicted_safety, achieved_safety, relative_error, predicted_reward, achieved_reward;
+  double margin, lambda, kl, predicted_safety, achieved_safety, achieved_safety_interval, relative_error,
+      predicted_reward, achieved_reward;
   double judge_safety, judge_helpfulness, reference_judge_safety, reference_judge_helpfulness;
 };
 
@@ -40,6 +41,7 @@ SweepRow sweep_row(const SweepPoint& point) {
           dual.predicted.kl,
           dual.predicted.safety_improvement[0],
           overall.achieved.safety_improvement[0],
+          kInterval95 * overall.achieved.safety_improvement_stderr[0],
           report.prediction_error[0],
           dual.predicted.reward_improvement,
           overall.achieved.reward_improvement,
@@ -55,18 +57,22 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points) {
   std::ostringstream out;
   out << "# Margin sweep\n\n"
       << "One aligned policy per safety margin b, evaluated on the held-out prompts. Safety improvement is in cost-model "
-         "units (the mean of −cost); predicted is the dual's, achieved is measured; relative error = (achieved − "
+         "units (the mean of −cost); predicted is the dual's, achieved is measured, ± its 95% interval over the "
+         "evaluation prompts (1.96 standard errors of the per-prompt differences); relative error = (achieved − "
          "predicted) / |predicted|.\n\n"
-      << "| b | λ* | KL predicted | Δsafety predicted | Δsafety achieved | relative error | Δreward predicted | "
-         "Δreward achieved | judge safety | judge helpfulness |\n"
-      << "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      << "| b | λ* | KL predicted | Δsafety predicted | Δsafety achieved ± 95% | predicted inside | relative error | "
+         "Δreward predicted | Δreward achieved | judge safety | judge helpfulness |\n"
+      << "|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|\n";
   const SweepRow first = sweep_row(points.front());
-  out << fmt::format("| reference | | | | | | | | {} | {} |\n", number(first.reference_judge_safety),
+  out << fmt::format("| reference | | | | | | | | | {} | {} |\n", number(first.reference_judge_safety),
                      number(first.reference_judge_helpfulness));
   for (const SweepPoint& point : points) {
     const SweepRow row = sweep_row(point);
-    out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", number(row.margin), number(row.lambda),
-                       number(row.kl), number(row.predicted_safety), number(row.achieved_safety),
+    const bool inside = std::abs(row.achieved_safety - row.predicted_safety) <= row.achieved_safety_interval;
+    out << fmt::format("| {} | {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} | {} |\n", number(row.margin),
+                       number(row.lambda), number(row.kl), number(row.predicted_safety), number(row.achieved_safety),
+                       number(row.achieved_safety_interval),
+                       std::isfinite(row.achieved_safety_interval) ? (inside ? "yes" : "no") : "—",
                        number(row.relative_error), number(row.predicted_reward), number(row.achieved_reward),
                        number(row.judge_safety), number(row.judge_helpfulness));
   }
@@ -75,17 +81,24 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points) {
 
 PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   std::vector<double> margins, predicted, achieved, reward, judge_safety, judge_helpfulness;
+  std::vector<double> interval_x, interval_y;  // one vertical segment per policy, NaN between them
   for (const SweepPoint& point : points) {
     const SweepRow row = sweep_row(point);
     margins.push_back(row.margin);
     predicted.push_back(row.predicted_safety);
     achieved.push_back(row.achieved_safety);
+    interval_x.insert(interval_x.end(), {row.predicted_safety, row.predicted_safety, kNaN});
+    interval_y.insert(interval_y.end(), {row.achieved_safety - row.achieved_safety_interval,
+                                         row.achieved_safety + row.achieved_safety_interval, kNaN});
     reward.push_back(row.achieved_reward);
     judge_safety.push_back(row.judge_safety);
     judge_helpfulness.push_back(row.judge_helpfulness);
   }
   double low = 0, high = 0;  // the diagonal spans every point, and 0
   for (double value : predicted) low = std::min(low, value), high = std::max(high, value);
+  for (double value : interval_y) {
+    if (std::isfinite(value)) low = std::min(low, value), high = std::max(high, value);
+  }
   for (double value : achieved) low = std::min(low, value), high = std::max(high, value);
 
   PlotFigure figure;
@@ -94,10 +107,7 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
 
   PlotPanel prediction{"Safety improvement: achieved vs predicted", "predicted (dual)", "achieved (cost model)", {}, {}};
   prediction.series.push_back({"achieved = predicted", {low, high}, {low, high}, "#888888", true, false});
-  prediction.series.push_back({"±25%", {low, high}, {low * (1 + kPredictionBand), high * (1 + kPredictionBand)},
-                               "#bbbbbb", true, false});
-  prediction.series.push_back({"", {low, high}, {low * (1 - kPredictionBand), high * (1 - kPredictionBand)},
-                               "#bbbbbb", true, false});
+  prediction.series.push_back({"95% interval of achieved", interval_x, interval_y, "#9ecae1", false, false});
   prediction.series.push_back({"aligned policies", predicted, achieved, "", false, true});
   figure.panels.push_back(prediction);
 
