@@ -14,6 +14,7 @@
 #include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/error.h"
+#include "can/pipeline.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -75,6 +76,23 @@ TEST(Config, SchemaIsConsistent) {
   // Every key and section declared once and inside its section, every default
   // allowed, every key bound to a field of its own.
   can::check_config_schema();
+}
+
+// The prediction assumes plain DPO on samples from π_ref itself; whatever departs from
+// that is named (issue: honest predictions, item 3).
+TEST(Config, SettingsThatVoidThePredictionAreNamed) {
+  can::Config config = can::default_config();
+  config.sampling.generation.top_p = 1.0;
+  EXPECT_TRUE(can::prediction_caveats(config).empty());
+  config.sampling.generation.top_p = 0.9;
+  config.sampling.generation.top_k = 50;
+  config.dpo.loss.kind = can::PreferenceLossKind::kIpo;
+  config.dpo.loss.label_smoothing = 0.1;
+  const std::vector<std::string> caveats = can::prediction_caveats(config);
+  ASSERT_EQ(caveats.size(), 3u);
+  EXPECT_TRUE(contains(caveats[0], "dpo.loss.kind is ipo")) << caveats[0];
+  EXPECT_TRUE(contains(caveats[1], "dpo.loss.label_smoothing is 0.1")) << caveats[1];
+  EXPECT_TRUE(contains(caveats[2], "temperature 1, top_p 0.9, top_k 50")) << caveats[2];
 }
 
 TEST(Config, DefaultsFollowThePaper) {

@@ -160,7 +160,8 @@ TEST_F(EvaluationTest, BadPromptLinesAreErrorsNamingFileAndLine) {
 }
 
 TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
-  const auto report = evaluate("policy", /*num_costs=*/2, two_constraint_solution());
+  auto report = evaluate("policy", /*num_costs=*/2, two_constraint_solution());
+  report.prediction_caveats = {"dpo.loss.kind is ipo; the prediction is for the sigmoid (DPO) loss"};
   can::write_evaluation_report(path("two_costs"), report);
   const json written = can::read_json_file(path("two_costs/report.json"));
   EXPECT_EQ(written.at("format_version"), can::kArtifactFormatVersion);
@@ -196,6 +197,13 @@ TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
     EXPECT_TRUE(fs::is_regular_file(path("two_costs") / file)) << file;
   }
   EXPECT_TRUE(contains(can::read_text_file(path("two_costs/cost_distribution.svg")), "Cost model 2"));
+  EXPECT_EQ(written.at("prediction_caveats"), json::array({report.prediction_caveats.front()}));
+  for (const char* field : {"safety_improvement_stderr", "reward_improvement_stderr"}) {
+    EXPECT_TRUE(written.at("achieved").contains(field)) << field;
+  }
+  const std::string markdown = can::read_text_file(path("two_costs/report.md"));
+  EXPECT_TRUE(contains(markdown, "The prediction may not hold for this run:\n\n- dpo.loss.kind is ipo")) << markdown;
+  EXPECT_TRUE(contains(markdown, "| achieved ± 95% |")) << markdown;
 }
 
 TEST_F(EvaluationTest, IdenticalPoliciesAchieveExactlyZeroAndEvenWinRates) {

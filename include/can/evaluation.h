@@ -120,6 +120,9 @@ struct EvaluationReport {
   std::vector<std::pair<std::string, EvaluationSummary>> by_class;
   std::optional<DualSolution> dual;      // what was predicted, when given
   std::vector<double> prediction_error;  // [m] (achieved − predicted) / |predicted|; NaN where predicted is 0
+  // Settings of the run that void the prediction, one sentence each (pipeline.h's
+  // prediction_caveats); report.md lists them beside the prediction.
+  std::vector<std::string> prediction_caveats;
 };
 
 // Generates one response per prompt from the policy and the reference (same

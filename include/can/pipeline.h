@@ -16,6 +16,12 @@ namespace can {
 // ("dual-b0.5", ..., "eval-b0.5"); an infeasible margin stops the run at its dual.
 std::vector<Stage> pipeline_stages(const Config& config);
 
+// What in the config voids the dual's prediction, one sentence each: the prediction
+// assumes the final DPO is plain DPO (sigmoid loss, no label smoothing) and the offline
+// samples come from π_ref itself (temperature 1, no top-p or top-k truncation). The dual
+// stage logs each as a warning; report.json and report.md carry them.
+std::vector<std::string> prediction_caveats(const Config& config);
+
 // "-b<margin>", the margin in its shortest exact decimal form.
 std::string sweep_stage_suffix(double margin);
 

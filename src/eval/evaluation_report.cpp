@@ -209,6 +209,11 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
       << " | " << with_interval(achieved.reward_improvement, achieved.reward_improvement_stderr) << " | |\n";
   if (report.dual) out << "| KL(π ‖ π_ref), nats | " << format_number(report.dual->predicted.kl) << " | — | |\n";
   out << '\n';
+  if (!report.prediction_caveats.empty()) {
+    out << "The prediction may not hold for this run:\n\n";
+    for (const std::string& caveat : report.prediction_caveats) out << "- " << caveat << "\n";
+    out << '\n';
+  }
 }
 
 void write_class_table(std::ostream& out, const EvaluationReport& report) {
@@ -370,6 +375,7 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
   result["judged"] = report.overall.win_rate.has_value();
   result["predicted"] = nullptr;
   result["prediction_error"] = nullptr;
+  result["prediction_caveats"] = report.prediction_caveats;
   result["margins"] = nullptr;
   result["lambda"] = nullptr;
   result["beta"] = nullptr;
@@ -416,6 +422,7 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     report.dual = dual;
     report.prediction_error = numbers_or_nulls_field(json_report, "prediction_error", where);
   }
+  report.prediction_caveats = strings_field(json_report, "prediction_caveats", where);
   for (const auto& [name, summary] : required_field(json_report, "by_class", where).items()) {
     report.by_class.emplace_back(name, summary_from_json(summary, fmt::format("{}: by_class: {}", where, name)));
   }

@@ -330,6 +330,7 @@ void run_dual(const Config& config, const StageContext& context, const std::vect
   const DualSolution solution =
       solve_dual(OfflineScores::load(context.artifact("offline_scores") / "scores.jsonl"), options);
   for (const auto& warning : solution.warnings) spdlog::warn("dual: {}", warning);
+  for (const auto& caveat : prediction_caveats(config)) spdlog::warn("dual: the prediction may not hold: {}", caveat);
   write_dual_solution(context.work_dir / "dual.json", solution);
   check(solution.feasible, "margins {}: {}; dual.json holds the largest reachable improvement",
         nlohmann::json(margins).dump(), solution.message);
@@ -379,12 +380,33 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   options.sampling.batch_size = config.sampling.generation.batch_size;
   options.sampling.seed = static_cast<uint64_t>(config.run.seed);
   options.scoring = sampled_inference_options(config);
-  const auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options,
-                                      read_dual_solution(context.artifact(dual_stage) / "dual.json"));
+  auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options,
+                                read_dual_solution(context.artifact(dual_stage) / "dual.json"));
+  report.prediction_caveats = prediction_caveats(config);
   write_evaluation_report(context.work_dir, report);
 }
 
 }  // namespace
+
+std::vector<std::string> prediction_caveats(const Config& config) {
+  std::vector<std::string> caveats;
+  const DpoOptions& loss = config.dpo.loss;
+  if (loss.kind != PreferenceLossKind::kSigmoid) {
+    caveats.push_back(fmt::format("dpo.loss.kind is {}; the prediction is for the sigmoid (DPO) loss",
+                                  preference_loss_kind_name(loss.kind)));
+  }
+  if (loss.label_smoothing > 0) {
+    caveats.push_back(fmt::format("dpo.loss.label_smoothing is {}; the prediction is for none", loss.label_smoothing));
+  }
+  const SamplingOptions& sampling = config.sampling.generation;
+  if (sampling.temperature != 1 || sampling.top_p < 1 || sampling.top_k > 0) {
+    caveats.push_back(fmt::format(
+        "the offline samples are drawn with temperature {}, top_p {}, top_k {}; the prediction is for samples from "
+        "π_ref itself (temperature 1, top_p 1, top_k 0)",
+        sampling.temperature, sampling.top_p, sampling.top_k));
+  }
+  return caveats;
+}
 
 std::string sweep_stage_suffix(double margin) { return fmt::format("-b{}", margin); }
 
