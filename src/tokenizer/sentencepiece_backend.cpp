@@ -6,13 +6,17 @@
 #include <sentencepiece_trainer.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 struct CanSpmModel {
@@ -59,6 +63,96 @@ class FileSentenceIterator : public sentencepiece::SentenceIterator {
   sentencepiece::util::Status status_;
 };
 
+// ---- Checking a model's normalisation tables before sentencepiece uses them ---------
+// Sentencepiece trusts the precompiled character maps inside a model file: a damaged
+// one makes its Normalizer read past the table (found by fuzz/fuzz_tokenizer_model.cpp:
+// one flipped bit, a segmentation fault in strlen). The maps are read here from the
+// protobuf wire format (ModelProto field 3 normalizer_spec and 5 denormalizer_spec,
+// NormalizerSpec field 2 precompiled_charsmap) and checked first.
+
+// Reads a base-128 varint from the front of `in`; false when it runs past the end.
+bool read_varint(std::string_view& in, uint64_t& value) {
+  value = 0;
+  for (int shift = 0; shift < 64 && !in.empty(); shift += 7) {
+    const auto byte = static_cast<uint8_t>(in.front());
+    in.remove_prefix(1);
+    value |= static_cast<uint64_t>(byte & 0x7F) << shift;
+    if ((byte & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// The length-delimited fields numbered `field` of a message; empty when malformed
+// (sentencepiece's own parser then reports it).
+std::vector<std::string_view> bytes_fields(std::string_view message, uint64_t field) {
+  std::vector<std::string_view> found;
+  while (!message.empty()) {
+    uint64_t key = 0, length = 0;
+    if (!read_varint(message, key)) return {};
+    switch (key & 7) {
+      case 0:
+        if (!read_varint(message, length)) return {};
+        break;
+      case 1:
+      case 5: {
+        const size_t size = (key & 7) == 1 ? 8 : 4;
+        if (message.size() < size) return {};
+        message.remove_prefix(size);
+        break;
+      }
+      case 2:
+        if (!read_varint(message, length) || length > message.size()) return {};
+        if ((key >> 3) == field) found.push_back(message.substr(0, length));
+        message.remove_prefix(length);
+        break;
+      default:
+        return {};
+    }
+  }
+  return found;
+}
+
+// What is wrong with a precompiled character map, or "" when nothing is: a uint32
+// (little-endian) trie size, a darts-clone double array of that many bytes, then
+// NUL-terminated replacement strings. Every value unit (bit 31 set) indexes those
+// strings, and every other unit's child block lies inside the array.
+std::string charsmap_problem(std::string_view blob) {
+  if (blob.empty()) return "";
+  if (blob.size() < 4) return "shorter than its 4-byte header";
+  uint32_t trie_bytes = 0;
+  for (int i = 3; i >= 0; --i) trie_bytes = (trie_bytes << 8) | static_cast<uint8_t>(blob[i]);
+  if (trie_bytes % 4 != 0 || trie_bytes > blob.size() - 4) return "its trie size does not fit the table";
+  const std::string_view strings = blob.substr(4 + trie_bytes);
+  if (!strings.empty() && strings.back() != '\0') return "its replacement strings are not NUL-terminated";
+  const size_t units = trie_bytes / 4;
+  for (size_t id = 0; id < units; ++id) {
+    uint32_t unit = 0;
+    std::memcpy(&unit, blob.data() + 4 + 4 * id, 4);
+    if (unit >> 31) {
+      if ((unit & 0x7FFFFFFFU) >= strings.size()) return "a trie value points past the replacement strings";
+    } else {
+      const uint64_t offset = static_cast<uint64_t>(unit >> 10) << ((unit & (1U << 9)) >> 6);
+      if (((id ^ offset) | 0xFF) >= units && unit != 0) return "a trie offset points past the trie";
+    }
+  }
+  return "";
+}
+
+// "" when the model file's character maps are whole, else what is damaged.
+std::string normalization_problem(const char* model_path) {
+  std::ifstream in(model_path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& [spec_field, spec_name] : {std::pair<uint64_t, const char*>{3, "normalizer_spec"}, {5, "denormalizer_spec"}}) {
+    for (const std::string_view spec : bytes_fields(bytes, spec_field)) {
+      for (const std::string_view charsmap : bytes_fields(spec, 2)) {
+        const std::string problem = charsmap_problem(charsmap);
+        if (!problem.empty()) return std::string(spec_name) + ".precompiled_charsmap is damaged: " + problem;
+      }
+    }
+  }
+  return "";
+}
+
 // The `.vocab` listing spm_train writes: piece TAB score, scores as "%g".
 std::string vocab_listing(const sentencepiece::SentencePieceProcessor& processor) {
   std::string listing;
@@ -81,6 +175,11 @@ int can_spm_abi_version(void) { return CAN_SPM_BACKEND_ABI_VERSION; }
 
 CanSpmModel* can_spm_load(const char* model_path, char* error, size_t error_capacity) {
   try {
+    const std::string damaged = normalization_problem(model_path);
+    if (!damaged.empty()) {
+      copy_error(damaged, error, error_capacity);
+      return nullptr;
+    }
     auto model = std::make_unique<CanSpmModel>();
     const auto status = model->processor.Load(model_path);
     if (!status.ok()) {
