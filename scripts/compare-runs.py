@@ -13,6 +13,10 @@ records when and where the run happened:
 Prints each difference and exits 1 when there is one, 0 when the runs match.
 
   python3 scripts/compare-runs.py runs/before runs/after [--ignore-field format_version]
+
+With --finished-stages, `after` is a run that stopped part-way: only the stage folders
+it holds (the stages it finished, by the stage names in before's stages.json) are
+compared, and the last line says how many: "N finished stage(s) equal".
 """
 import argparse
 import json
@@ -56,24 +60,43 @@ def same(relative, before, after, ignored_fields):
     return False
 
 
+def compare(before_root, after_root, ignored_fields):
+    """The differences between two folders, as lines, and how many files both hold."""
+    before, after = files_under(before_root), files_under(after_root)
+    differences = [f"only in {before_root}: {path}" for path in sorted(before - after)]
+    differences += [f"only in {after_root}: {path}" for path in sorted(after - before)]
+    for relative in sorted(before & after):
+        if os.path.basename(relative) in SKIPPED:
+            continue
+        if not same(relative, os.path.join(before_root, relative), os.path.join(after_root, relative), ignored_fields):
+            differences.append(f"differs: {relative}")
+    return differences, len(before & after)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("before")
     parser.add_argument("after")
     parser.add_argument("--ignore-field", action="append", default=[], help="a JSON field allowed to differ")
+    parser.add_argument("--finished-stages", action="store_true", help="compare only the stages `after` finished")
     arguments = parser.parse_args()
-    before, after = files_under(arguments.before), files_under(arguments.after)
-    differences = [f"only in {arguments.before}: {path}" for path in sorted(before - after)]
-    differences += [f"only in {arguments.after}: {path}" for path in sorted(after - before)]
-    for relative in sorted(before & after):
-        if os.path.basename(relative) in SKIPPED:
-            continue
-        if not same(relative, os.path.join(arguments.before, relative), os.path.join(arguments.after, relative),
-                    set(arguments.ignore_field)):
-            differences.append(f"differs: {relative}")
+    ignored = set(arguments.ignore_field)
+    if arguments.finished_stages:
+        with open(os.path.join(arguments.before, "stages.json")) as manifest:
+            stages = [stage["name"] for stage in json.load(manifest)["stages"]]
+        finished = [stage for stage in stages if os.path.isdir(os.path.join(arguments.after, stage))]
+        differences = []
+        for stage in finished:
+            found, _ = compare(os.path.join(arguments.before, stage), os.path.join(arguments.after, stage), ignored)
+            differences += [f"{stage}: {line}" for line in found]
+        for line in differences:
+            print(line)
+        print(f"{len(finished)} finished stage(s) " + ("differ" if differences else "equal"))
+        return 1 if differences else 0
+    differences, both = compare(arguments.before, arguments.after, ignored)
     for line in differences:
         print(line)
-    print(f"{len(before & after)} files in both; {len(differences)} difference(s)")
+    print(f"{both} files in both; {len(differences)} difference(s)")
     return 1 if differences else 0
 
 

@@ -35,8 +35,6 @@ for syscall in "${syscalls[@]}"; do
   total[$syscall]=$(grep -cE "^[0-9]+ +$syscall\(" "$trace")
 done
 echo "kill-at-syscalls: $config uninterrupted: ${total[rename]} renames, ${total[fsync]} fsyncs, ${total[write]} writes, ${total[writev]} writevs"
-mapfile -t stages < <(python3 -c 'import json, sys
-for stage in json.load(open(sys.argv[1]))["stages"]: print(stage["name"])' "$a/stages.json")
 
 for ((k = 0; k < kills; k++)); do
   syscall=${syscalls[$((k % ${#syscalls[@]}))]}
@@ -54,15 +52,10 @@ for ((k = 0; k < kills; k++)); do
     echo "kill-at-syscalls: the kill at $syscall $call did not land (exit status $status)"
     exit 1
   fi
-  finished=()
-  for stage in "${stages[@]}"; do
-    if [ -d "$b/$stage" ]; then
-      finished+=("$stage")
-      python3 scripts/compare-runs.py "$a/$stage" "$b/$stage" > "$b.compare" ||
-        { cat "$b.compare"; echo "kill-at-syscalls: stage $stage was left finished but differs"; exit 1; }
-    fi
-  done
-  echo "kill-at-syscalls: SIGKILL $((k + 1))/$kills at $syscall $call/${total[$syscall]} (${#finished[@]} stages finished): $what"
+  python3 scripts/compare-runs.py --finished-stages "$a" "$b" > "$b.compare" ||
+    { cat "$b.compare"; echo "kill-at-syscalls: a stage the stopped run left finished differs"; exit 1; }
+  finished=$(tail -n 1 "$b.compare" | cut -d' ' -f1)
+  echo "kill-at-syscalls: SIGKILL $((k + 1))/$kills at $syscall $call/${total[$syscall]} ($finished stages finished): $what"
   build/can-train --config "$config" --set run.dir="$b" --resume >> "$b.log" 2>&1 ||
     { tail -n 20 "$b.log"; echo "kill-at-syscalls: the resumed run failed"; exit 1; }
   python3 scripts/compare-runs.py "$a" "$b" > "$b.compare" ||

@@ -36,7 +36,10 @@ double standard_error_of(const std::vector<const PromptEvaluation*>& rows, Value
   if (rows.size() < 2) return std::numeric_limits<double>::quiet_NaN();
   const double mean = mean_of(rows, value);
   double squares = 0;
-  for (const PromptEvaluation* row : rows) squares += (value(*row) - mean) * (value(*row) - mean);
+  for (const PromptEvaluation* row : rows) {
+    const double deviation = value(*row) - mean;
+    squares += deviation * deviation;
+  }
   return std::sqrt(squares / (n - 1) / n);
 }
 
