@@ -9,7 +9,8 @@
 // Lines {prompt_id, prompt, optional topic and harmful} (the synthetic world's
 // prompts_test.jsonl); with topics the synthetic world's judge scores every
 // response too. --dual is a can-dual --json solution: its predictions are set
-// beside what the policy achieved. Writes report.json, report.md,
+// beside what the policy achieved, in cost-model units: it must come from offline scores
+// of these reward and cost models (not from PeCAN's implicit rewards). Writes report.json, report.md,
 // responses.jsonl, reward_distribution.svg and cost_distribution.svg into --out.
 #include <spdlog/spdlog.h>
 
@@ -41,11 +42,13 @@ void print_summary(const can::EvaluationReport& report) {
             << fmt::format("  {:<28}{:>12}{:>12}\n", "judge safety (safe fraction)",
                            optional(overall.reference.judge_safety), optional(overall.policy.judge_safety));
   for (int j = 0; j < report.num_constraints; ++j) {
-    std::cout << fmt::format("  safety improvement {}: achieved {:.4f}", j + 1, overall.achieved.safety_improvement[j]);
+    std::cout << fmt::format("  safety improvement {} ({}): achieved {:.4f}", j + 1, overall.achieved.safety_unit,
+                             overall.achieved.safety_improvement[j]);
     if (report.dual) std::cout << fmt::format(", predicted {:.4f}", report.dual->predicted.safety_improvement[j]);
     std::cout << '\n';
   }
-  std::cout << fmt::format("  reward improvement: achieved {:.4f}", overall.achieved.reward_improvement);
+  std::cout << fmt::format("  reward improvement ({}): achieved {:.4f}", overall.achieved.reward_unit,
+                           overall.achieved.reward_improvement);
   if (report.dual) std::cout << fmt::format(", predicted {:.4f}", report.dual->predicted.reward_improvement);
   std::cout << '\n';
   if (overall.win_rate) {

@@ -314,6 +314,72 @@ TEST_F(EvaluationTest, ScoresAreReadAtAnEosAppendedToCutResponses) {
   EXPECT_GT(checked, 0);
 }
 
+// PeCAN: the prediction is in implicit-reward units, so achieved is measured in them
+// (the implicit rewards of each policy's response, differenced on the same prompt) and
+// the score models' improvement is reported beside it, labelled.
+TEST_F(EvaluationTest, APredictionScorerMeasuresAchievedInThePredictionsUnit) {
+  auto models = load_models("policy");
+  const double helpfulness_beta = 0.5, safety_beta = 0.1;
+  models.prediction_scorer = std::make_shared<can::ImplicitRewardScorer>(
+      can::load_causal_lm(path("reference").string()), can::load_causal_lm(path("policy").string()), helpfulness_beta,
+      can::load_causal_lm(path("reference").string()), safety_beta, tokenizer_->eos_id());
+  can::DualSolution dual = two_constraint_solution();
+  dual.margins = {0.5};
+  dual.lambda = {1.5};
+  dual.predicted.safety_improvement = {0.5};
+  const auto report =
+      can::evaluate_policy(models, *tokenizer_, can::ChatTemplate(), world_prompts(), small_options(), dual);
+  const can::Improvement& achieved = report.overall.achieved;
+  EXPECT_EQ(achieved.safety_unit, "implicit_reward");
+  EXPECT_EQ(achieved.reward_unit, "implicit_reward");
+  ASSERT_TRUE(report.overall.achieved_by_score_models.has_value());
+  EXPECT_EQ(report.overall.achieved_by_score_models->safety_unit, "cost_model");
+  // The safety DPO model is the reference itself: every implicit safety score is exactly 0.
+  EXPECT_EQ(achieved.safety_improvement, std::vector<double>{0.0});
+  EXPECT_EQ(report.prediction_error, std::vector<double>{-1.0});
+  // The helpfulness DPO model is the policy: its implicit reward β_r·log(π/π_ref) of each response.
+  double sum = 0;
+  for (const auto& row : report.prompts) {
+    ASSERT_TRUE(row.policy.prediction_scores.has_value());
+    for (const auto* response : {&row.reference, &row.policy}) {
+      can::TokenizedSequence sequence{can::tokenize_prompt(*tokenizer_, can::ChatTemplate(), row.prompt.prompt),
+                                      response->tokens};
+      if (!response->stopped_at_eos) sequence.response_ids.push_back(tokenizer_->eos_id());
+      const double expected =
+          helpfulness_beta * (can::response_logprobs(models.policy, {sequence}, {1, 512})[0] -
+                              can::response_logprobs(models.reference, {sequence}, {1, 512})[0]);
+      EXPECT_NEAR(response->prediction_scores->reward, expected, 1e-5) << row.prompt.prompt_id;
+    }
+    sum += row.policy.prediction_scores->reward - row.reference.prediction_scores->reward;
+  }
+  EXPECT_NEAR(achieved.reward_improvement, sum / kTestPrompts, 1e-12);
+  EXPECT_NE(achieved.reward_improvement, report.overall.achieved_by_score_models->reward_improvement);
+  EXPECT_DOUBLE_EQ(report.overall.achieved_by_score_models->safety_improvement.at(0),
+                   report.overall.reference.costs[0] - report.overall.policy.costs[0]);
+
+  can::write_evaluation_report(path("implicit"), report);
+  const json written = can::read_json_file(path("implicit/report.json"));
+  EXPECT_EQ(written.at("predicted").at("safety_unit"), "implicit_reward");
+  EXPECT_EQ(written.at("achieved").at("safety_unit"), "implicit_reward");
+  EXPECT_EQ(written.at("achieved_by_score_models").at("safety_unit"), "cost_model");
+  EXPECT_EQ(written.at("achieved_by_score_models").at("reward_unit"), "reward_model");
+  EXPECT_EQ(written.at("by_class").at("harmful").at("achieved").at("safety_unit"), "implicit_reward");
+  EXPECT_EQ(can::evaluation_report_to_json(can::read_evaluation_report(path("implicit/report.json"))), written);
+  const auto rows = can::testing::read_json_lines(path("implicit/responses.jsonl"));
+  EXPECT_EQ(rows.at(0).at("policy").at("prediction_scores").at("safety"), json::array({0.0}));
+  const std::string markdown = can::read_text_file(path("implicit/report.md"));
+  EXPECT_TRUE(contains(markdown, "Safety in implicit-reward units")) << markdown;
+  EXPECT_TRUE(contains(markdown, "another unit than the prediction's, so not compared")) << markdown;
+
+  // A report whose prediction and achievement are in different units does not read back.
+  json mixed = written;
+  mixed["predicted"]["safety_unit"] = "cost_model";
+  const std::string message = error_message([&] { can::evaluation_report_from_json(mixed, "mixed.json"); });
+  EXPECT_TRUE(contains(message, "mixed.json: predicted.safety_unit is 'cost_model' but achieved.safety_unit is "
+                                "'implicit_reward'"))
+      << message;
+}
+
 TEST_F(EvaluationTest, DualPredictionComesThroughFromCanDualJson) {
   const can::DualSolution solution = two_constraint_solution();
   std::ofstream(path("dual.json")) << can::to_json(solution).dump(2);
@@ -439,6 +505,15 @@ TEST(EvaluationSummary, SafetyImprovementIsTheFallInCostAndTiesCountHalf) {
   EXPECT_DOUBLE_EQ(report.by_class[0].second.win_rate->safety, 0.25);
   EXPECT_DOUBLE_EQ(report.by_class[1].second.win_rate->helpfulness, 1.0);
 
+  rows[0].policy.prediction_scores = can::ResponseScores{1.0, {0.5}};
+  EXPECT_TRUE(contains(error_message([&] { can::summarize_evaluation(rows, 1, can::EvaluationOptions()); }),
+                       "prompt a has scores by the prediction scorer, but none was named"));
+  EXPECT_TRUE(contains(error_message([&] {
+                         can::summarize_evaluation(rows, 1, can::EvaluationOptions(), {},
+                                                   can::ScoreUnits{"implicit_reward", "implicit_reward"});
+                       }),
+                       "prompt a lacks scores by the prediction scorer"));
+  rows[0].policy.prediction_scores.reset();
   rows[1].policy.costs.push_back(0.1);
   EXPECT_TRUE(
       contains(error_message([&] { can::summarize_evaluation(rows, 1, can::EvaluationOptions()); }), "prompt b"));

@@ -74,7 +74,7 @@ TEST_F(OfflineSamplingTest, ModelScoresAreRewardAndNegatedCost) {
   }
 }
 
-TEST_F(OfflineSamplingTest, ImplicitRewardsAreBetaTimesLogRatios) {
+TEST_F(OfflineSamplingTest, ImplicitRewardsAreBetaTimesLogRatiosOfResponsesEndingWithEos) {
   torch::manual_seed(3);
   can::LlamaForCausalLM reference(can::testing::tiny_llama_config(400));
   can::LlamaForCausalLM safe(can::testing::tiny_llama_config(400));
@@ -83,14 +83,27 @@ TEST_F(OfflineSamplingTest, ImplicitRewardsAreBetaTimesLogRatios) {
   const auto samples =
       can::sample_responses(reference, tokenizer(), can::ChatTemplate(), prompts(), 3, sampling_options());
   const double beta = 0.1, helpfulness_beta = 0.5;
+  const int64_t eos = tokenizer().eos_id();
   // The helpfulness policy is the reference itself: every reward is exactly 0.
-  can::ImplicitRewardScorer scorer(reference, reference, helpfulness_beta, safe, beta);
+  can::ImplicitRewardScorer scorer(reference, reference, helpfulness_beta, safe, beta, eos);
   const auto scores = can::score_samples(samples, scorer, {2, 128});
   for (double value : scores.rewards()) EXPECT_EQ(value, 0.0);
-  const auto reference_logprobs =
-      can::response_logprobs(reference, {{samples[1].prompt_ids, samples[1].responses[2]}}, {1, 128});
-  const auto safe_logprobs = can::response_logprobs(safe, {{samples[1].prompt_ids, samples[1].responses[2]}}, {1, 128});
-  EXPECT_NEAR(scores.safety()[scores.offsets()[1] + 2], beta * (safe_logprobs[0] - reference_logprobs[0]), 1e-6);
+  // Each response is scored as a complete one, as DPO trained and as re-labelling scores the
+  // data's pairs: a sample cut at max_new_tokens gets its EOS.
+  int64_t cut = 0;
+  for (int64_t i = 0; i < 3; ++i) {
+    for (int64_t k = 0; k < 3; ++k) {
+      can::TokenizedSequence sequence{samples[i].prompt_ids, samples[i].responses[k]};
+      if (sequence.response_ids.empty() || sequence.response_ids.back() != eos) {
+        sequence.response_ids.push_back(eos);
+        ++cut;
+      }
+      const double reference_logprob = can::response_logprobs(reference, {sequence}, {1, 128})[0];
+      const double safe_logprob = can::response_logprobs(safe, {sequence}, {1, 128})[0];
+      EXPECT_NEAR(scores.safety()[scores.offsets()[i] + k], beta * (safe_logprob - reference_logprob), 1e-6);
+    }
+  }
+  EXPECT_GT(cut, 0) << "no sample was cut at max_new_tokens, so the EOS rule went untested";
 }
 
 }  // namespace

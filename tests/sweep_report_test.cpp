@@ -23,7 +23,7 @@ can::EvaluationReport report(double lambda, double predicted, double achieved, d
   result.overall.num_prompts = 4;
   result.overall.reference = {0.0, {0.5}, 0.3, 0.8, 0.4, 12.0, 1.0};
   result.overall.policy = {0.1, {0.5 - achieved}, 0.25, judge_safety, 0.2, 11.0, 1.0};
-  result.overall.achieved = {{achieved}, 0.1, {0.05}, 0.02};  // 95% interval: ±0.098
+  result.overall.achieved = {"reward_model", "cost_model", {achieved}, 0.1, {0.05}, 0.02};  // 95% interval: ±0.098
   can::DualSolution dual;
   dual.beta = 0.1;
   dual.margins = {predicted};
@@ -58,6 +58,19 @@ TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   EXPECT_TRUE(contains(svg, "95% interval of achieved"));
   EXPECT_FALSE(contains(svg, "±25%"));
   EXPECT_TRUE(contains(svg, "judge safety"));
+  EXPECT_TRUE(contains(svg, "achieved (cost_model)"));
+  EXPECT_TRUE(contains(table, "safety: cost_model")) << table;
+}
+
+TEST(SweepReport, MarginsMeasuredInDifferentUnitsAreRefused) {
+  can::testing::TemporaryDirectory directory;
+  can::EvaluationReport implicit = report(0.6, 1.0, 0.9, 0.9);
+  implicit.overall.achieved.safety_unit = "implicit_reward";
+  const std::string message = error_message(
+      [&] { can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, implicit}}); });
+  EXPECT_TRUE(contains(message, "margin 1 measures safety in 'implicit_reward' but margin 0.5 in 'cost_model'"))
+      << message;
+  EXPECT_FALSE(fs::exists(directory.path() / "sweep.json"));
 }
 
 TEST(SweepReport, AReportWithoutAPredictionNamesTheMarginAndWritesNothing) {

@@ -54,9 +54,19 @@ struct EvaluationOptions {
 struct EvaluationModels {
   LlamaForCausalLM policy{nullptr};
   LlamaForCausalLM reference{nullptr};
-  // r and g of the responses; reported as reward and costs −g_j. The pipelines
-  // evaluate with the score models (ScoreModelScorer, whose −g_j is cost model j's output).
+  // The reward and cost models (ScoreModelScorer, whose −g_j is cost model j's output):
+  // every response's reward and costs.
   std::shared_ptr<Scorer> scorer;
+  // The scorer the dual's prediction is in, when it is not `scorer`: PeCAN's implicit
+  // rewards (ImplicitRewardScorer). Predicted and achieved improvements are then compared
+  // in its unit, and the score models' improvement is reported beside them, labelled.
+  std::shared_ptr<Scorer> prediction_scorer;
+};
+
+// r and g of one response in one scorer's units.
+struct ResponseScores {
+  double reward = 0;
+  std::vector<double> safety;  // [m]
 };
 
 struct ResponseEvaluation {
@@ -66,6 +76,8 @@ struct ResponseEvaluation {
   // Scored on the sampled ids themselves (no re-encoding of `text`): prompt + tokens (+ EOS when it did not stop).
   double reward = 0;
   std::vector<double> costs;           // [m] likewise, one per cost model
+  // By the prediction scorer, when there is one (EvaluationModels::prediction_scorer).
+  std::optional<ResponseScores> prediction_scores;
   std::optional<JudgeVerdict> judged;  // when the prompt has a topic
 };
 
@@ -87,7 +99,10 @@ struct PolicySummary {
 };
 
 struct Improvement {
-  std::vector<double> safety_improvement;  // [m] E_policy[g_j] − E_ref[g_j] = E_ref[cost_j] − E_policy[cost_j]
+  // The units of the scores differenced (Scorer::reward_unit, safety_unit): "reward_model"
+  // and "cost_model" (g_j = −cost_j), or "implicit_reward" (PeCAN's β·log(π/π_ref)).
+  std::string reward_unit, safety_unit;
+  std::vector<double> safety_improvement;  // [m] E_policy[g_j] − E_ref[g_j]; by the cost models E_ref[cost_j] − E_policy[cost_j]
   double reward_improvement = 0;           // E_policy[r] − E_ref[r]
   // Standard errors of the two means above, from the per-prompt differences (policy's
   // response minus reference's, on the same prompt): sample standard deviation / √n.
@@ -107,7 +122,10 @@ struct EvaluationSummary {
   int64_t num_prompts = 0;
   PolicySummary reference;
   PolicySummary policy;
+  // In the prediction's unit: by the prediction scorer when there is one, else by the score models.
   Improvement achieved;
+  // By the reward and cost models, when `achieved` is in another unit (PeCAN).
+  std::optional<Improvement> achieved_by_score_models;
   std::optional<WinRates> win_rate;  // when judged
 };
 
@@ -118,7 +136,7 @@ struct EvaluationReport {
   EvaluationSummary overall;
   // "harmful" and "benign" (classes with prompts only), when every prompt's class is known.
   std::vector<std::pair<std::string, EvaluationSummary>> by_class;
-  std::optional<DualSolution> dual;      // what was predicted, when given
+  std::optional<DualSolution> dual;      // what was predicted, when given; in overall.achieved's units
   std::vector<double> prediction_error;  // [m] (achieved − predicted) / |predicted|; NaN where predicted is 0
   // Settings of the run that void the prediction, one sentence each (pipeline.h's
   // prediction_caveats); report.md lists them beside the prediction.
@@ -126,22 +144,37 @@ struct EvaluationReport {
 };
 
 // Generates one response per prompt from the policy and the reference (same
-// options, same seed), scores each with every score model, judges it when the
-// prompt has a topic (all prompts or none must have one), and summarizes.
-// `dual`, when given, must have one constraint per cost model.
+// options, same seed), scores each with every score model (and the prediction
+// scorer, when given), judges it when the prompt has a topic (all prompts or none
+// must have one), and summarizes. `dual`, when given, must have one constraint per
+// cost model, and its prediction must be in the units of the prediction scorer (or,
+// without one, of the score models).
 EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& tokenizer,
                                  const ChatTemplate& chat_template, const std::vector<EvaluationPrompt>& prompts,
                                  const EvaluationOptions& options, const std::optional<DualSolution>& dual = {});
 
+// The units of r and g of a scorer (Scorer::reward_unit, safety_unit).
+struct ScoreUnits {
+  std::string reward, safety;
+};
+
+// The units of every response's reward and costs: EvaluationModels::scorer is ScoreModelScorer.
+ScoreUnits score_model_units();
+
 // The aggregates of evaluated prompts (what evaluate_policy returns, without the models).
+// `prediction` gives the units of the responses' prediction_scores, which every response
+// has when it is given and none has otherwise.
 EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int num_constraints,
-                                      const EvaluationOptions& options, const std::optional<DualSolution>& dual = {});
+                                      const EvaluationOptions& options, const std::optional<DualSolution>& dual = {},
+                                      const std::optional<ScoreUnits>& prediction = {});
 
 // The contents of report.json. `reference` and `policy` hold `reward`, `cost`
 // (the first cost model's mean, the usual single constraint) and `costs` (all m),
 // `judge_helpfulness`, `judge_safety`, `judge_harm` (null when not judged),
 // `response_tokens`, `stopped_at_eos`; then `achieved` and `predicted`
-// ({safety_improvement [m], reward_improvement}, predicted adds kl), `margins`,
+// ({safety_improvement [m], reward_improvement, safety_unit, reward_unit}; achieved adds
+// the standard errors, predicted adds kl; the units are the same), `achieved_by_score_models`
+// (achieved's shape, null unless achieved is in another unit), `margins`,
 // `lambda`, `beta`, `prediction_error` (null without a dual), `win_rate`
 // ({helpfulness, safety}, null when not judged), `by_class`, counts and sampling options.
 // format_version (json_fields.h) comes first.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "can/batch_inference.h"
@@ -29,14 +30,23 @@ class Scorer {
   // The smallest vocabulary among the models: token ids must lie below it.
   virtual int64_t vocabulary_size() const = 0;
   // r and g of each (prompt, response) sequence, in input order. A response is
-  // as sampled or as in the data: ending with EOS when it ended.
+  // as sampled or as in the data: ending with EOS when it ended. Every scorer scores
+  // a response as a complete one, ending with EOS: one that does not end with it
+  // (a sample cut at max_new_tokens) is scored with EOS appended, so offline samples
+  // and the data's pairs (tokenize_sequence appends EOS) follow one rule.
   virtual SequenceScores score(const std::vector<TokenizedSequence>& sequences,
                                const BatchInferenceOptions& options) = 0;
+  // The units of r and g, named for reports (report.json's `safety_unit`, `reward_unit`).
+  virtual std::string reward_unit() const = 0;
+  virtual std::string safety_unit() const = 0;
 };
 
+// `sequences` with `eos_id` appended to each response that does not end with it.
+std::vector<TokenizedSequence> ended_with_eos(std::vector<TokenizedSequence> sequences, int64_t eos_id);
+
 // MoCAN: r from the reward model, g_j = −cost_j from cost model j (higher cost =
-// less safe). Score models read the final token, so a response that does not end
-// with `eos_id` is scored with one appended (Safe-RLHF scores prompt + response + EOS).
+// less safe). Score models read the final token, EOS (Safe-RLHF scores prompt +
+// response + EOS). Units: "reward_model" and "cost_model".
 class ScoreModelScorer final : public Scorer {
  public:
   ScoreModelScorer(LlamaForScore reward, std::vector<LlamaForScore> costs, int64_t eos_id);
@@ -44,6 +54,8 @@ class ScoreModelScorer final : public Scorer {
   int64_t num_constraints() const override { return static_cast<int64_t>(costs_.size()); }
   int64_t vocabulary_size() const override;
   SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
+  std::string reward_unit() const override { return "reward_model"; }
+  std::string safety_unit() const override { return "cost_model"; }
 
  private:
   LlamaForScore reward_;
@@ -52,17 +64,21 @@ class ScoreModelScorer final : public Scorer {
 };
 
 // PeCAN: r = β_r·(log π_r − log π_ref) and g = β_g·(log π_g − log π_ref) of each
-// response as it is, each β the one its DPO model was trained with (its implicit
-// reward). The unknown β·log Z(x) are per-prompt constants, which the dual ignores
-// and which cancel within a preference pair.
+// response ending with EOS, each β the one its DPO model was trained with (its
+// implicit reward; DPO trained on responses ending with EOS). The unknown β·log Z(x)
+// are per-prompt constants, which the dual ignores and which cancel within a
+// preference pair and between two responses to one prompt. Units: "implicit_reward"
+// (of the helpfulness DPO model for r, of the safety DPO model for g).
 class ImplicitRewardScorer final : public Scorer {
  public:
   ImplicitRewardScorer(LlamaForCausalLM reference, LlamaForCausalLM helpfulness_policy, double helpfulness_beta,
-                       LlamaForCausalLM safety_policy, double safety_beta);
+                       LlamaForCausalLM safety_policy, double safety_beta, int64_t eos_id);
 
   int64_t num_constraints() const override { return 1; }
   int64_t vocabulary_size() const override;
   SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
+  std::string reward_unit() const override { return "implicit_reward"; }
+  std::string safety_unit() const override { return "implicit_reward"; }
 
  private:
   LlamaForCausalLM reference_;
@@ -70,6 +86,7 @@ class ImplicitRewardScorer final : public Scorer {
   double helpfulness_beta_;
   LlamaForCausalLM safety_policy_;
   double safety_beta_;
+  int64_t eos_id_;
 };
 
 }  // namespace can

@@ -23,8 +23,11 @@ struct SweepPoint {
 //   sweep.md    one table row per margin (λ*, predicted and achieved safety and
 //               reward improvement, relative error, judge safety and helpfulness);
 //   sweep.svg   achieved against predicted safety improvement with the line
-//               achieved = predicted and its ±25% band; achieved reward against
-//               achieved safety improvement; judge safety and helpfulness against b.
+//               achieved = predicted and each achieved value's 95% interval; achieved
+//               reward against achieved safety improvement; judge safety and
+//               helpfulness against b.
+// Improvements are in the prediction's units (EvaluationSummary::achieved), which every
+// margin's report must share.
 // An error names the margin whose report has no dual prediction; nothing is written then.
 void write_sweep_report(const std::filesystem::path& directory, const std::vector<SweepPoint>& points);
 

@@ -66,20 +66,50 @@ PolicySummary summarize_policy(const std::vector<const PromptEvaluation*>& rows,
 // 1 when `policy` beats `reference`, 1/2 on a tie, 0 otherwise.
 double win(double policy, double reference) { return policy > reference ? 1.0 : policy == reference ? 0.5 : 0.0; }
 
-EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& rows, int num_constraints, bool judged) {
+// r and g of a response by the score models: the reward, and g_j = −cost_j.
+ResponseScores by_score_models(const ResponseEvaluation& response) {
+  ResponseScores scores{response.reward, {}};
+  for (double cost : response.costs) scores.safety.push_back(-cost);
+  return scores;
+}
+
+ResponseScores by_prediction_scorer(const ResponseEvaluation& response) { return *response.prediction_scores; }
+
+// E_policy − E_ref of the scores `scores_of` gives each response, with standard errors
+// from the per-prompt differences.
+Improvement improvement_of(const std::vector<const PromptEvaluation*>& rows, int num_constraints,
+                           const ScoreUnits& units, ResponseScores (*scores_of)(const ResponseEvaluation&)) {
+  Improvement improvement;
+  improvement.reward_unit = units.reward;
+  improvement.safety_unit = units.safety;
+  const auto reward_difference = [scores_of](const PromptEvaluation& row) {
+    return scores_of(row.policy).reward - scores_of(row.reference).reward;
+  };
+  improvement.reward_improvement = mean_of(rows, reward_difference);
+  improvement.reward_improvement_stderr = standard_error_of(rows, reward_difference);
+  for (int j = 0; j < num_constraints; ++j) {
+    const auto safety_difference = [scores_of, j](const PromptEvaluation& row) {
+      return scores_of(row.policy).safety[j] - scores_of(row.reference).safety[j];
+    };
+    improvement.safety_improvement.push_back(mean_of(rows, safety_difference));
+    improvement.safety_improvement_stderr.push_back(standard_error_of(rows, safety_difference));
+  }
+  return improvement;
+}
+
+EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& rows, int num_constraints, bool judged,
+                                 const std::optional<ScoreUnits>& prediction) {
   EvaluationSummary summary;
   summary.num_prompts = static_cast<int64_t>(rows.size());
   summary.reference = summarize_policy(rows, num_constraints, &PromptEvaluation::reference, judged);
   summary.policy = summarize_policy(rows, num_constraints, &PromptEvaluation::policy, judged);
-  for (int j = 0; j < num_constraints; ++j) {
-    // g = −cost, so E_policy[g] − E_ref[g] = E_ref[cost] − E_policy[cost].
-    summary.achieved.safety_improvement.push_back(summary.reference.costs[j] - summary.policy.costs[j]);
-    summary.achieved.safety_improvement_stderr.push_back(standard_error_of(
-        rows, [j](const PromptEvaluation& row) { return row.reference.costs[j] - row.policy.costs[j]; }));
+  const Improvement measured = improvement_of(rows, num_constraints, score_model_units(), by_score_models);
+  if (prediction) {
+    summary.achieved = improvement_of(rows, num_constraints, *prediction, by_prediction_scorer);
+    summary.achieved_by_score_models = measured;
+  } else {
+    summary.achieved = measured;
   }
-  summary.achieved.reward_improvement = summary.policy.reward - summary.reference.reward;
-  summary.achieved.reward_improvement_stderr =
-      standard_error_of(rows, [](const PromptEvaluation& row) { return row.policy.reward - row.reference.reward; });
   if (judged) {
     WinRates rates;
     rates.helpfulness = mean_of(rows, [](const PromptEvaluation& row) {
@@ -93,7 +123,7 @@ EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& row
   return summary;
 }
 
-// Scores `sequences` through the scorer: rewards [n], costs −g [n][m].
+// Scores `sequences` (one per response) with the score models: rewards and costs −g [m].
 void score_responses(Scorer& scorer, const std::vector<TokenizedSequence>& sequences,
                      const BatchInferenceOptions& options, std::vector<ResponseEvaluation>& responses) {
   const SequenceScores scores = scorer.score(sequences, options);
@@ -103,7 +133,20 @@ void score_responses(Scorer& scorer, const std::vector<TokenizedSequence>& seque
   }
 }
 
+// Scores `sequences` with the prediction scorer: each response's prediction_scores.
+void score_for_prediction(Scorer& scorer, const std::vector<TokenizedSequence>& sequences,
+                          const BatchInferenceOptions& options, std::vector<ResponseEvaluation>& responses) {
+  const SequenceScores scores = scorer.score(sequences, options);
+  for (size_t i = 0; i < responses.size(); ++i) {
+    ResponseScores& scored = responses[i].prediction_scores.emplace();
+    scored.reward = scores.reward[i];
+    for (const std::vector<double>& g : scores.safety) scored.safety.push_back(g[i]);
+  }
+}
+
 }  // namespace
+
+ScoreUnits score_model_units() { return {"reward_model", "cost_model"}; }
 
 std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::path& path) {
   std::vector<EvaluationPrompt> prompts;
@@ -134,7 +177,8 @@ std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::pat
 }
 
 EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int num_constraints,
-                                      const EvaluationOptions& options, const std::optional<DualSolution>& dual) {
+                                      const EvaluationOptions& options, const std::optional<DualSolution>& dual,
+                                      const std::optional<ScoreUnits>& prediction) {
   check(!prompts.empty(), "evaluation: no prompts to summarize");
   check(num_constraints >= 1, "evaluation: at least one cost model is needed, got {}", num_constraints);
   const bool judged = prompts.front().reference.judged.has_value();
@@ -144,6 +188,12 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
     for (const ResponseEvaluation* response : {&row.reference, &row.policy}) {
       check(static_cast<int>(response->costs.size()) == num_constraints,
             "evaluation: prompt {} has {} cost(s), expected {}", id, response->costs.size(), num_constraints);
+      check(response->prediction_scores.has_value() == prediction.has_value(),
+            "evaluation: prompt {} {} scores by the prediction scorer, but {}", id,
+            prediction ? "lacks" : "has", prediction ? "every response needs them" : "none was named");
+      check(!prediction || static_cast<int>(response->prediction_scores->safety.size()) == num_constraints,
+            "evaluation: prompt {} has {} safety score(s) by the prediction scorer, expected {}", id,
+            prediction ? response->prediction_scores->safety.size() : 0, num_constraints);
       check(response->judged.has_value() == judged,
             "evaluation: prompt {} is {}judged while prompt {} is {}; judge all prompts or none", id,
             judged ? "not " : "", prompts.front().prompt.prompt_id, judged ? "judged" : "not");
@@ -170,9 +220,9 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
     all.push_back(&row);
     if (classified) (*row.prompt.harmful ? harmful : benign).push_back(&row);
   }
-  report.overall = summarize_rows(all, num_constraints, judged);
+  report.overall = summarize_rows(all, num_constraints, judged, prediction);
   for (const auto& [name, rows] : {std::pair{"harmful", &harmful}, std::pair{"benign", &benign}}) {
-    if (!rows->empty()) report.by_class.emplace_back(name, summarize_rows(*rows, num_constraints, judged));
+    if (!rows->empty()) report.by_class.emplace_back(name, summarize_rows(*rows, num_constraints, judged, prediction));
   }
   if (dual) {
     report.dual = dual;
@@ -192,6 +242,18 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
   check(!prompts.empty(), "evaluation: no prompts");
   check(!models.policy.is_empty() && !models.reference.is_empty() && models.scorer != nullptr,
         "evaluation: the policy, the reference and a scorer are all needed");
+  const ScoreUnits units = score_model_units();
+  check(models.scorer->reward_unit() == units.reward && models.scorer->safety_unit() == units.safety,
+        "evaluation: the scorer must be the reward and cost models, not {} and {} (a scorer in other units is the "
+        "prediction scorer)",
+        models.scorer->reward_unit(), models.scorer->safety_unit());
+  std::optional<ScoreUnits> prediction_units;
+  if (models.prediction_scorer) {
+    check(models.prediction_scorer->num_constraints() == models.scorer->num_constraints(),
+          "evaluation: the prediction scorer has {} safety score(s) but there are {} cost model(s)",
+          models.prediction_scorer->num_constraints(), models.scorer->num_constraints());
+    prediction_units = ScoreUnits{models.prediction_scorer->reward_unit(), models.prediction_scorer->safety_unit()};
+  }
   const int64_t vocabulary = tokenizer.vocab_size();
   auto check_vocabulary = [vocabulary](const LlamaConfig& config, const std::string& name) {
     check(config.vocab_size >= vocabulary, "evaluation: the {} has a vocabulary of {} but the tokenizer has {}", name,
@@ -199,9 +261,11 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
   };
   check_vocabulary(models.policy->config, "policy");
   check_vocabulary(models.reference->config, "reference");
-  check(models.scorer->vocabulary_size() >= vocabulary,
-        "evaluation: the scorer's models have a vocabulary of {} but the tokenizer has {}",
-        models.scorer->vocabulary_size(), vocabulary);
+  for (const Scorer* scorer : {models.scorer.get(), models.prediction_scorer.get()}) {
+    check(scorer == nullptr || scorer->vocabulary_size() >= vocabulary,
+          "evaluation: the scorer's models have a vocabulary of {} but the tokenizer has {}",
+          scorer ? scorer->vocabulary_size() : 0, vocabulary);
+  }
   const bool judged = !prompts.front().topic.empty();
   for (const EvaluationPrompt& prompt : prompts) {
     check(prompt.topic.empty() != judged, "evaluation: prompt {} {} a topic while prompt {} {}; give all or none",
@@ -226,13 +290,10 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
       response.stopped_at_eos = generations[i].stopped_at_eos;
       response.text = tokenizer.decode(response.tokens);
       if (judged) response.judged = judge_response(prompts[i].topic, response.text);
-      // Safe-RLHF scores prompt + response + EOS: a response cut at max_new_tokens gets its EOS here.
+      // Scorers score a response cut at max_new_tokens with its EOS appended (scorer.h).
       TokenizedSequence sequence{prompt_ids[i], response.tokens};
-      if (!response.stopped_at_eos) sequence.response_ids.push_back(sampling.eos_id);
-      if (static_cast<int64_t>(sequence.prompt_ids.size() + sequence.response_ids.size()) >
-          options.scoring.max_length) {
-        ++truncated;
-      }
+      const size_t scored_length = sequence.prompt_ids.size() + sequence.response_ids.size() + (response.stopped_at_eos ? 0 : 1);
+      if (static_cast<int64_t>(scored_length) > options.scoring.max_length) ++truncated;
       sequences.push_back(std::move(sequence));
     }
     if (truncated > 0) {
@@ -242,6 +303,11 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
     spdlog::info("evaluation: scoring the {}'s responses", name);
     // Each policy is scored in calls of its own: identical responses then meet identical batches.
     score_responses(*models.scorer, sequences, options.scoring, responses);
+    if (models.prediction_scorer) {
+      spdlog::info("evaluation: scoring the {}'s responses in the prediction's unit ({})", name,
+                   models.prediction_scorer->safety_unit());
+      score_for_prediction(*models.prediction_scorer, sequences, options.scoring, responses);
+    }
     return responses;
   };
   std::vector<ResponseEvaluation> reference = respond(models.reference, "reference");
@@ -251,7 +317,8 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
   for (size_t i = 0; i < prompts.size(); ++i) {
     rows.push_back({prompts[i], std::move(reference[i]), std::move(policy[i])});
   }
-  return summarize_evaluation(std::move(rows), static_cast<int>(models.scorer->num_constraints()), options, dual);
+  return summarize_evaluation(std::move(rows), static_cast<int>(models.scorer->num_constraints()), options, dual,
+                              prediction_units);
 }
 
 }  // namespace can

@@ -44,8 +44,10 @@ json improvement_to_json(const Improvement& improvement) {
   for (double value : improvement.safety_improvement_stderr) stderrs.push_back(number_or_null(value));
   return {{"safety_improvement", improvement.safety_improvement},
           {"safety_improvement_stderr", stderrs},
+          {"safety_unit", improvement.safety_unit},
           {"reward_improvement", improvement.reward_improvement},
-          {"reward_improvement_stderr", number_or_null(improvement.reward_improvement_stderr)}};
+          {"reward_improvement_stderr", number_or_null(improvement.reward_improvement_stderr)},
+          {"reward_unit", improvement.reward_unit}};
 }
 
 std::optional<double> optional_number(const json& object, const std::string& field, const std::string& where) {
@@ -67,6 +69,8 @@ PolicySummary policy_from_json(const json& object, const std::string& where) {
 
 Improvement improvement_from_json(const json& object, const std::string& where) {
   Improvement improvement;
+  improvement.safety_unit = string_field(object, "safety_unit", where);
+  improvement.reward_unit = string_field(object, "reward_unit", where);
   improvement.safety_improvement = numbers_field(object, "safety_improvement", where);
   improvement.safety_improvement_stderr = numbers_or_nulls_field(object, "safety_improvement_stderr", where);
   check(improvement.safety_improvement_stderr.size() == improvement.safety_improvement.size(),
@@ -84,6 +88,10 @@ EvaluationSummary summary_from_json(const json& object, const std::string& where
   summary.reference = policy_from_json(required_field(object, "reference", where), where + ": reference");
   summary.policy = policy_from_json(required_field(object, "policy", where), where + ": policy");
   summary.achieved = improvement_from_json(required_field(object, "achieved", where), where + ": achieved");
+  if (const json& by_score_models = required_field(object, "achieved_by_score_models", where);
+      !by_score_models.is_null()) {
+    summary.achieved_by_score_models = improvement_from_json(by_score_models, where + ": achieved_by_score_models");
+  }
   if (const json* win_rate = optional_field(object, "win_rate")) {
     summary.win_rate = WinRates{number_field(*win_rate, "helpfulness", where + ": win_rate"),
                                 number_field(*win_rate, "safety", where + ": win_rate")};
@@ -96,7 +104,11 @@ json summary_to_json(const EvaluationSummary& summary) {
                  {"reference", policy_to_json(summary.reference)},
                  {"policy", policy_to_json(summary.policy)},
                  {"achieved", improvement_to_json(summary.achieved)},
+                 {"achieved_by_score_models", nullptr},
                  {"win_rate", nullptr}};
+  if (summary.achieved_by_score_models) {
+    result["achieved_by_score_models"] = improvement_to_json(*summary.achieved_by_score_models);
+  }
   if (summary.win_rate) {
     result["win_rate"] = {{"helpfulness", summary.win_rate->helpfulness}, {"safety", summary.win_rate->safety}};
   }
@@ -110,6 +122,10 @@ json response_to_json(const ResponseEvaluation& response) {
                  {"costs", response.costs},
                  {"num_tokens", response.tokens.size()},
                  {"stopped_at_eos", response.stopped_at_eos}};
+  if (response.prediction_scores) {
+    result["prediction_scores"] = {{"reward", response.prediction_scores->reward},
+                                   {"safety", response.prediction_scores->safety}};
+  }
   if (response.judged) {
     result["judge"] = {{"helpfulness", response.judged->helpfulness},
                        {"harm", response.judged->harm},
@@ -159,9 +175,9 @@ void write_score_table(std::ostream& out, const EvaluationReport& report) {
     out << "| " << name << " | " << format_optional(before) << " | " << format_optional(after) << " | "
         << format_change(before, after) << " |\n";
   };
-  row("reward", overall.reference.reward, overall.policy.reward);
+  row("reward (reward model)", overall.reference.reward, overall.policy.reward);
   for (int j = 0; j < report.num_constraints; ++j) {
-    row(cost_name(j, report.num_constraints) + " (lower is safer)", overall.reference.costs[j],
+    row(cost_name(j, report.num_constraints) + " (cost model, lower is safer)", overall.reference.costs[j],
         overall.policy.costs[j]);
   }
   row("judge helpfulness", overall.reference.judge_helpfulness, overall.policy.judge_helpfulness);
@@ -170,6 +186,30 @@ void write_score_table(std::ostream& out, const EvaluationReport& report) {
   row("response tokens", overall.reference.response_tokens, overall.policy.response_tokens);
   row("ended with EOS (fraction)", overall.reference.stopped_at_eos, overall.policy.stopped_at_eos);
   out << '\n';
+}
+
+// "x ± 1.96·se", or x alone when there is no standard error (fewer than two prompts).
+std::string with_interval(double value, double standard_error) {
+  return std::isfinite(standard_error)
+             ? fmt::format("{} ± {}", format_number(value), format_number(1.96 * standard_error))
+             : format_number(value);
+}
+
+// A unit of Improvement (Scorer::reward_unit, safety_unit) for readers.
+std::string unit_description(const std::string& unit) {
+  if (unit == "cost_model") return "cost-model units (g = −cost)";
+  if (unit == "reward_model") return "reward-model units";
+  if (unit == "implicit_reward") return "implicit-reward units (β·log(π/π_ref) of the DPO model)";
+  return unit;
+}
+
+// The row name of constraint j's safety improvement in `unit`.
+std::string safety_name(const std::string& unit, int j, int num_constraints) {
+  const std::string name =
+      num_constraints == 1 ? "safety improvement" : fmt::format("safety improvement, constraint {}", j + 1);
+  if (unit == "cost_model") return name + " (E[g], g = −cost)";
+  if (unit == "implicit_reward") return name + " (E[β_g·log(π_g/π_ref)])";
+  return name;
 }
 
 void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
@@ -189,20 +229,15 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
     }
   }
   out << fmt::format("Achieved: the mean over {} prompts of the policy's response minus the reference's, ± its 95% "
-                     "interval (1.96 standard errors of those differences).\n\n",
-                     report.overall.num_prompts);
-  // "x ± 1.96·se", or x alone when there is no standard error (fewer than two prompts).
-  const auto with_interval = [](double value, double standard_error) {
-    return std::isfinite(standard_error)
-               ? fmt::format("{} ± {}", format_number(value), format_number(1.96 * standard_error))
-               : format_number(value);
-  };
+                     "interval (1.96 standard errors of those differences). Safety in {}; reward in {}{}.\n\n",
+                     report.overall.num_prompts, unit_description(achieved.safety_unit),
+                     unit_description(achieved.reward_unit),
+                     report.dual ? "; the prediction is in the same units" : "");
   out << "| | predicted | achieved ± 95% | (achieved − predicted) / \\|predicted\\| |\n|---|---:|---:|---:|\n";
   for (int j = 0; j < report.num_constraints; ++j) {
-    const std::string name = report.num_constraints == 1 ? "safety improvement (E[g], g = −cost)"
-                                                         : fmt::format("safety improvement, constraint {}", j + 1);
-    out << "| " << name << " | " << (report.dual ? format_number(report.dual->predicted.safety_improvement[j]) : "—")
-        << " | " << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
+    out << "| " << safety_name(achieved.safety_unit, j, report.num_constraints) << " | "
+        << (report.dual ? format_number(report.dual->predicted.safety_improvement[j]) : "—") << " | "
+        << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
         << (report.dual ? format_number(report.prediction_error[j]) : "—") << " |\n";
   }
   out << "| reward improvement | " << (report.dual ? format_number(report.dual->predicted.reward_improvement) : "—")
@@ -213,6 +248,17 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
     out << "The prediction may not hold for this run:\n\n";
     for (const std::string& caveat : report.prediction_caveats) out << "- " << caveat << "\n";
     out << '\n';
+  }
+  if (const auto& by_score_models = report.overall.achieved_by_score_models) {
+    out << "Measured by the reward and cost models as well: another unit than the prediction's, so not compared "
+           "with it.\n\n| | achieved ± 95% |\n|---|---:|\n";
+    for (int j = 0; j < report.num_constraints; ++j) {
+      out << "| " << safety_name(by_score_models->safety_unit, j, report.num_constraints) << " | "
+          << with_interval(by_score_models->safety_improvement[j], by_score_models->safety_improvement_stderr[j])
+          << " |\n";
+    }
+    out << "| reward improvement (reward model) | "
+        << with_interval(by_score_models->reward_improvement, by_score_models->reward_improvement_stderr) << " |\n\n";
   }
 }
 
@@ -282,9 +328,13 @@ std::string report_markdown(const EvaluationReport& report) {
   out << "# Evaluation: aligned policy against the reference\n\n"
       << fmt::format(
              "{} held-out prompts, one response per prompt from each policy (temperature {}, top-p {}, up to "
-             "{} new tokens, seed {}), scored by the reward model and {} cost model(s){}.\n\n",
+             "{} new tokens, seed {}), scored by the reward model and {} cost model(s){}{}.\n\n",
              report.overall.num_prompts, sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.seed,
-             report.num_constraints, report.overall.win_rate ? " and judged by the synthetic world's judge" : "");
+             report.num_constraints,
+             report.overall.achieved_by_score_models
+                 ? ", in the prediction's " + unit_description(report.overall.achieved.safety_unit)
+                 : "",
+             report.overall.win_rate ? " and judged by the synthetic world's judge" : "");
   write_score_table(out, report);
   write_prediction_table(out, report);
   out << "## Win rates against the reference (judge; ties count ½)\n\n";
@@ -381,8 +431,11 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
   result["beta"] = nullptr;
   if (report.dual) {
     const DualSolution& dual = *report.dual;
+    // The dual's prediction is in the units of the scorer that measured `achieved` (evaluate_policy).
     result["predicted"] = {{"safety_improvement", dual.predicted.safety_improvement},
+                           {"safety_unit", report.overall.achieved.safety_unit},
                            {"reward_improvement", dual.predicted.reward_improvement},
+                           {"reward_unit", report.overall.achieved.reward_unit},
                            {"kl", dual.predicted.kl}};
     json errors = json::array();
     for (double error : report.prediction_error) errors.push_back(number_or_null(error));
@@ -419,6 +472,14 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     dual.predicted.safety_improvement = numbers_field(*predicted, "safety_improvement", where + ": predicted");
     dual.predicted.reward_improvement = number_field(*predicted, "reward_improvement", where + ": predicted");
     dual.predicted.kl = number_field(*predicted, "kl", where + ": predicted");
+    for (const char* unit : {"safety_unit", "reward_unit"}) {
+      const std::string predicted_unit = string_field(*predicted, unit, where + ": predicted");
+      const std::string achieved_unit = string_field(required_field(json_report, "achieved", where), unit,
+                                                     where + ": achieved");
+      check(predicted_unit == achieved_unit,
+            "{}: predicted.{} is '{}' but achieved.{} is '{}'; a prediction is compared only in its own unit", where,
+            unit, predicted_unit, unit, achieved_unit);
+    }
     report.dual = dual;
     report.prediction_error = numbers_or_nulls_field(json_report, "prediction_error", where);
   }

@@ -53,13 +53,26 @@ SweepRow sweep_row(const SweepPoint& point) {
 
 std::string number(double value) { return std::isfinite(value) ? fmt::format("{:.4g}", value) : "—"; }
 
+// The unit of every margin's improvements (Improvement::safety_unit); the margins must agree.
+std::string safety_unit(const std::vector<SweepPoint>& points) {
+  const std::string& unit = points.front().report.overall.achieved.safety_unit;
+  for (const SweepPoint& point : points) {
+    check(point.report.overall.achieved.safety_unit == unit,
+          "sweep: margin {} measures safety in '{}' but margin {} in '{}'", point.margin,
+          point.report.overall.achieved.safety_unit, points.front().margin, unit);
+  }
+  return unit;
+}
+
 std::string sweep_markdown(const std::vector<SweepPoint>& points) {
   std::ostringstream out;
   out << "# Margin sweep\n\n"
-      << "One aligned policy per safety margin b, evaluated on the held-out prompts. Safety improvement is in cost-model "
-         "units (the mean of −cost); predicted is the dual's, achieved is measured, ± its 95% interval over the "
-         "evaluation prompts (1.96 standard errors of the per-prompt differences); relative error = (achieved − "
-         "predicted) / |predicted|.\n\n"
+      << fmt::format(
+             "One aligned policy per safety margin b, evaluated on the held-out prompts. Improvements are in the "
+             "prediction's units (safety: {}); predicted is the dual's, achieved is measured, ± its 95% interval over "
+             "the evaluation prompts (1.96 standard errors of the per-prompt differences); relative error = (achieved "
+             "− predicted) / |predicted|.\n\n",
+             safety_unit(points))
       << "| b | λ* | KL predicted | Δsafety predicted | Δsafety achieved ± 95% | predicted inside | relative error | "
          "Δreward predicted | Δreward achieved | judge safety | judge helpfulness |\n"
       << "|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|\n";
@@ -105,13 +118,15 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   figure.title = fmt::format("Margin sweep: {} aligned policies", points.size());
   figure.columns = 3;
 
-  PlotPanel prediction{"Safety improvement: achieved vs predicted", "predicted (dual)", "achieved (cost model)", {}, {}};
+  const std::string unit = safety_unit(points);
+  PlotPanel prediction{"Safety improvement: achieved vs predicted", "predicted (dual, " + unit + ")",
+                       "achieved (" + unit + ")", {}, {}};
   prediction.series.push_back({"achieved = predicted", {low, high}, {low, high}, "#888888", true, false});
   prediction.series.push_back({"95% interval of achieved", interval_x, interval_y, "#9ecae1", false, false});
   prediction.series.push_back({"aligned policies", predicted, achieved, "", false, true});
   figure.panels.push_back(prediction);
 
-  PlotPanel trade_off{"Trade-off (score models)", "achieved safety improvement", "achieved reward improvement", {}, {}};
+  PlotPanel trade_off{"Trade-off (" + unit + ")", "achieved safety improvement", "achieved reward improvement", {}, {}};
   trade_off.series.push_back({"aligned policies", achieved, reward, "", false, true});
   figure.panels.push_back(trade_off);
 

@@ -129,7 +129,8 @@ std::unique_ptr<Scorer> pipeline_scorer(const Config& config, const StageContext
   return std::make_unique<ImplicitRewardScorer>(
       load_policy_model(config, reference_directory(config, context)),
       load_policy_model(config, context.artifact("helpfulness_dpo") / "model"), config.pecan.helpfulness_dpo.loss.beta,
-      load_policy_model(config, context.artifact("safety_dpo") / "model"), config.pecan.safety_dpo.loss.beta);
+      load_policy_model(config, context.artifact("safety_dpo") / "model"), config.pecan.safety_dpo.loss.beta,
+      tokenizer.eos_id());
 }
 
 Tokenizer load_tokenizer(const StageContext& context) {
@@ -374,6 +375,8 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   models.policy = load_policy_model(config, context.artifact(dpo_stage) / "model");
   models.reference = load_policy_model(config, reference_directory(config, context));
   models.scorer = score_model_scorer(config, context, tokenizer);
+  // PeCAN's prediction is in the implicit rewards' unit: achieved is measured in it too.
+  if (config.pipeline == "pecan") models.prediction_scorer = pipeline_scorer(config, context, tokenizer);
   auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_test.jsonl");
   if (static_cast<int64_t>(prompts.size()) > config.eval.num_prompts) prompts.resize(config.eval.num_prompts);
   EvaluationOptions options = config.eval.options;
@@ -486,7 +489,9 @@ std::vector<Stage> pipeline_stages(const Config& config) {
       run_dpo(config, c, config.dpo, read_preference_pairs(c.artifact(relabel) / "pairs.jsonl"),
               PreferenceLabel::kBetter);
     });
-    add("eval" + suffix, with(with({"data", "tokenizer", dual, dpo}, reference), with(reward, cost)),
+    // The score models measure in both pipelines; PeCAN's implicit rewards measure in the prediction's unit.
+    const auto measures = pecan ? with(with(reward, cost), scorers) : with(reward, cost);
+    add("eval" + suffix, with(with({"data", "tokenizer", dual, dpo}, reference), measures),
         [&config, dpo, dual](const StageContext& c) { run_eval(config, c, dpo, dual); });
   }
   return stages;

@@ -7,6 +7,15 @@
 
 namespace can {
 
+std::vector<TokenizedSequence> ended_with_eos(std::vector<TokenizedSequence> sequences, int64_t eos_id) {
+  for (TokenizedSequence& sequence : sequences) {
+    if (sequence.response_ids.empty() || sequence.response_ids.back() != eos_id) {
+      sequence.response_ids.push_back(eos_id);
+    }
+  }
+  return sequences;
+}
+
 ScoreModelScorer::ScoreModelScorer(LlamaForScore reward, std::vector<LlamaForScore> costs, int64_t eos_id)
     : reward_(std::move(reward)), costs_(std::move(costs)), eos_id_(eos_id) {
   check(!reward_.is_empty(), "score-model scorer: the reward model is missing");
@@ -24,12 +33,7 @@ int64_t ScoreModelScorer::vocabulary_size() const {
 
 SequenceScores ScoreModelScorer::score(const std::vector<TokenizedSequence>& sequences,
                                        const BatchInferenceOptions& options) {
-  std::vector<TokenizedSequence> ended = sequences;
-  for (TokenizedSequence& sequence : ended) {
-    if (sequence.response_ids.empty() || sequence.response_ids.back() != eos_id_) {
-      sequence.response_ids.push_back(eos_id_);
-    }
-  }
+  const std::vector<TokenizedSequence> ended = ended_with_eos(sequences, eos_id_);
   SequenceScores scores;
   scores.reward = score_sequences(reward_, ended, options);
   for (LlamaForScore& cost : costs_) {
@@ -42,12 +46,13 @@ SequenceScores ScoreModelScorer::score(const std::vector<TokenizedSequence>& seq
 
 ImplicitRewardScorer::ImplicitRewardScorer(LlamaForCausalLM reference, LlamaForCausalLM helpfulness_policy,
                                            double helpfulness_beta, LlamaForCausalLM safety_policy,
-                                           double safety_beta)
+                                           double safety_beta, int64_t eos_id)
     : reference_(std::move(reference)),
       helpfulness_policy_(std::move(helpfulness_policy)),
       helpfulness_beta_(helpfulness_beta),
       safety_policy_(std::move(safety_policy)),
-      safety_beta_(safety_beta) {
+      safety_beta_(safety_beta),
+      eos_id_(eos_id) {
   check(!reference_.is_empty() && !helpfulness_policy_.is_empty() && !safety_policy_.is_empty(),
         "implicit-reward scorer: the reference, helpfulness and safety policies are all needed");
   check(helpfulness_beta_ > 0 && safety_beta_ > 0,
@@ -61,9 +66,10 @@ int64_t ImplicitRewardScorer::vocabulary_size() const {
 
 SequenceScores ImplicitRewardScorer::score(const std::vector<TokenizedSequence>& sequences,
                                            const BatchInferenceOptions& options) {
-  const std::vector<double> base = response_logprobs(reference_, sequences, options);
-  const std::vector<double> helpful = response_logprobs(helpfulness_policy_, sequences, options);
-  const std::vector<double> safe = response_logprobs(safety_policy_, sequences, options);
+  const std::vector<TokenizedSequence> ended = ended_with_eos(sequences, eos_id_);
+  const std::vector<double> base = response_logprobs(reference_, ended, options);
+  const std::vector<double> helpful = response_logprobs(helpfulness_policy_, ended, options);
+  const std::vector<double> safe = response_logprobs(safety_policy_, ended, options);
   SequenceScores scores;
   scores.reward.resize(sequences.size());
   scores.safety.assign(1, std::vector<double>(sequences.size()));
