@@ -270,8 +270,8 @@ TEST(DualSolver, TwoConstraintsSatisfyKktConditions) {
       ASSERT_TRUE(solution.converged) << solution.message;
       const DualProblem problem(scores, 0.1, margins);
       const auto at = problem.evaluate(solution.lambda, false);
-      const double tolerance = 1e-9 * std::max(problem.safety_scale()[0], problem.safety_scale()[1]);
       for (int j = 0; j < 2; ++j) {
+        const double tolerance = 1e-9 * problem.safety_scale()[j];
         const double slack = solution.predicted.safety_improvement[j] - margins[j];
         EXPECT_GE(solution.lambda[j], 0.0);
         EXPECT_GE(slack, -tolerance);                                                   // primal feasibility
@@ -284,6 +284,30 @@ TEST(DualSolver, TwoConstraintsSatisfyKktConditions) {
   const DualSolution one_active = solve_dual(scores, options_for({0.08, -0.5}));
   EXPECT_GT(one_active.lambda[0], 0.0);
   EXPECT_EQ(one_active.lambda[1], 0.0);
+}
+
+// Each constraint is met to its own precision: g₁ spreads over ±1e3, g₂ over ±1e-3,
+// and r is constant, so π_0 = π_ref and the gradient at λ = 0 is −b. With one
+// tolerance from the larger scale (about 1e-9·1e3 = 1e-6) the component −b₂ = −5e-7
+// would pass as converged at λ = 0 with the second margin unmet. (Newton only: PGD's
+// one constant step, set by the largest curvature, barely moves λ₂ on such a problem.)
+TEST(DualSolver, AConstraintOnASmallScaleIsMetToItsOwnTolerance) {
+  std::vector<std::string> ids;
+  std::vector<std::vector<double>> rewards;
+  std::vector<std::vector<std::vector<double>>> safety;
+  for (int i = 0; i < 20; ++i) {
+    ids.push_back(std::to_string(i));
+    rewards.push_back({0, 0, 0, 0});
+    safety.push_back({{1e3, -1e3, 5e2, -5e2}, {-1e-3, 1e-3, 2e-3 * ((i % 2) - 0.5), 0}});
+  }
+  const OfflineScores scores(ids, rewards, safety);
+  const std::vector<double> margins = {-1e9, 5e-7};
+  const DualSolution solution = solve_dual(scores, options_for(margins, DualSolver::kProjectedNewton, 1.0));
+  ASSERT_TRUE(solution.converged) << solution.message;
+  const DualProblem problem(scores, 1.0, margins);
+  EXPECT_EQ(solution.lambda[0], 0.0);
+  EXPECT_GT(solution.lambda[1], 0.0);
+  EXPECT_NEAR(solution.predicted.safety_improvement[1], margins[1], 1e-9 * problem.safety_scale()[1]);
 }
 
 TEST(DualSolver, ProjectedGradientAgreesWithNewton) {

@@ -26,7 +26,8 @@ struct DualOptions {
   double beta = 0.1;
   std::vector<double> margins;  // [m] b_j, required improvement of E[g_j] over π_ref
   DualSolver solver = DualSolver::kProjectedNewton;
-  // Converged when |projected gradient|_∞ ≤ gradient_tolerance · (within-prompt std of g).
+  // Converged when |projected gradient_j| ≤ gradient_tolerance · s_j for every constraint j, s_j the
+  // within-prompt standard deviation of g_j (1 when g_j is constant within prompts).
   double gradient_tolerance = 1e-9;
   int max_iterations = 10000;
 };

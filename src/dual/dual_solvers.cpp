@@ -22,19 +22,15 @@ constexpr int kMaxBacktracks = 60;
 // argmax of g to double precision, and a larger λ changes nothing we can compute.
 constexpr double kLambdaCap = 1e10;
 
-double max_abs(const std::vector<double>& values) {
-  double result = 0;
-  for (double value : values) result = std::max(result, std::abs(value));
-  return result;
+// Component j of the projected gradient: at a bound λ_j = 0 only a negative gradient counts.
+double projected_component(const std::vector<double>& lambda, const std::vector<double>& gradient, size_t j) {
+  return lambda[j] > 0 ? gradient[j] : std::min(gradient[j], 0.0);
 }
 
-// |projected gradient|_∞: at a bound λ_j = 0 only a negative component counts.
+// |projected gradient|_∞.
 double projected_gradient_norm(const std::vector<double>& lambda, const std::vector<double>& gradient) {
   double result = 0;
-  for (size_t j = 0; j < lambda.size(); ++j) {
-    const double component = lambda[j] > 0 ? gradient[j] : std::min(gradient[j], 0.0);
-    result = std::max(result, std::abs(component));
-  }
+  for (size_t j = 0; j < lambda.size(); ++j) result = std::max(result, std::abs(projected_component(lambda, gradient, j)));
   return result;
 }
 
@@ -52,12 +48,14 @@ class SolverRun {
           "dual: gradient_tolerance must be positive, got {}", options.gradient_tolerance);
     check(options.max_iterations > 0, "dual: max_iterations must be positive, got {}", options.max_iterations);
     const int m = problem.num_constraints();
-    const double safety_scale = max_abs(problem.safety_scale());
-    tolerance_ = options.gradient_tolerance * (safety_scale > 0 ? safety_scale : 1.0);
+    // Component j of the gradient is in g_j's unit, so each constraint has its own tolerance: one
+    // constraint on a scale far below another's is still met to its own precision.
     // Hessian scale at λ = 0 is s²/β; a floor far below it keeps divisions finite.
+    tolerance_.resize(m);
     curvature_floor_.resize(m);
     for (int j = 0; j < m; ++j) {
       const double s = problem.safety_scale()[j] > 0 ? problem.safety_scale()[j] : 1.0;
+      tolerance_[j] = options.gradient_tolerance * s;
       curvature_floor_[j] = 1e-12 * s * s / problem.beta();
     }
     solution_.beta = problem.beta();
@@ -67,7 +65,17 @@ class SolverRun {
     solution_.num_prompts = problem.num_prompts();
   }
 
-  double tolerance() const { return tolerance_; }
+  // The largest |projected gradient_j| / tolerance_j: converged when at most 1.
+  double tolerance_ratio(const std::vector<double>& lambda, const std::vector<double>& gradient) const {
+    double result = 0;
+    for (size_t j = 0; j < lambda.size(); ++j) {
+      result = std::max(result, std::abs(projected_component(lambda, gradient, j)) / tolerance_[j]);
+    }
+    return result;
+  }
+  bool converged(const std::vector<double>& lambda, const Evaluation& at) const {
+    return tolerance_ratio(lambda, at.gradient) <= 1;
+  }
   const std::vector<double>& curvature_floor() const { return curvature_floor_; }
 
   // A margin no re-weighting of the samples reaches, even for one constraint alone:
@@ -77,7 +85,8 @@ class SolverRun {
     for (int j = 0; j < problem_.num_constraints(); ++j) {
       const double reachable = problem_.max_safety_improvement()[j];
       const double margin = problem_.margins()[j];
-      if (margin > reachable + tolerance_ || (margin >= reachable - tolerance_ && reachable > tolerance_)) {
+      const double tolerance = tolerance_[j];
+      if (margin > reachable + tolerance || (margin >= reachable - tolerance && reachable > tolerance)) {
         return fmt::format(
             "infeasible: margin {} of constraint {} is not below {:.6g}, the largest safety improvement that "
             "re-weighting the sampled responses can reach (all weight on each prompt's safest response)",
@@ -99,7 +108,9 @@ class SolverRun {
       std::vector<double> direction = lambda;
       for (double& value : direction) value /= norm;
       const double slope = problem_.recession_slope(direction);
-      if (slope < -tolerance_) {
+      double tolerance = 0;  // the slope is Σ_j d_j·(a gradient in g_j's unit)
+      for (size_t j = 0; j < direction.size(); ++j) tolerance += direction[j] * tolerance_[j];
+      if (slope < -tolerance) {
         return fmt::format(
             "infeasible: the margins cannot all be met together; along λ ∝ [{:.4g}] the dual decreases without "
             "bound (slope {:.4g}), so no re-weighting of the sampled responses reaches every margin",
@@ -156,18 +167,21 @@ class SolverRun {
   DualSolution not_converged(const std::vector<double>& lambda, const Evaluation& at, int iterations,
                              const std::string& reason) {
     return finish(lambda, at, iterations, false,
-                  fmt::format("did not converge: {} after {} iterations (|projected gradient| {:.3g} > {:.3g})", reason,
-                              iterations, projected_gradient_norm(lambda, at.gradient), tolerance_));
+                  fmt::format("did not converge: {} after {} iterations (|projected gradient| {:.3g}; the largest "
+                              "|projected gradient_j| / tolerance_j is {:.3g} > 1)",
+                              reason, iterations, projected_gradient_norm(lambda, at.gradient),
+                              tolerance_ratio(lambda, at.gradient)));
   }
 
   std::string converged_message(const std::vector<double>& lambda, const Evaluation& at, int iterations) const {
-    return fmt::format("converged in {} iterations (|projected gradient| {:.3g} <= {:.3g})", iterations,
-                       projected_gradient_norm(lambda, at.gradient), tolerance_);
+    return fmt::format("converged in {} iterations (|projected gradient| {:.3g}; the largest |projected gradient_j| "
+                       "/ tolerance_j is {:.3g} <= 1)",
+                       iterations, projected_gradient_norm(lambda, at.gradient), tolerance_ratio(lambda, at.gradient));
   }
 
  private:
   const DualProblem& problem_;
-  double tolerance_;
+  std::vector<double> tolerance_;  // [m] gradient_tolerance · s_j
   std::vector<double> curvature_floor_;
   double next_certificate_norm_ = 0;
   DualSolution solution_;
@@ -278,7 +292,7 @@ DualSolution solve_projected_newton(const DualProblem& problem, const DualOption
   std::vector<double> lambda(problem.num_constraints(), 0.0);
   Evaluation current = problem.evaluate(lambda, /*with_hessian=*/true);
   for (int iteration = 0;; ++iteration) {
-    if (projected_gradient_norm(lambda, current.gradient) <= run.tolerance()) {
+    if (run.converged(lambda, current)) {
       return run.finish(lambda, current, iteration, true, run.converged_message(lambda, current, iteration));
     }
     if (iteration == options.max_iterations) {
@@ -312,7 +326,7 @@ DualSolution solve_projected_gradient(const DualProblem& problem, const DualOpti
   std::vector<double> lambda = initial_lambda;
   std::vector<double> trial(m);
   for (int iteration = 0;; ++iteration) {
-    if (projected_gradient_norm(lambda, current.gradient) <= run.tolerance()) {
+    if (run.converged(lambda, current)) {
       return run.finish(lambda, current, iteration, true, run.converged_message(lambda, current, iteration));
     }
     if (iteration == options.max_iterations) {
