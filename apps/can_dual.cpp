@@ -3,18 +3,25 @@
 //
 //   can-dual --scores FILE [--beta 0.1] --margin B [--margin B2 ...] [--solver newton|pgd] [--json]
 //   can-dual --scores FILE [--beta 0.1] --sweep LO:HI:COUNT [--solver newton|pgd] [--json] [--plot FILE.svg]
+//   can-dual --scores FILE [--beta 0.1] --margin B [...] --subsample-prompts LIST --subsample-responses LIST
+//            [--repeats K] [--seed S] [--solver newton|pgd] [--json] [--plot FILE.svg]
+//
+// The third form solves on K random subsets per size pair (the paper's Figure 4) and
+// prints the mean and spread of λ* per size (dual_subsample.h).
 //
 // Exit status: 0 solved; 1 bad input; 2 a usage error; 3 infeasible margins (a single
-// solve); 4 the solver did not converge (a single solve or any point of a sweep).
+// solve); 4 the solver did not converge (a single solve, any point of a sweep, any subset).
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "can/cli.h"
 #include "can/dual.h"
+#include "can/dual_subsample.h"
 #include "can/dual_sweep.h"
 #include "can/error.h"
 #include "can/logging.h"
@@ -86,6 +93,22 @@ void print_sweep(const std::vector<can::DualSolution>& sweep) {
   std::cout << fmt::format("  largest reachable safety improvement: {:.6g}\n", sweep.front().max_safety_improvement[0]);
 }
 
+void print_subsamples(const std::vector<can::SubsampleSummary>& summaries) {
+  std::cout << fmt::format("  {:>8} {:>10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>10} {:>13}\n", "prompts", "responses",
+                           "repeats", "lambda* mean", "std", "min", "max", "infeasible", "not converged");
+  for (const can::SubsampleSummary& summary : summaries) {
+    for (size_t j = 0; j < summary.lambda_mean.size(); ++j) {
+      const auto number = [](double value) { return std::isfinite(value) ? fmt::format("{:.6g}", value) : "-"; };
+      std::cout << fmt::format("  {:>8} {:>10} {:>8} {:>12} {:>12} {:>12} {:>12} {:>10} {:>13}{}\n",
+                               summary.num_prompts, summary.num_responses, summary.repeats,
+                               number(summary.lambda_mean[j]), number(summary.lambda_std[j]),
+                               number(summary.lambda_min[j]), number(summary.lambda_max[j]), summary.infeasible,
+                               summary.not_converged,
+                               summary.lambda_mean.size() == 1 ? "" : fmt::format("  (constraint {})", j + 1));
+    }
+  }
+}
+
 void log_warnings(const can::DualSolution& solution) {
   for (const std::string& warning : solution.warnings) {
     spdlog::warn("margin {}: {}", fmt::join(solution.margins, ", "), warning);
@@ -105,6 +128,7 @@ int main(int argc, char** argv) {
   std::string solver_name = "newton";
   bool json_output = false;
   std::string plot_path;
+  can::SubsampleOptions subsample;
   app.add_option("--scores", scores_path, "offline scores, JSON Lines (docs/design.md §5)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -120,14 +144,42 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"newton", "pgd"}))
       ->capture_default_str();
   app.add_flag("--json", json_output, "print JSON (an object for a solve, an array for a sweep) instead of a table");
-  app.add_option("--plot", plot_path, "with --sweep: write an SVG plot of λ* and the predictions against the margin")
-      ->needs(sweep_option);
+  auto* prompts_option =
+      app.add_option("--subsample-prompts", subsample.prompt_counts,
+                     "with --margin: solve on random subsets of this many prompts (a list, e.g. 25,50,100)")
+          ->delimiter(',')
+          ->needs(margin_option)
+          ->check(can::number_at_least(1));
+  auto* responses_option =
+      app.add_option("--subsample-responses", subsample.response_counts,
+                     "with --subsample-prompts: keep this many responses of each prompt (a list, e.g. 4,8,16)")
+          ->delimiter(',')
+          ->check(can::number_at_least(2));
+  prompts_option->needs(responses_option);
+  responses_option->needs(prompts_option);
+  app.add_option("--repeats", subsample.repeats, "with --subsample-prompts: random subsets per size pair")
+      ->needs(prompts_option)
+      ->check(can::number_at_least(1))
+      ->capture_default_str();
+  app.add_option("--seed", subsample.seed, "with --subsample-prompts: seed of the subsets")
+      ->needs(prompts_option)
+      ->check(can::seed_number())
+      ->capture_default_str();
+  app.add_option("--plot", plot_path,
+                 "with --sweep: an SVG plot of λ* and the predictions against the margin; with --subsample-prompts: "
+                 "λ* against the number of prompts and of responses");
+  app.parse_complete_callback([&] {
+    if (!plot_path.empty() && sweep_text.empty() && subsample.prompt_counts.empty()) {
+      throw CLI::ValidationError("--plot", "needs --sweep or --subsample-prompts: a single solve has nothing to plot");
+    }
+  });
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
 
   try {
     can::setup_logging("info");
     can::check(!margins.empty() || !sweep_text.empty(),
                "give --margin B (once per constraint) for a solve, or --sweep LO:HI:COUNT for a sweep");
+    const bool subsampling = !subsample.prompt_counts.empty();
     can::check(plot_path.empty() || std::filesystem::path(plot_path).extension() == ".svg",
                "--plot '{}': plots are written as SVG; name the file *.svg", plot_path);
     can::DualOptions options;
@@ -141,6 +193,31 @@ int main(int argc, char** argv) {
                  "{} --margin value(s) given but '{}' has {} constraint(s); give one --margin per constraint",
                  margins.size(), scores_path, scores.num_constraints());
       options.margins = margins;
+      if (subsampling) {
+        const std::vector<can::SubsampleSummary> summaries = can::subsample_dual(scores, options, subsample);
+        if (json_output) {
+          nlohmann::json array = nlohmann::json::array();
+          for (const auto& summary : summaries) array.push_back(can::to_json(summary));
+          std::cout << array.dump(2) << '\n';
+        } else {
+          print_subsamples(summaries);
+        }
+        if (!plot_path.empty()) {
+          can::write_svg(plot_path, can::subsample_figure(
+                                        summaries, fmt::format("can-dual: λ* on random subsets of {} (margin {}, β = {}, "
+                                                               "{} repeats)",
+                                                               std::filesystem::path(scores_path).filename().string(),
+                                                               fmt::join(margins, ", "), beta, subsample.repeats)));
+          spdlog::info("wrote {}", plot_path);
+        }
+        const bool all_converged = std::all_of(summaries.begin(), summaries.end(),
+                                               [](const can::SubsampleSummary& s) { return s.not_converged == 0; });
+        if (!all_converged) {
+          std::cerr << "can-dual: the solver did not converge on some subsets (see the not-converged column)\n";
+          return kExitNotConverged;
+        }
+        return 0;
+      }
       const can::DualSolution solution = can::solve_dual(scores, options);
       log_warnings(solution);
       if (json_output) {

@@ -125,6 +125,40 @@ TEST_F(CanDualCli, SweepPrintsAnArrayAndWritesAnSvgPlot) {
   EXPECT_NE(text.str().find("</svg>"), std::string::npos);
 }
 
+TEST_F(CanDualCli, SubsamplesPrintOneEntryPerSizePairAndPlotFigureFour) {
+  ASSERT_EQ(run("can-data", "scores-synth --out scores.jsonl --prompts 40 --responses 16").status, 0);
+  const ProcessResult result =
+      run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10,40 --subsample-responses 4,16 "
+                      "--repeats 3 --seed 5 --json --plot fig4.svg");
+  ASSERT_EQ(result.status, 0) << result.err;
+  const auto json = nlohmann::json::parse(result.out);
+  ASSERT_EQ(json.size(), 4u);
+  EXPECT_EQ(json[1]["num_prompts"], 10);
+  EXPECT_EQ(json[1]["num_responses"], 16);
+  EXPECT_EQ(json[1]["repeats"], 3);
+  EXPECT_TRUE(json[1]["lambda_mean"][0].is_number());
+  // 40 prompts of 16 responses is the whole file: every repeat solves it, λ* has no spread.
+  const auto full = nlohmann::json::parse(run("can-dual", "--scores scores.jsonl --margin 0.1 --json").out);
+  EXPECT_EQ(json[3]["lambda_mean"][0], full["lambda"][0]);
+  EXPECT_EQ(json[3]["lambda_std"][0], 0.0);
+  std::ifstream svg(directory_ / "fig4.svg");
+  std::stringstream text;
+  text << svg.rdbuf();
+  EXPECT_NE(text.str().find("responses per prompt"), std::string::npos);
+  const ProcessResult table = run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10 "
+                                              "--subsample-responses 4 --repeats 2");
+  ASSERT_EQ(table.status, 0) << table.err;
+  EXPECT_NE(table.out.find("lambda* mean"), std::string::npos) << table.out;
+  const ProcessResult too_many =
+      run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10 --subsample-responses 17");
+  EXPECT_EQ(too_many.status, 1);
+  EXPECT_NE(too_many.err.find("response count 17 is not within 2..16"), std::string::npos) << too_many.err;
+  EXPECT_EQ(run("can-dual", "--scores scores.jsonl --subsample-prompts 10 --subsample-responses 4").status, 2);
+  EXPECT_EQ(run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10").status, 2);
+  EXPECT_EQ(run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10 --subsample-responses 1").status,
+            2);
+}
+
 TEST_F(CanDualCli, UnwritableOutputsExitOneNamingThePath) {
   // Found by a probe of the tools: these aborted with an uncaught std::filesystem_error (exit 134).
   fs::create_directories(directory_ / "folder.svg");
@@ -153,7 +187,9 @@ TEST_F(CanDualCli, ArgumentsAreChecked) {
             std::string::npos);
   EXPECT_NE(run("can-dual", "--scores two.jsonl --margin 0.1 --sweep 0:1:3").status, 0);
   EXPECT_NE(run("can-dual", "--scores two.jsonl").err.find("give --margin"), std::string::npos);
-  EXPECT_NE(run("can-dual", "--scores two.jsonl --margin 0.1 --plot p.svg").status, 0);  // --plot needs --sweep
+  const ProcessResult plot_alone = run("can-dual", "--scores two.jsonl --margin 0.1 --plot p.svg");
+  EXPECT_EQ(plot_alone.status, 2);
+  EXPECT_NE(plot_alone.err.find("needs --sweep or --subsample-prompts"), std::string::npos) << plot_alone.err;
   EXPECT_NE(run("can-dual", "--scores two.jsonl --sweep 0:1:3 --plot p.png").err.find("SVG"), std::string::npos);
   EXPECT_NE(run("can-dual", "--scores two.jsonl --margin 0.1 --solver adam").status, 0);
   EXPECT_NE(run("can-dual", "--scores missing.jsonl --margin 0.1").status, 0);
