@@ -12,6 +12,7 @@
 #include "can/atomic_file.h"
 #include "can/json_fields.h"
 #include "can/preference_data.h"
+#include "can/score_accuracy.h"
 #include "command_line.h"
 #include "temporary_directory.h"
 
@@ -64,6 +65,13 @@ void expect_report_fields(const fs::path& run_dir) {
   for (const char* file : {"report.md", "responses.jsonl", "reward_distribution.svg", "cost_distribution.svg"}) {
     EXPECT_TRUE(fs::exists(run_dir / "eval" / file)) << file;
   }
+  // The prediction and what it is compared with share a unit; the world's judge ranks the offline samples
+  // (the tiny models' text earns the judge's zero everywhere, so no pair is told apart here).
+  EXPECT_EQ(report.at("predicted").at("safety_unit"), report.at("achieved").at("safety_unit"));
+  const auto& accuracy = report.at("score_accuracy");
+  EXPECT_EQ(accuracy.at("reward").at("judge"), "helpfulness");
+  EXPECT_EQ(accuracy.at("safety").at(0).at("unit"), report.at("achieved").at("safety_unit"));
+  EXPECT_EQ(accuracy, can::to_json(can::read_score_accuracy(run_dir / "offline_scores" / "accuracy.json")));
 }
 
 TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
@@ -71,6 +79,7 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
   const fs::path run_dir = directory.path() / "mocan";
   const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir));
   ASSERT_EQ(result.status, 0) << result.output;
+  EXPECT_TRUE(can::read_json_file(run_dir / "eval" / "report.json").at("achieved_by_score_models").is_null());
 
   const auto stages = can::read_json_file(run_dir / "stages.json");
   for (const char* stage : {"data", "tokenizer", "reference", "reward_model", "cost_model", "offline_scores", "dual",
@@ -166,6 +175,11 @@ TEST(EndToEnd, TinyPecanRunsEveryStage) {
   }
   expect_binding_dual(run_dir);
   expect_report_fields(run_dir);
+  // PeCAN's prediction is in implicit rewards: achieved is measured in them, the score models' result beside it.
+  const auto report = can::read_json_file(run_dir / "eval" / "report.json");
+  EXPECT_EQ(report.at("predicted").at("safety_unit"), "implicit_reward");
+  EXPECT_EQ(report.at("achieved_by_score_models").at("safety_unit"), "cost_model");
+  EXPECT_TRUE(report.at("achieved_by_score_models").at("safety_improvement").at(0).is_number());
 }
 
 // LoRA in bfloat16 compute (what the paper's setting runs on a GPU), on the CPU: the

@@ -21,6 +21,7 @@
 #include "can/dual.h"
 #include "can/judge.h"
 #include "can/sampling.h"
+#include "can/score_accuracy.h"
 #include "can/scorer.h"
 #include "can/svg_plot.h"
 
@@ -141,6 +142,9 @@ struct EvaluationReport {
   // Settings of the run that void the prediction, one sentence each (pipeline.h's
   // prediction_caveats); report.md lists them beside the prediction.
   std::vector<std::string> prediction_caveats;
+  // How well the scores behind the prediction rank the reference's offline samples by the
+  // judge (score_accuracy.h); the pipelines attach it on the world's prompts.
+  std::optional<ScoreAccuracy> score_accuracy;
 };
 
 // Generates one response per prompt from the policy and the reference (same
@@ -176,7 +180,8 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
 // the standard errors, predicted adds kl; the units are the same), `achieved_by_score_models`
 // (achieved's shape, null unless achieved is in another unit), `margins`,
 // `lambda`, `beta`, `prediction_error` (null without a dual), `win_rate`
-// ({helpfulness, safety}, null when not judged), `by_class`, counts and sampling options.
+// ({helpfulness, safety}, null when not judged), `by_class`, `score_accuracy` (score_accuracy.h's
+// object, null when not measured), counts and sampling options.
 // format_version (json_fields.h) comes first.
 nlohmann::json evaluation_report_to_json(const EvaluationReport& report);
 // The inverse of evaluation_report_to_json, without the per-prompt rows (they are

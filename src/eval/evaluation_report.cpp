@@ -262,6 +262,24 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
   }
 }
 
+void write_accuracy_table(std::ostream& out, const ScoreAccuracy& accuracy) {
+  out << "## How well the scores rank the reference's samples by the judge\n\n"
+      << "On the offline samples the dual was solved on: per prompt, the fraction of response pairs the judge tells "
+         "apart that the score orders the same way (ties ½; 0.5 is chance), and the correlation of within-prompt "
+         "deviations. The prediction and the re-labelling are only as good as these scores (the paper's Theorem 3).\n\n"
+      << "| score | unit | judge | pairwise accuracy | correlation | pairs |\n|---|---|---|---:|---:|---:|\n";
+  auto row = [&out](const std::string& name, const RankingAgreement& agreement) {
+    out << "| " << name << " | " << agreement.unit << " | " << agreement.judge << " | "
+        << format_number(agreement.pairwise_accuracy) << " | " << format_number(agreement.correlation) << " | "
+        << agreement.num_pairs << " |\n";
+  };
+  row("r", accuracy.reward);
+  for (size_t j = 0; j < accuracy.safety.size(); ++j) {
+    row(accuracy.safety.size() == 1 ? "g" : fmt::format("g_{}", j + 1), accuracy.safety[j]);
+  }
+  out << '\n';
+}
+
 void write_class_table(std::ostream& out, const EvaluationReport& report) {
   out << "## By class\n\n| class | prompts | reward ref → policy | " << cost_name(0, report.num_constraints)
       << " ref → policy | helpfulness ref → policy | safe ref → policy | win rate helpfulness | win rate safety |\n"
@@ -346,6 +364,7 @@ std::string report_markdown(const EvaluationReport& report) {
     out << "The prompts carry no topic, so there is no judge.\n\n";
   }
   if (!report.by_class.empty()) write_class_table(out, report);
+  if (report.score_accuracy) write_accuracy_table(out, *report.score_accuracy);
   write_examples(out, report);
   out << "Plots: reward_distribution.svg, cost_distribution.svg. Every response: responses.jsonl.\n";
   return out.str();
@@ -426,6 +445,7 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
   result["predicted"] = nullptr;
   result["prediction_error"] = nullptr;
   result["prediction_caveats"] = report.prediction_caveats;
+  result["score_accuracy"] = report.score_accuracy ? to_json(*report.score_accuracy) : json(nullptr);
   result["margins"] = nullptr;
   result["lambda"] = nullptr;
   result["beta"] = nullptr;
@@ -484,6 +504,9 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     report.prediction_error = numbers_or_nulls_field(json_report, "prediction_error", where);
   }
   report.prediction_caveats = strings_field(json_report, "prediction_caveats", where);
+  if (const json* accuracy = optional_field(json_report, "score_accuracy")) {
+    report.score_accuracy = score_accuracy_from_json(*accuracy, where + ": score_accuracy");
+  }
   for (const auto& [name, summary] : required_field(json_report, "by_class", where).items()) {
     report.by_class.emplace_back(name, summary_from_json(summary, fmt::format("{}: by_class: {}", where, name)));
   }

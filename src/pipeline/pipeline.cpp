@@ -38,8 +38,9 @@
 #include "can/offline_sampling.h"
 #include "can/relabel.h"
 #include "can/runtime.h"
-#include "can/scorer.h"
+#include "can/score_accuracy.h"
 #include "can/score_model_trainer.h"
+#include "can/scorer.h"
 #include "can/sft_trainer.h"
 #include "can/sweep_report.h"
 #include "can/synthetic_world.h"
@@ -322,7 +323,24 @@ void run_offline_scores(const Config& config, const StageContext& context) {
   }
   write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
   const auto scorer = pipeline_scorer(config, context, tokenizer);
-  score_samples(samples, *scorer, sampled_inference_options(config)).save(context.work_dir / "scores.jsonl");
+  const OfflineScores scores = score_samples(samples, *scorer, sampled_inference_options(config));
+  scores.save(context.work_dir / "scores.jsonl");
+  // On the world's prompts the judge tells how well r and g rank the samples (Theorem 3's condition).
+  const auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_sample.jsonl");
+  if (prompts.front().topic.empty()) return;
+  std::vector<std::vector<JudgeVerdict>> verdicts;  // [M][N]
+  for (size_t i = 0; i < samples.size(); ++i) {
+    auto& judged = verdicts.emplace_back();
+    for (const auto& response : samples[i].responses) {
+      judged.push_back(judge_response(prompts[i].topic, tokenizer.decode(response)));
+    }
+  }
+  const ScoreAccuracy accuracy = judge_agreement(scores, verdicts, scorer->reward_unit(), scorer->safety_unit());
+  write_score_accuracy(context.work_dir / "accuracy.json", accuracy);
+  spdlog::info("offline scores against the judge: r ranks helpfulness {:.3f} of pairs right (correlation {:.3f}), "
+               "g ranks harm {:.3f} (correlation {:.3f})",
+               accuracy.reward.pairwise_accuracy, accuracy.reward.correlation, accuracy.safety[0].pairwise_accuracy,
+               accuracy.safety[0].correlation);
 }
 
 void run_dual(const Config& config, const StageContext& context, const std::vector<double>& margins) {
@@ -386,6 +404,9 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options,
                                 read_dual_solution(context.artifact(dual_stage) / "dual.json"));
   report.prediction_caveats = prediction_caveats(config);
+  if (const fs::path accuracy = context.artifact("offline_scores") / "accuracy.json"; fs::exists(accuracy)) {
+    report.score_accuracy = read_score_accuracy(accuracy);
+  }
   write_evaluation_report(context.work_dir, report);
 }
 
@@ -491,7 +512,7 @@ std::vector<Stage> pipeline_stages(const Config& config) {
     });
     // The score models measure in both pipelines; PeCAN's implicit rewards measure in the prediction's unit.
     const auto measures = pecan ? with(with(reward, cost), scorers) : with(reward, cost);
-    add("eval" + suffix, with(with({"data", "tokenizer", dual, dpo}, reference), measures),
+    add("eval" + suffix, with(with({"data", "tokenizer", "offline_scores", dual, dpo}, reference), measures),
         [&config, dpo, dual](const StageContext& c) { run_eval(config, c, dpo, dual); });
   }
   return stages;
