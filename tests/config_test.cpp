@@ -83,16 +83,19 @@ TEST(Config, SchemaIsConsistent) {
 TEST(Config, SettingsThatVoidThePredictionAreNamed) {
   can::Config config = can::default_config();
   config.sampling.generation.top_p = 1.0;
+  config.eval.options.sampling.top_p = 1.0;
   EXPECT_TRUE(can::prediction_caveats(config).empty());
   config.sampling.generation.top_p = 0.9;
   config.sampling.generation.top_k = 50;
   config.dpo.loss.kind = can::PreferenceLossKind::kIpo;
   config.dpo.loss.label_smoothing = 0.1;
+  config.eval.options.sampling.temperature = 0.7;
   const std::vector<std::string> caveats = can::prediction_caveats(config);
-  ASSERT_EQ(caveats.size(), 3u);
+  ASSERT_EQ(caveats.size(), 4u);
   EXPECT_TRUE(contains(caveats[0], "dpo.loss.kind is ipo")) << caveats[0];
   EXPECT_TRUE(contains(caveats[1], "dpo.loss.label_smoothing is 0.1")) << caveats[1];
   EXPECT_TRUE(contains(caveats[2], "temperature 1, top_p 0.9, top_k 50")) << caveats[2];
+  EXPECT_TRUE(contains(caveats[3], "the evaluation samples both policies with temperature 0.7, top_p 1")) << caveats[3];
 }
 
 TEST(Config, DefaultsFollowThePaper) {

@@ -18,8 +18,10 @@ std::vector<Stage> pipeline_stages(const Config& config);
 
 // What in the config voids the dual's prediction, one sentence each: the prediction
 // assumes the final DPO is plain DPO (sigmoid loss, no label smoothing) and the offline
-// samples come from π_ref itself (temperature 1, no top-p or top-k truncation). The dual
-// stage logs each as a warning; report.json and report.md carry them.
+// samples come from π_ref itself (temperature 1, no top-p or top-k truncation), and is
+// compared with an evaluation that samples the policies themselves. The dual stage logs
+// each as a warning; report.json and report.md carry them. (A low effective sample size
+// is the dual's own warning.)
 std::vector<std::string> prediction_caveats(const Config& config);
 
 // "-b<margin>", the margin in its shortest exact decimal form.

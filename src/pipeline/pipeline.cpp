@@ -429,6 +429,13 @@ std::vector<std::string> prediction_caveats(const Config& config) {
         "π_ref itself (temperature 1, top_p 1, top_k 0)",
         sampling.temperature, sampling.top_p, sampling.top_k));
   }
+  const SamplingOptions& evaluation = config.eval.options.sampling;
+  if (evaluation.temperature != 1 || evaluation.top_p < 1 || evaluation.top_k > 0) {
+    caveats.push_back(fmt::format(
+        "the evaluation samples both policies with temperature {}, top_p {}, top_k {}; the achieved improvement is "
+        "that of the truncated policies, the prediction that of π_λ itself (temperature 1, top_p 1, top_k 0)",
+        evaluation.temperature, evaluation.top_p, evaluation.top_k));
+  }
   return caveats;
 }
 
