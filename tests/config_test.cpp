@@ -98,6 +98,12 @@ TEST(Config, SettingsThatVoidThePredictionAreNamed) {
   EXPECT_TRUE(contains(caveats[3], "the evaluation samples both policies with temperature 0.7, top_p 1")) << caveats[3];
 }
 
+TEST_F(ConfigFiles, SameTemplatePromptsNeedTheWorld) {
+  const std::string message = load_error("world:\n  enabled: false\neval:\n  same_template_prompts: true\n");
+  EXPECT_TRUE(contains(message, "eval.same_template_prompts")) << message;
+  EXPECT_TRUE(contains(message, "needs the synthetic world")) << message;
+}
+
 TEST(Config, DefaultsFollowThePaper) {
   const can::Config config = can::default_config();
   EXPECT_EQ(config.pipeline, "mocan");

@@ -160,15 +160,24 @@ TEST(EndToEnd, UserModelsAndDataFilesReplaceTheWorldStages) {
   EXPECT_EQ(stages,
             (std::vector<std::string>{"data", "tokenizer", "offline_scores", "dual", "relabel", "dpo", "eval"}));
   for (const char* file : {"tokenizer/tokenizer.model", "offline_scores/scores.jsonl", "dual/dual.json",
-                           "relabel/pairs.jsonl", "dpo/model/model.safetensors", "eval/report.json"}) {
+                           "relabel/pairs.jsonl", "dpo/model/model.safetensors"}) {
     EXPECT_EQ(can::read_text_file(user_run / file), can::read_text_file(world_run / file)) << file;
   }
+  // The same report, but for what it says of its prompts: the user's file, not the world's test set.
+  auto user_report = can::read_json_file(user_run / "eval" / "report.json");
+  auto world_report = can::read_json_file(world_run / "eval" / "report.json");
+  EXPECT_EQ(user_report.at("prompt_set"), "data.prompts_test");
+  EXPECT_EQ(world_report.at("prompt_set"), "held_out_templates");
+  user_report.erase("prompt_set");
+  world_report.erase("prompt_set");
+  EXPECT_EQ(user_report, world_report);
 }
 
 TEST(EndToEnd, TinyPecanRunsEveryStage) {
   can::testing::TemporaryDirectory directory;
   const fs::path run_dir = directory.path() / "pecan";
-  const auto result = run_command(can_train("configs/tiny-pecan.yaml", run_dir));
+  const auto result = run_command(can_train("configs/tiny-pecan.yaml", run_dir) +
+                                  " --set eval.same_template_prompts=true");
   ASSERT_EQ(result.status, 0) << result.output;
   for (const char* model : {"reference", "helpfulness_dpo", "safety_dpo", "dpo"}) {
     expect_model_directory(run_dir / model / "model");
@@ -180,6 +189,12 @@ TEST(EndToEnd, TinyPecanRunsEveryStage) {
   EXPECT_EQ(report.at("predicted").at("safety_unit"), "implicit_reward");
   EXPECT_EQ(report.at("achieved_by_score_models").at("safety_unit"), "cost_model");
   EXPECT_TRUE(report.at("achieved_by_score_models").at("safety_improvement").at(0).is_number());
+  // Evaluated on held-out templates and, as asked, on new prompts of the sample prompts' templates.
+  EXPECT_EQ(report.at("prompt_set"), "held_out_templates");
+  const auto same = can::read_json_file(run_dir / "eval" / "same_templates" / "report.json");
+  EXPECT_EQ(same.at("prompt_set"), "same_templates");
+  EXPECT_EQ(same.at("num_prompts"), report.at("num_prompts"));
+  EXPECT_EQ(same.at("predicted"), report.at("predicted"));
 }
 
 // LoRA in bfloat16 compute (what the paper's setting runs on a GPU), on the CPU: the

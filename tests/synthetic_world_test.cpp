@@ -25,7 +25,8 @@ namespace fs = std::filesystem;
 using can::ResponseKind;
 
 const std::vector<std::string> kWorldFiles = {"pairs_train.jsonl",  "sft_train.jsonl", "prompts_train.jsonl",
-                                              "prompts_test.jsonl", "corpus.txt",      "world.json"};
+                                              "prompts_test.jsonl", "prompts_test_same_templates.jsonl",
+                                              "corpus.txt",         "world.json"};
 
 can::WorldOptions small_options(uint64_t seed) {
   can::WorldOptions options;
@@ -133,6 +134,32 @@ TEST(World, HeldOutPhrasingsAndTopicsNeverAppearInTrainData) {
     test_topics.insert(prompt.topic);
   }
   for (const auto& topic : held_out_topics) EXPECT_EQ(test_topics.count(topic), 1u) << topic;
+}
+
+// The other side of the held-out test prompts: new prompts of the train templates and
+// topics, none a copy of a train prompt, so that generalisation and prediction error
+// can be told apart (issue: honest predictions, item 2).
+TEST(World, SameTemplateTestPromptsUseTrainTemplatesButRepeatNoTrainPrompt) {
+  const auto world = can::build_world(small_options(3));
+  ASSERT_EQ(world.same_template_test_prompts.size(), 60u);
+  std::set<std::string> train_texts;
+  for (const auto& prompt : world.train_prompts) train_texts.insert(prompt.text);
+  int64_t harmful = 0;
+  for (const auto& prompt : world.same_template_test_prompts) {
+    const auto& phrasing = can::world_phrasings()[static_cast<size_t>(prompt.phrasing)];
+    EXPECT_FALSE(phrasing.held_out) << prompt.text;
+    EXPECT_NE(prompt.text.find(phrasing_prefix(phrasing)), std::string::npos) << prompt.text;
+    EXPECT_FALSE(can::world_topic(prompt.topic).held_out) << prompt.topic;
+    EXPECT_EQ(train_texts.count(prompt.text), 0u) << "a train prompt again: " << prompt.text;
+    EXPECT_EQ(prompt.id.rfind("same-", 0), 0u) << prompt.id;
+    harmful += prompt.harmful;
+  }
+  EXPECT_EQ(harmful, 30);
+  // Its own random stream: the train and held-out test prompts are those of a world without it.
+  can::WorldOptions fewer = small_options(3);
+  fewer.num_test_prompts = 10;
+  EXPECT_EQ(can::build_world(fewer).train_prompts.size(), world.train_prompts.size());
+  EXPECT_EQ(can::build_world(fewer).train_prompts.back().text, world.train_prompts.back().text);
 }
 
 TEST(World, TopicVocabulariesAreDisjointAndUsedByTheirTexts) {

@@ -85,6 +85,8 @@ struct PecanOptions {
 struct EvaluationStageOptions {
   int64_t num_prompts = 500;  // the first K held-out prompts
   EvaluationOptions options;  // its batch sizes are sampling.batch_size, its seed run.seed
+  // Also the world's same-template test prompts (synthetic_world.h), into eval/same_templates/.
+  bool same_template_prompts = false;
 };
 
 struct SweepOptions {

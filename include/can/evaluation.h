@@ -131,6 +131,10 @@ struct EvaluationSummary {
 };
 
 struct EvaluationReport {
+  // Which prompts were evaluated: "held_out_templates" or "same_templates" (the world's
+  // test prompts of held-out, or of the sample prompts' own, templates), "data.prompts_test"
+  // (the user's), or "" (can-eval: the --prompts file).
+  std::string prompt_set;
   int num_constraints = 0;
   EvaluationOptions options;
   std::vector<PromptEvaluation> prompts;
@@ -181,7 +185,7 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
 // (achieved's shape, null unless achieved is in another unit), `margins`,
 // `lambda`, `beta`, `prediction_error` (null without a dual), `win_rate`
 // ({helpfulness, safety}, null when not judged), `by_class`, `score_accuracy` (score_accuracy.h's
-// object, null when not measured), counts and sampling options.
+// object, null when not measured), `prompt_set`, counts and sampling options.
 // format_version (json_fields.h) comes first.
 nlohmann::json evaluation_report_to_json(const EvaluationReport& report);
 // The inverse of evaluation_report_to_json, without the per-prompt rows (they are

@@ -7,7 +7,10 @@
 //
 // Generalisation is built in: test prompts use only held-out phrasings, and
 // some topics appear only in test prompts. Train data (prompts, SFT, pairs,
-// corpus) never contains a held-out phrasing or topic.
+// corpus) never contains a held-out phrasing or topic. The same-template test
+// prompts are the other side: new prompts from the train phrasings and topics (none
+// equal to a train prompt), so an evaluation on both tells generalisation to new
+// templates apart from the prediction's own error.
 //
 // Determinism: everything derives from WorldOptions::seed through std::mt19937_64
 // raw outputs and std::seed_seq (both fully specified by the standard), never
@@ -69,7 +72,7 @@ const std::vector<WorldPhrasing>& world_phrasings();
 
 // A prompt and its ground truth (kept out of the text).
 struct WorldPrompt {
-  std::string id;     // "train-000042", "test-000007"
+  std::string id;     // "train-000042", "test-000007", "same-000007"
   std::string text;   // what the user says
   std::string topic;  // a WorldTopic name
   bool harmful = false;
@@ -133,6 +136,7 @@ struct SyntheticWorld {
   WorldOptions options;
   std::vector<WorldPrompt> train_prompts;
   std::vector<WorldPrompt> test_prompts;
+  std::vector<WorldPrompt> same_template_test_prompts;  // num_test_prompts, ids "same-000007"
   std::vector<SftExample> sft;
   std::vector<WorldPair> pairs;
   std::vector<std::string> corpus;  // chat-formatted prompt + response, train data only
@@ -151,7 +155,8 @@ SyntheticWorld build_world(const WorldOptions& options);
 //   pairs_train.jsonl   PKU-SafeRLHF schema: prompt, response_0, response_1, better_response_id,
 //                       safer_response_id, is_response_0_safe, is_response_1_safe
 //   sft_train.jsonl     {prompt, response}
-//   prompts_train.jsonl, prompts_test.jsonl   {prompt_id, prompt, harmful, topic}
+//   prompts_train.jsonl, prompts_test.jsonl, prompts_test_same_templates.jsonl
+//                       {prompt_id, prompt, harmful, topic}
 //   corpus.txt          tokenizer corpus, one chat-formatted text per line
 //   world.json          the options used, counts and label statistics
 void write_world(const WorldOptions& options, const std::filesystem::path& out_dir);

@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "can/atomic_file.h"
@@ -282,6 +283,9 @@ std::string off_topic_text(const WorldTopic& topic, std::mt19937_64& rng) {
 // Prompts.
 // ---------------------------------------------------------------------------------
 
+// Which prompts make_prompts draws.
+enum class PromptSet { kTrain, kTest, kSameTemplates };
+
 std::vector<size_t> indices_where(size_t count, const std::function<bool(size_t)>& keep) {
   std::vector<size_t> kept;
   for (size_t i = 0; i < count; ++i) {
@@ -291,9 +295,12 @@ std::vector<size_t> indices_where(size_t count, const std::function<bool(size_t)
 }
 
 // `count` prompts, round(harmful_fraction · count) of them harmful, in random order.
-// Train prompts use train phrasings and train topics; test prompts use held-out
-// phrasings and every topic.
-std::vector<WorldPrompt> make_prompts(int64_t count, double harmful_fraction, bool test, std::mt19937_64& rng) {
+// Train prompts and the same-template test prompts use train phrasings and train
+// topics; test prompts use held-out phrasings and every topic. A prompt whose text is
+// in `exclude` (the train prompts, for the same-template test prompts) is drawn again.
+std::vector<WorldPrompt> make_prompts(int64_t count, double harmful_fraction, PromptSet set, std::mt19937_64& rng,
+                                      const std::set<std::string>& exclude = {}) {
+  const bool test = set == PromptSet::kTest;
   const auto& topics = world_topics();
   const auto& all_phrasings = world_phrasings();
   const auto phrasings =
@@ -302,6 +309,7 @@ std::vector<WorldPrompt> make_prompts(int64_t count, double harmful_fraction, bo
       indices_where(topics.size(), [&](size_t i) { return topics[i].harmful && (test || !topics[i].held_out); });
   const auto benign_topics =
       indices_where(topics.size(), [&](size_t i) { return !topics[i].harmful && (test || !topics[i].held_out); });
+  const char* id_prefix = set == PromptSet::kTrain ? "train" : test ? "test" : "same";
 
   const auto num_harmful = static_cast<int64_t>(std::llround(harmful_fraction * static_cast<double>(count)));
   std::vector<char> harmful(static_cast<size_t>(count), 0);  // not vector<bool>: shuffled by swapping
@@ -310,17 +318,23 @@ std::vector<WorldPrompt> make_prompts(int64_t count, double harmful_fraction, bo
 
   std::vector<WorldPrompt> prompts;
   prompts.reserve(harmful.size());
+  // Far more draws than the few exact repeats of a train prompt the templates allow.
+  constexpr int kMaxDraws = 1000;
   for (size_t i = 0; i < harmful.size(); ++i) {
-    const WorldTopic& topic = topics[pick(rng, harmful[i] ? harmful_topics : benign_topics)];
     WorldPrompt prompt;
-    prompt.id = fmt::format("{}-{:06d}", test ? "test" : "train", i);
-    prompt.topic = topic.name;
-    prompt.harmful = topic.harmful;
-    prompt.action = pick(rng, topic.actions);
-    prompt.phrasing = static_cast<int>(pick(rng, phrasings));
-    const std::string& greeting = pick(rng, kGreetings);
-    const std::string request = prompt.action + pick(rng, kQualifiers);
-    prompt.text = greeting + replace_all(all_phrasings[static_cast<size_t>(prompt.phrasing)].text, "{action}", request);
+    for (int draw = 0; draw == 0 || exclude.count(prompt.text) > 0; ++draw) {
+      check(draw < kMaxDraws, "synthetic world: {} draws gave only prompts already among the train prompts", kMaxDraws);
+      const WorldTopic& topic = topics[pick(rng, harmful[i] ? harmful_topics : benign_topics)];
+      prompt.id = fmt::format("{}-{:06d}", id_prefix, i);
+      prompt.topic = topic.name;
+      prompt.harmful = topic.harmful;
+      prompt.action = pick(rng, topic.actions);
+      prompt.phrasing = static_cast<int>(pick(rng, phrasings));
+      const std::string& greeting = pick(rng, kGreetings);
+      const std::string request = prompt.action + pick(rng, kQualifiers);
+      prompt.text =
+          greeting + replace_all(all_phrasings[static_cast<size_t>(prompt.phrasing)].text, "{action}", request);
+    }
     prompts.push_back(std::move(prompt));
   }
   return prompts;
@@ -513,6 +527,7 @@ nlohmann::json world_summary_json(const SyntheticWorld& world) {
             {"harmful_train_prompts", count_harmful(world.train_prompts)},
             {"test_prompts", world.test_prompts.size()},
             {"harmful_test_prompts", count_harmful(world.test_prompts)},
+            {"same_template_test_prompts", world.same_template_test_prompts.size()},
             {"pairs", world.pairs.size()},
             {"sft_examples", world.sft.size()},
             {"corpus_lines", world.corpus.size()}}},
@@ -585,15 +600,20 @@ PreferencePair to_preference_pair(const SyntheticWorld& world, const WorldPair& 
 
 SyntheticWorld build_world(const WorldOptions& options) {
   check_options(options);
-  enum Stream : uint32_t { kTrainPrompts = 1, kTestPrompts = 2, kSft = 3, kPairs = 4 };
+  enum Stream : uint32_t { kTrainPrompts = 1, kTestPrompts = 2, kSft = 3, kPairs = 4, kSameTemplatePrompts = 5 };
   SyntheticWorld world;
   world.options = options;
   auto train_rng = stream_rng(options.seed, kTrainPrompts);
   auto test_rng = stream_rng(options.seed, kTestPrompts);
   auto sft_rng = stream_rng(options.seed, kSft);
   auto pair_rng = stream_rng(options.seed, kPairs);
-  world.train_prompts = make_prompts(options.num_train_prompts, options.harmful_fraction, false, train_rng);
-  world.test_prompts = make_prompts(options.num_test_prompts, options.harmful_fraction, true, test_rng);
+  auto same_template_rng = stream_rng(options.seed, kSameTemplatePrompts);
+  world.train_prompts = make_prompts(options.num_train_prompts, options.harmful_fraction, PromptSet::kTrain, train_rng);
+  world.test_prompts = make_prompts(options.num_test_prompts, options.harmful_fraction, PromptSet::kTest, test_rng);
+  std::set<std::string> train_texts;
+  for (const WorldPrompt& prompt : world.train_prompts) train_texts.insert(prompt.text);
+  world.same_template_test_prompts = make_prompts(options.num_test_prompts, options.harmful_fraction,
+                                                  PromptSet::kSameTemplates, same_template_rng, train_texts);
   world.sft = make_sft(world.train_prompts, options, sft_rng);
   for (size_t i = 0; i < world.train_prompts.size(); ++i) {
     world.pairs.push_back(make_pair(world.train_prompts, i, options, pair_rng));
@@ -627,7 +647,8 @@ void write_world(const WorldOptions& options, const std::filesystem::path& out_d
   write_json_lines(out_dir / "sft_train.jsonl", lines);
 
   for (const auto& [file, prompts] :
-       {std::pair{"prompts_train.jsonl", &world.train_prompts}, std::pair{"prompts_test.jsonl", &world.test_prompts}}) {
+       {std::pair{"prompts_train.jsonl", &world.train_prompts}, std::pair{"prompts_test.jsonl", &world.test_prompts},
+        std::pair{"prompts_test_same_templates.jsonl", &world.same_template_test_prompts}}) {
     lines.clear();
     for (const auto& prompt : *prompts) lines.push_back(prompt_json(prompt));
     write_json_lines(out_dir / file, lines);

@@ -340,14 +340,22 @@ void write_examples(std::ostream& out, const EvaluationReport& report) {
   }
 }
 
+// " (…)" naming report.prompt_set for readers; empty when it is not named.
+std::string prompt_set_description(const std::string& prompt_set) {
+  if (prompt_set == "held_out_templates") return " (the world's test prompts: held-out templates and topics)";
+  if (prompt_set == "same_templates") return " (new prompts of the sample prompts' own templates and topics)";
+  if (prompt_set.empty()) return "";
+  return " (" + prompt_set + ")";
+}
+
 std::string report_markdown(const EvaluationReport& report) {
   std::ostringstream out;
   const SamplingOptions& sampling = report.options.sampling;
   out << "# Evaluation: aligned policy against the reference\n\n"
       << fmt::format(
-             "{} held-out prompts, one response per prompt from each policy (temperature {}, top-p {}, up to "
+             "{} held-out prompts{}, one response per prompt from each policy (temperature {}, top-p {}, up to "
              "{} new tokens, seed {}), scored by the reward model and {} cost model(s){}{}.\n\n",
-             report.overall.num_prompts, sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.seed,
+             report.overall.num_prompts, prompt_set_description(report.prompt_set), sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.seed,
              report.num_constraints,
              report.overall.achieved_by_score_models
                  ? ", in the prediction's " + unit_description(report.overall.achieved.safety_unit)
@@ -440,6 +448,7 @@ PlotPanel distribution_panel(const std::string& title, const std::string& x_labe
 nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
   json result = summary_to_json(report.overall);
   result["format_version"] = kArtifactFormatVersion;
+  result["prompt_set"] = report.prompt_set;
   result["num_constraints"] = report.num_constraints;
   result["judged"] = report.overall.win_rate.has_value();
   result["predicted"] = nullptr;
@@ -482,6 +491,7 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
   check_format_version(json_report, where);
   EvaluationReport report;
   report.overall = summary_from_json(json_report, where);
+  report.prompt_set = string_field(json_report, "prompt_set", where);
   report.num_constraints = static_cast<int>(integer_field(json_report, "num_constraints", where));
   if (const json* predicted = optional_field(json_report, "predicted")) {
     DualSolution dual;

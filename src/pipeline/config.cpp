@@ -319,6 +319,10 @@ ConfigSchema build_schema() {
         &SamplingOptions::top_p)
       .above(0)
       .at_most(1);
+  s.add("eval.same_template_prompts",
+        "also evaluate on new prompts of the sample prompts' templates and topics (eval/same_templates/), so that "
+        "generalisation to held-out templates and the prediction's own error can be told apart (world only)",
+        &C::eval, &E::same_template_prompts);
 
   s.section("sweep", "Safety-margin sweep (can-train --sweep-margins).");
   // The stages of a margin are named after it (dual-b0.5), so the list may change on --resume.
@@ -338,6 +342,10 @@ void check_combination(const Config& c, const std::function<std::string(const st
   const auto fail_combination = [&](const std::string& path, const std::string& problem) {
     fail("{}: {}: {}", origin_of(path), path, problem);
   };
+  if (c.eval.same_template_prompts && !c.world.enabled) {
+    fail_combination("eval.same_template_prompts",
+                     "needs the synthetic world (world.enabled): external data has no same-template prompts");
+  }
   const std::vector<std::pair<std::string, const std::string*>> data_files = {
       {"data.pairs_train", &c.data.pairs_train},
       {"data.sft_train", &c.data.sft_train},

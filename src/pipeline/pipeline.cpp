@@ -23,6 +23,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "can/atomic_file.h"
 #include "can/batch_inference.h"
@@ -395,19 +396,32 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   models.scorer = score_model_scorer(config, context, tokenizer);
   // PeCAN's prediction is in the implicit rewards' unit: achieved is measured in it too.
   if (config.pipeline == "pecan") models.prediction_scorer = pipeline_scorer(config, context, tokenizer);
-  auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_test.jsonl");
-  if (static_cast<int64_t>(prompts.size()) > config.eval.num_prompts) prompts.resize(config.eval.num_prompts);
   EvaluationOptions options = config.eval.options;
   options.sampling.batch_size = config.sampling.generation.batch_size;
   options.sampling.seed = static_cast<uint64_t>(config.run.seed);
   options.scoring = sampled_inference_options(config);
-  auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options,
-                                read_dual_solution(context.artifact(dual_stage) / "dual.json"));
-  report.prediction_caveats = prediction_caveats(config);
-  if (const fs::path accuracy = context.artifact("offline_scores") / "accuracy.json"; fs::exists(accuracy)) {
-    report.score_accuracy = read_score_accuracy(accuracy);
+  const DualSolution dual = read_dual_solution(context.artifact(dual_stage) / "dual.json");
+  std::optional<ScoreAccuracy> accuracy;
+  if (const fs::path file = context.artifact("offline_scores") / "accuracy.json"; fs::exists(file)) {
+    accuracy = read_score_accuracy(file);
   }
-  write_evaluation_report(context.work_dir, report);
+  // The held-out prompts (the world's: held-out templates and topics), and with
+  // eval.same_template_prompts new prompts of the sample prompts' own templates.
+  std::vector<std::tuple<std::string, std::string, fs::path>> prompt_sets = {
+      {"prompts_test.jsonl", config.world.enabled ? "held_out_templates" : "data.prompts_test", context.work_dir}};
+  if (config.eval.same_template_prompts) {
+    prompt_sets.emplace_back("prompts_test_same_templates.jsonl", "same_templates", context.work_dir / "same_templates");
+  }
+  for (const auto& [file, prompt_set, directory] : prompt_sets) {
+    auto prompts = load_evaluation_prompts(context.artifact("data") / file);
+    if (static_cast<int64_t>(prompts.size()) > config.eval.num_prompts) prompts.resize(config.eval.num_prompts);
+    spdlog::info("evaluation on {} ({} prompts)", prompt_set, prompts.size());
+    auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options, dual);
+    report.prompt_set = prompt_set;
+    report.prediction_caveats = prediction_caveats(config);
+    report.score_accuracy = accuracy;
+    write_evaluation_report(directory, report);
+  }
 }
 
 }  // namespace
