@@ -5,9 +5,11 @@
 //   can-dual --scores FILE [--beta 0.1] --sweep LO:HI:COUNT [--solver newton|pgd] [--json] [--plot FILE.svg]
 //   can-dual --scores FILE [--beta 0.1] --margin B [...] --subsample-prompts LIST --subsample-responses LIST
 //            [--repeats K] [--seed S] [--solver newton|pgd] [--json] [--plot FILE.svg]
+//   can-dual --scores FILE [--beta 0.1] --landscape B1,B2,... [--json] [--plot FILE.svg]
 //
 // The third form solves on K random subsets per size pair (the paper's Figure 4) and
-// prints the mean and spread of λ* per size (dual_subsample.h).
+// prints the mean and spread of λ* per size (dual_subsample.h). The fourth draws where
+// λ* comes from for each margin (the paper's Figure 1, dual_landscape.h).
 //
 // Exit status: 0 solved; 1 bad input; 2 a usage error; 3 infeasible margins (a single
 // solve); 4 the solver did not converge (a single solve, any point of a sweep, any subset).
@@ -21,6 +23,7 @@
 
 #include "can/cli.h"
 #include "can/dual.h"
+#include "can/dual_landscape.h"
 #include "can/dual_subsample.h"
 #include "can/dual_sweep.h"
 #include "can/error.h"
@@ -129,6 +132,7 @@ int main(int argc, char** argv) {
   bool json_output = false;
   std::string plot_path;
   can::SubsampleOptions subsample;
+  std::vector<double> landscape_margins;
   app.add_option("--scores", scores_path, "offline scores, JSON Lines (docs/design.md §5)")
       ->required()
       ->check(CLI::ExistingFile);
@@ -165,20 +169,28 @@ int main(int argc, char** argv) {
       ->needs(prompts_option)
       ->check(can::seed_number())
       ->capture_default_str();
+  app.add_option("--landscape", landscape_margins,
+                 "B1,B2,...: D̂(λ) for each margin, its λ* and the paper's PGD from λ₀ = 1 (Figure 1; "
+                 "one-constraint scores)")
+      ->delimiter(',')
+      ->excludes(margin_option)
+      ->excludes(sweep_option);
   app.add_option("--plot", plot_path,
                  "with --sweep: an SVG plot of λ* and the predictions against the margin; with --subsample-prompts: "
-                 "λ* against the number of prompts and of responses");
+                 "λ* against the number of prompts and of responses; with --landscape: the scores, D̂(λ) and PGD");
   app.parse_complete_callback([&] {
-    if (!plot_path.empty() && sweep_text.empty() && subsample.prompt_counts.empty()) {
-      throw CLI::ValidationError("--plot", "needs --sweep or --subsample-prompts: a single solve has nothing to plot");
+    if (!plot_path.empty() && sweep_text.empty() && subsample.prompt_counts.empty() && landscape_margins.empty()) {
+      throw CLI::ValidationError("--plot",
+                                 "needs --sweep, --subsample-prompts or --landscape: a single solve has nothing to plot");
     }
   });
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
 
   try {
     can::setup_logging("info");
-    can::check(!margins.empty() || !sweep_text.empty(),
-               "give --margin B (once per constraint) for a solve, or --sweep LO:HI:COUNT for a sweep");
+    can::check(!margins.empty() || !sweep_text.empty() || !landscape_margins.empty(),
+               "give --margin B (once per constraint) for a solve, --sweep LO:HI:COUNT for a sweep, or --landscape "
+               "B1,B2,... for the dual's landscape");
     const bool subsampling = !subsample.prompt_counts.empty();
     can::check(plot_path.empty() || std::filesystem::path(plot_path).extension() == ".svg",
                "--plot '{}': plots are written as SVG; name the file *.svg", plot_path);
@@ -187,6 +199,31 @@ int main(int argc, char** argv) {
     options.solver = can::parse_dual_solver(solver_name);
     const can::OfflineScores scores = can::OfflineScores::load(scores_path);
     if (!json_output) std::cout << describe_scores(scores_path, scores) << "; beta " << beta << "\n\n";
+
+    if (!landscape_margins.empty()) {
+      const can::DualLandscape landscape = can::dual_landscape(scores, options, landscape_margins);
+      if (json_output) {
+        std::cout << can::to_json(landscape).dump(2) << '\n';
+      } else {
+        for (const can::DualCurve& curve : landscape.curves) {
+          std::cout << fmt::format("  margin {:<10.6g} {}", curve.margin,
+                                   curve.solution.feasible
+                                       ? fmt::format("lambda* {:.6g}; PGD from 1: {} iterations shown, last {:.6g}",
+                                                     curve.solution.lambda[0], curve.pgd_lambda.size() - 1,
+                                                     curve.pgd_lambda.back())
+                                       : std::string("infeasible"))
+                    << '\n';
+        }
+      }
+      if (!plot_path.empty()) {
+        can::write_svg(plot_path, can::landscape_figure(
+                                      landscape, fmt::format("can-dual: the dual of {} (β = {})",
+                                                             std::filesystem::path(scores_path).filename().string(),
+                                                             beta)));
+        spdlog::info("wrote {}", plot_path);
+      }
+      return 0;
+    }
 
     if (!margins.empty()) {
       can::check(static_cast<int>(margins.size()) == scores.num_constraints(),

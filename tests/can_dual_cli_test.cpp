@@ -159,6 +159,20 @@ TEST_F(CanDualCli, SubsamplesPrintOneEntryPerSizePairAndPlotFigureFour) {
             2);
 }
 
+TEST_F(CanDualCli, LandscapeDrawsTheDualPerMarginAndPgdsPath) {
+  const ProcessResult result = run("can-dual", "--scores two.jsonl --landscape 0.1,0.3 --json --plot fig1.svg");
+  ASSERT_EQ(result.status, 0) << result.err;
+  const auto json = nlohmann::json::parse(result.out);
+  ASSERT_EQ(json["curves"].size(), 2u);
+  EXPECT_NEAR(json["curves"][1]["lambda"].get<double>(), 1 + 0.1 * logit(0.8), 1e-9);
+  EXPECT_EQ(json["curves"][0]["pgd_lambda"][0], 1.0);
+  std::ifstream svg(directory_ / "fig1.svg");
+  std::stringstream text;
+  text << svg.rdbuf();
+  EXPECT_NE(text.str().find("Safety scores of the reference"), std::string::npos);
+  EXPECT_EQ(run("can-dual", "--scores two.jsonl --landscape 0.1 --margin 0.1").status, 2);
+}
+
 TEST_F(CanDualCli, UnwritableOutputsExitOneNamingThePath) {
   // Found by a probe of the tools: these aborted with an uncaught std::filesystem_error (exit 134).
   fs::create_directories(directory_ / "folder.svg");
@@ -189,7 +203,7 @@ TEST_F(CanDualCli, ArgumentsAreChecked) {
   EXPECT_NE(run("can-dual", "--scores two.jsonl").err.find("give --margin"), std::string::npos);
   const ProcessResult plot_alone = run("can-dual", "--scores two.jsonl --margin 0.1 --plot p.svg");
   EXPECT_EQ(plot_alone.status, 2);
-  EXPECT_NE(plot_alone.err.find("needs --sweep or --subsample-prompts"), std::string::npos) << plot_alone.err;
+  EXPECT_NE(plot_alone.err.find("needs --sweep, --subsample-prompts or --landscape"), std::string::npos) << plot_alone.err;
   EXPECT_NE(run("can-dual", "--scores two.jsonl --sweep 0:1:3 --plot p.png").err.find("SVG"), std::string::npos);
   EXPECT_NE(run("can-dual", "--scores two.jsonl --margin 0.1 --solver adam").status, 0);
   EXPECT_NE(run("can-dual", "--scores missing.jsonl --margin 0.1").status, 0);

@@ -41,6 +41,17 @@ struct PlotFigure {
   int panel_height = 300;  // pixels
 };
 
+// Colour `index` of the palette that series without a colour take in turn (cycling).
+std::string palette_color(size_t index);
+
+// Rice's rule for a histogram of `count` values: 2·count^(1/3) bins, kept within [5, 40].
+int histogram_bins(size_t count);
+
+// A histogram as a step line: the fraction of `values` in each of `bins` equal bins over
+// [low, high] (each value must lie within it; high > low), from (low, 0) to (high, 0).
+// No label, colour or markers: the caller sets them.
+PlotSeries histogram_series(const std::vector<double>& values, double low, double high, int bins);
+
 // The figure as SVG text. Errors (no panels, x and y of different lengths) name the panel and series.
 std::string render_svg(const PlotFigure& figure);
 

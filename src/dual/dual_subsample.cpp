@@ -173,8 +173,6 @@ PlotFigure subsample_figure(const std::vector<SubsampleSummary>& summaries, cons
   }
   // One panel per axis: x is one size, each line holds the other fixed. The band is
   // mean ± one standard deviation, drawn as dashed lines in the line's colour.
-  const std::vector<std::string> palette = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
   auto panel = [&](const std::string& panel_title, const std::string& x_label, const std::set<int64_t>& fixed_values,
                    const std::string& fixed_name, bool x_is_prompts) {
     PlotPanel result{panel_title, x_label, "λ* (constraint 1)", {}, {}};
@@ -191,7 +189,7 @@ PlotFigure subsample_figure(const std::vector<SubsampleSummary>& summaries, cons
         lower.x.push_back(x);
         lower.y.push_back(summary.lambda_mean[0] - summary.lambda_std[0]);
       }
-      const std::string color = palette[colour++ % palette.size()];
+      const std::string color = palette_color(colour++);
       mean.label = fmt::format("{} = {}", fixed_name, fixed);
       mean.color = upper.color = lower.color = color;
       upper.dashed = lower.dashed = true;

@@ -405,29 +405,11 @@ PlotPanel distribution_panel(const std::string& title, const std::string& x_labe
     low -= 0.5;
     high += 0.5;
   }
-  // Rice's rule, 2·n^(1/3) bins, kept readable.
-  const double most = static_cast<double>(std::max(reference.size(), policy.size()));
-  const int bins = std::clamp(static_cast<int>(std::ceil(2 * std::cbrt(most))), 5, 40);
-  const double width = (high - low) / bins;
-
+  const int bins = histogram_bins(std::max(reference.size(), policy.size()));
   auto step_line = [&](const std::vector<double>& values, std::string label, std::string color) {
-    std::vector<double> fraction(bins, 0.0);  // [bins] share of responses per bin
-    for (double value : values) {
-      fraction[std::min(bins - 1, static_cast<int>((value - low) / width))] += 1.0 / static_cast<double>(values.size());
-    }
-    PlotSeries series;
+    PlotSeries series = histogram_series(values, low, high, bins);
     series.label = std::move(label);
     series.color = std::move(color);
-    series.markers = false;
-    series.x.push_back(low);
-    series.y.push_back(0);
-    for (int k = 0; k < bins; ++k) {
-      const double left = low + k * width, right = k + 1 == bins ? high : low + (k + 1) * width;
-      series.x.insert(series.x.end(), {left, right});
-      series.y.insert(series.y.end(), {fraction[k], fraction[k]});
-    }
-    series.x.push_back(high);
-    series.y.push_back(0);
     return series;
   };
   auto mean = [](const std::vector<double>& values) {

@@ -278,6 +278,35 @@ class PanelRenderer {
 
 }  // namespace
 
+std::string palette_color(size_t index) { return kPalette[index % kPaletteSize]; }
+
+int histogram_bins(size_t count) {
+  return std::clamp(static_cast<int>(std::ceil(2 * std::cbrt(static_cast<double>(count)))), 5, 40);
+}
+
+PlotSeries histogram_series(const std::vector<double>& values, double low, double high, int bins) {
+  check(bins >= 1 && high > low, "histogram: need at least one bin over a range of positive width, got {} bins "
+        "over [{}, {}]", bins, low, high);
+  const double width = (high - low) / bins;
+  std::vector<double> fraction(bins, 0.0);  // [bins] share of the values per bin
+  for (double value : values) {
+    check(value >= low && value <= high, "histogram: value {} lies outside [{}, {}]", value, low, high);
+    fraction[std::min(bins - 1, static_cast<int>((value - low) / width))] += 1.0 / static_cast<double>(values.size());
+  }
+  PlotSeries series;
+  series.markers = false;
+  series.x.push_back(low);
+  series.y.push_back(0);
+  for (int k = 0; k < bins; ++k) {
+    const double left = low + k * width, right = k + 1 == bins ? high : low + (k + 1) * width;
+    series.x.insert(series.x.end(), {left, right});
+    series.y.insert(series.y.end(), {fraction[k], fraction[k]});
+  }
+  series.x.push_back(high);
+  series.y.push_back(0);
+  return series;
+}
+
 std::string render_svg(const PlotFigure& figure) {
   check(!figure.panels.empty(), "plot '{}': no panels", figure.title);
   check(figure.columns > 0 && figure.panel_width > kLeft + kRight && figure.panel_height > kTop + kBottom,
