@@ -3,7 +3,7 @@
 //
 //   can-eval --policy DIR --reference DIR --reward DIR --cost DIR [--cost DIR2 ...] --prompts FILE
 //            [--dual FILE] --out DIR [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
-//            [--batch-size B] [--device auto] [--chat-template T] [--num-prompts K]
+//            [--batch-size B] [--device auto] [--chat-template T] [--num-prompts K] [--prompt-set NAME]
 //
 // The tokenizer is the policy directory's tokenizer.model. --prompts is JSON
 // Lines {prompt_id, prompt, optional topic and harmful} (the synthetic world's
@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> cost_dirs;
   std::string device_name = "auto", pattern = can::ChatTemplate::kSafeRlhf;
   int64_t num_prompts = 0;
+  std::string prompt_set;
   can::EvaluationOptions options;
   app.add_option("--policy", policy_dir, "aligned policy directory (its tokenizer.model is used)")
       ->required()
@@ -94,6 +95,9 @@ int main(int argc, char** argv) {
   app.add_option("--num-prompts", num_prompts, "evaluate the first K prompts only (0: all)")
       ->check(can::number_at_least(0))
       ->capture_default_str();
+  app.add_option("--prompt-set", prompt_set,
+                 "how report.json names the prompts (prompt_set; default: the --prompts path), e.g. "
+                 "held_out_templates for a run's data/prompts_test.jsonl, to compare with can-train's reports");
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
   try {
     can::setup_logging("info");
@@ -125,7 +129,8 @@ int main(int argc, char** argv) {
     models.policy->eval();
     models.reference->eval();
     spdlog::info("evaluating {} prompts from {} on {}", prompts.size(), prompts_path, device.str());
-    const can::EvaluationReport report = can::evaluate_policy(models, tokenizer, chat_template, prompts, options, dual);
+    can::EvaluationReport report = can::evaluate_policy(models, tokenizer, chat_template, prompts, options, dual);
+    report.prompt_set = prompt_set.empty() ? prompts_path : prompt_set;
     can::write_evaluation_report(out_dir, report);
     print_summary(report);
   } catch (const std::exception& error) {

@@ -243,7 +243,8 @@ TEST_F(CanDualCli, ScoresSynthWritesARaggedReproducibleFile) {
 // One exit status for usage errors in every program, and range messages that print
 // the bound as written (CLI11's own printed a double's 300 digits).
 TEST_F(CanDualCli, EveryProgramExitsTwoOnAUsageErrorWithAShortMessage) {
-  for (const char* program : {"can-data", "can-dual", "can-eval", "can-sample", "can-score", "can-train"}) {
+  for (const char* program : {"can-data", "can-dual", "can-eval", "can-report", "can-sample", "can-score",
+                              "can-train"}) {
     const ProcessResult result = run(program, "--no-such-option");
     EXPECT_EQ(result.status, 2) << program << ": " << result.err;
     EXPECT_NE(result.err.find("Run with --help"), std::string::npos) << program << ": " << result.err;

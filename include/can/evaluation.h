@@ -133,7 +133,7 @@ struct EvaluationSummary {
 struct EvaluationReport {
   // Which prompts were evaluated: "held_out_templates" or "same_templates" (the world's
   // test prompts of held-out, or of the sample prompts' own, templates), "data.prompts_test"
-  // (the user's), or "" (can-eval: the --prompts file).
+  // (the user's); can-eval: its --prompt-set, else the --prompts path.
   std::string prompt_set;
   int num_constraints = 0;
   EvaluationOptions options;
