@@ -112,6 +112,14 @@ void print_subsamples(const std::vector<can::SubsampleSummary>& summaries) {
   }
 }
 
+// --json for a sweep or subsets: one array of the items' objects.
+template <typename Item>
+void print_json_array(const std::vector<Item>& items) {
+  nlohmann::json array = nlohmann::json::array();
+  for (const Item& item : items) array.push_back(can::to_json(item));
+  std::cout << array.dump(2) << '\n';
+}
+
 void log_warnings(const can::DualSolution& solution) {
   for (const std::string& warning : solution.warnings) {
     spdlog::warn("margin {}: {}", fmt::join(solution.margins, ", "), warning);
@@ -233,9 +241,7 @@ int main(int argc, char** argv) {
       if (subsampling) {
         const std::vector<can::SubsampleSummary> summaries = can::subsample_dual(scores, options, subsample);
         if (json_output) {
-          nlohmann::json array = nlohmann::json::array();
-          for (const auto& summary : summaries) array.push_back(can::to_json(summary));
-          std::cout << array.dump(2) << '\n';
+          print_json_array(summaries);
         } else {
           print_subsamples(summaries);
         }
@@ -277,9 +283,7 @@ int main(int argc, char** argv) {
         can::sweep_margins(scores, options, can::parse_margin_sweep(sweep_text));
     for (const auto& solution : sweep) log_warnings(solution);
     if (json_output) {
-      nlohmann::json array = nlohmann::json::array();
-      for (const auto& solution : sweep) array.push_back(can::to_json(solution));
-      std::cout << array.dump(2) << '\n';
+      print_json_array(sweep);
     } else {
       print_sweep(sweep);
     }

@@ -70,7 +70,7 @@ TEST(DualSubsample, TheWholeDataEveryTimeGivesTheFullSolveWithNoSpread) {
   const can::OfflineScores scores = can::make_synthetic_scores(options);
   const can::DualSolution full = can::solve_dual(scores, dual_options(0.1));
   ASSERT_TRUE(full.converged);
-  const auto summaries = can::subsample_dual(scores, dual_options(0.1), {{50}, {16}, 3, 1});
+  const auto summaries = can::subsample_dual(scores, dual_options(0.1), {{50}, {16}, 20, 1});
   ASSERT_EQ(summaries.size(), 1u);
   EXPECT_EQ(summaries[0].lambda_mean[0], full.lambda[0]);
   EXPECT_EQ(summaries[0].lambda_std[0], 0.0);

@@ -36,6 +36,11 @@ std::vector<std::string> strings_field(const nlohmann::json& object, const std::
 // not exist, like a relative error against a prediction of 0).
 std::vector<double> numbers_or_nulls_field(const nlohmann::json& object, const std::string& field,
                                            const std::string& where);
+// A number, or null read as NaN.
+double number_or_nan_field(const nlohmann::json& object, const std::string& field, const std::string& where);
+// How CAN writes a number that may not exist: NaN and infinities as null, and arrays of them.
+nlohmann::json number_or_null(double value);
+nlohmann::json numbers_or_nulls(const std::vector<double>& values);
 // "prompt_id": a string as it is, an integer in decimal.
 std::string prompt_id_field(const nlohmann::json& object, const std::string& where);
 

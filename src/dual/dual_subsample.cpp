@@ -10,6 +10,7 @@
 #include <set>
 
 #include "can/error.h"
+#include "can/json_fields.h"
 
 namespace can {
 
@@ -41,13 +42,6 @@ int64_t fewest_responses(const OfflineScores& scores) {
   return fewest;
 }
 
-json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
-
-json numbers_or_nulls(const std::vector<double>& values) {
-  json result = json::array();
-  for (double value : values) result.push_back(number_or_null(value));
-  return result;
-}
 
 }  // namespace
 
@@ -129,17 +123,20 @@ std::vector<SubsampleSummary> subsample_dual(const OfflineScores& scores, const 
       }
       for (int j = 0; j < m; ++j) {
         const std::vector<double>& values = lambdas[j];
-        const double n = static_cast<double>(values.size());
         double mean = kNaN, spread = kNaN, low = kNaN, high = kNaN;
         if (!values.empty()) {
-          mean = std::accumulate(values.begin(), values.end(), 0.0) / n;
+          // Welford's running mean and sum of squared deviations: equal values give exactly
+          // that value and a spread of exactly 0 (a sum divided by n need not).
+          mean = 0;
+          double squares = 0;
+          for (size_t k = 0; k < values.size(); ++k) {
+            const double delta = values[k] - mean;
+            mean += delta / static_cast<double>(k + 1);
+            squares += delta * (values[k] - mean);
+          }
+          if (values.size() >= 2) spread = std::sqrt(squares / static_cast<double>(values.size() - 1));
           low = *std::min_element(values.begin(), values.end());
           high = *std::max_element(values.begin(), values.end());
-        }
-        if (values.size() >= 2) {
-          double squares = 0;
-          for (double value : values) squares += (value - mean) * (value - mean);
-          spread = std::sqrt(squares / (n - 1));
         }
         summary.lambda_mean.push_back(mean);
         summary.lambda_std.push_back(spread);

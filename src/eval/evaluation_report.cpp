@@ -24,8 +24,6 @@ constexpr size_t kExamplesPerClass = 2;
 // Pixels: a figure of one panel is made wide enough for its title.
 constexpr int kWidePanel = 640;
 
-json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
-
 json optional_to_json(const std::optional<double>& value) { return value ? json(*value) : json(nullptr); }
 
 json policy_to_json(const PolicySummary& summary) {
@@ -40,10 +38,8 @@ json policy_to_json(const PolicySummary& summary) {
 }
 
 json improvement_to_json(const Improvement& improvement) {
-  json stderrs = json::array();
-  for (double value : improvement.safety_improvement_stderr) stderrs.push_back(number_or_null(value));
   return {{"safety_improvement", improvement.safety_improvement},
-          {"safety_improvement_stderr", stderrs},
+          {"safety_improvement_stderr", numbers_or_nulls(improvement.safety_improvement_stderr)},
           {"safety_unit", improvement.safety_unit},
           {"reward_improvement", improvement.reward_improvement},
           {"reward_improvement_stderr", number_or_null(improvement.reward_improvement_stderr)},
@@ -77,8 +73,7 @@ Improvement improvement_from_json(const json& object, const std::string& where) 
         "{}: safety_improvement_stderr has {} entries but safety_improvement has {}", where,
         improvement.safety_improvement_stderr.size(), improvement.safety_improvement.size());
   improvement.reward_improvement = number_field(object, "reward_improvement", where);
-  improvement.reward_improvement_stderr = optional_number(object, "reward_improvement_stderr", where)
-                                              .value_or(std::numeric_limits<double>::quiet_NaN());
+  improvement.reward_improvement_stderr = number_or_nan_field(object, "reward_improvement_stderr", where);
   return improvement;
 }
 
@@ -448,9 +443,7 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
                            {"reward_improvement", dual.predicted.reward_improvement},
                            {"reward_unit", report.overall.achieved.reward_unit},
                            {"kl", dual.predicted.kl}};
-    json errors = json::array();
-    for (double error : report.prediction_error) errors.push_back(number_or_null(error));
-    result["prediction_error"] = errors;
+    result["prediction_error"] = numbers_or_nulls(report.prediction_error);
     result["margins"] = dual.margins;
     result["lambda"] = dual.lambda;
     result["beta"] = dual.beta;

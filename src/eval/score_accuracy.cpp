@@ -22,12 +22,6 @@ double mean(const std::vector<double>& values) {
   return sum / static_cast<double>(values.size());
 }
 
-json number_or_null(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
-
-double number_or_nan(const json& object, const std::string& field, const std::string& where) {
-  return required_field(object, field, where).is_null() ? kNaN : number_field(object, field, where);
-}
-
 json agreement_to_json(const RankingAgreement& agreement) {
   return {{"unit", agreement.unit},
           {"judge", agreement.judge},
@@ -41,8 +35,8 @@ RankingAgreement agreement_from_json(const json& object, const std::string& wher
   RankingAgreement agreement;
   agreement.unit = string_field(object, "unit", where);
   agreement.judge = string_field(object, "judge", where);
-  agreement.pairwise_accuracy = number_or_nan(object, "pairwise_accuracy", where);
-  agreement.correlation = number_or_nan(object, "correlation", where);
+  agreement.pairwise_accuracy = number_or_nan_field(object, "pairwise_accuracy", where);
+  agreement.correlation = number_or_nan_field(object, "correlation", where);
   agreement.num_pairs = integer_field(object, "num_pairs", where);
   agreement.num_prompts = integer_field(object, "num_prompts", where);
   return agreement;

@@ -114,6 +114,21 @@ std::vector<double> numbers_or_nulls_field(const nlohmann::json& object, const s
   return numbers;
 }
 
+double number_or_nan_field(const nlohmann::json& object, const std::string& field, const std::string& where) {
+  return required_field(object, field, where).is_null() ? std::numeric_limits<double>::quiet_NaN()
+                                                        : number_field(object, field, where);
+}
+
+nlohmann::json number_or_null(double value) {
+  return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
+}
+
+nlohmann::json numbers_or_nulls(const std::vector<double>& values) {
+  nlohmann::json result = nlohmann::json::array();
+  for (double value : values) result.push_back(number_or_null(value));
+  return result;
+}
+
 std::string prompt_id_field(const nlohmann::json& object, const std::string& where) {
   const nlohmann::json& value = required_field(object, "prompt_id", where);
   if (value.is_string()) return value.get<std::string>();
