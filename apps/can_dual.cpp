@@ -215,11 +215,11 @@ int main(int argc, char** argv) {
       } else {
         for (const can::DualCurve& curve : landscape.curves) {
           std::cout << fmt::format("  margin {:<10.6g} {}", curve.margin,
-                                   curve.solution.feasible
+                                   curve.solution.converged
                                        ? fmt::format("lambda* {:.6g}; PGD from 1: {} iterations shown, last {:.6g}",
                                                      curve.solution.lambda[0], curve.pgd_lambda.size() - 1,
                                                      curve.pgd_lambda.back())
-                                       : std::string("infeasible"))
+                                       : curve.solution.message)
                     << '\n';
         }
       }
@@ -229,6 +229,13 @@ int main(int argc, char** argv) {
                                                              std::filesystem::path(scores_path).filename().string(),
                                                              beta)));
         spdlog::info("wrote {}", plot_path);
+      }
+      const bool all_converged = std::all_of(landscape.curves.begin(), landscape.curves.end(), [](const auto& c) {
+        return c.solution.converged || !c.solution.feasible;
+      });
+      if (!all_converged) {
+        std::cerr << "can-dual: Newton did not converge for some margins; their curves carry no λ*\n";
+        return kExitNotConverged;
       }
       return 0;
     }

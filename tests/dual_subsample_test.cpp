@@ -130,6 +130,8 @@ TEST(DualSubsample, SizesBeyondTheDataAreErrorsNamingTheLimit) {
                        "response count 25 is not within 2..24 (the fewest responses of any prompt)"));
   EXPECT_TRUE(contains(error_message([&] { can::subsample_dual(scores, dual_options(0.1), {{10}, {4}, 0, 1}); }),
                        "repeats must be at least 1"));
+  EXPECT_TRUE(contains(error_message([&] { can::subsample_dual(scores, dual_options(0.1), {{10, 10}, {4}, 2, 1}); }),
+                       "a prompt count is listed twice"));
 }
 
 }  // namespace

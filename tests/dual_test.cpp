@@ -441,14 +441,26 @@ TEST(DualSolution, JsonReadsBackToTheSameSolutionAndChecksItsFormatVersion) {
     EXPECT_EQ(written["format_version"], can::kArtifactFormatVersion);
     EXPECT_EQ(to_json(can::dual_solution_from_json(written, "dual.json")), written) << margin;
   }
+  // Units: unknown to can-dual (null), recorded by the pipelines' dual stage.
+  DualSolution with_units = solve_dual(scores, options_for({0.3}));
+  EXPECT_TRUE(to_json(with_units)["safety_unit"].is_null());
+  EXPECT_TRUE(can::dual_solution_from_json(to_json(with_units), "dual.json").safety_unit.empty());
+  with_units.reward_unit = "implicit_reward";
+  with_units.safety_unit = "implicit_reward";
+  EXPECT_EQ(can::dual_solution_from_json(to_json(with_units), "dual.json").safety_unit, "implicit_reward");
   nlohmann::json old = to_json(solve_dual(scores, options_for({0.3})));
   old.erase("format_version");
   EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "old/dual.json"); }),
                        "old/dual.json: no format_version"));
-  old["format_version"] = 2;
+  old["format_version"] = can::kArtifactFormatVersion + 1;
   EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "new/dual.json"); }),
-                       "new/dual.json: format_version 2 is not the version 1 this CAN reads"));
+                       fmt::format("new/dual.json: format_version {} is not the version {} this CAN reads",
+                                   can::kArtifactFormatVersion + 1, can::kArtifactFormatVersion)));
+  // Version 1 (before dual.json recorded its units) is another CAN's file too.
   old["format_version"] = 1;
+  EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "v1/dual.json"); }),
+                       "format_version 1 is not the version 2"));
+  old["format_version"] = can::kArtifactFormatVersion;
   old["predicted"].erase("kl");
   EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "x/dual.json"); }),
                        "x/dual.json: predicted: missing field 'kl'"));

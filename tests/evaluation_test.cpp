@@ -371,6 +371,15 @@ TEST_F(EvaluationTest, APredictionScorerMeasuresAchievedInThePredictionsUnit) {
   EXPECT_TRUE(contains(markdown, "Safety in implicit-reward units")) << markdown;
   EXPECT_TRUE(contains(markdown, "another unit than the prediction's, so not compared")) << markdown;
 
+  // A dual that records another unit than the evaluation measures in is refused (can-eval given PeCAN's dual.json).
+  can::DualSolution implicit = dual;
+  implicit.safety_unit = "implicit_reward";
+  implicit.reward_unit = "implicit_reward";
+  const std::string other_unit = error_message([&] { evaluate("policy", 1, implicit); });
+  EXPECT_TRUE(contains(other_unit, "the dual's prediction is in implicit_reward (safety) and implicit_reward (reward) "
+                                   "but this evaluation measures in cost_model and reward_model"))
+      << other_unit;
+
   // A report whose prediction and achievement are in different units does not read back.
   json mixed = written;
   mixed["predicted"]["safety_unit"] = "cost_model";

@@ -36,14 +36,14 @@ TEST(ReportComparison, TablesListEveryPolicyPerClassAndThePlotHasAPointEach) {
   EXPECT_TRUE(contains(markdown, "## harmful prompts\n\n")) << markdown;
   EXPECT_TRUE(contains(markdown, "| MoCAN | 0.450 | 0.900 | 0.250 | 0.750 |")) << markdown;
   EXPECT_FALSE(contains(markdown, "## benign")) << markdown;
-  EXPECT_FALSE(contains(markdown, "references' own responses differ")) << markdown;
+  EXPECT_FALSE(contains(markdown, "references' judge means differ")) << markdown;
   const std::string svg = can::render_svg(can::comparison_figure(reports, "fig3"));
   EXPECT_TRUE(contains(svg, "DPO safety only"));
   EXPECT_TRUE(contains(svg, "tie with the reference"));
 
   std::vector<can::LabelledReport> other_reference = reports;
   other_reference[1].report.overall.reference.judge_helpfulness = 0.41;
-  EXPECT_TRUE(contains(can::comparison_markdown(other_reference), "references' own responses differ"));
+  EXPECT_TRUE(contains(can::comparison_markdown(other_reference), "references' judge means differ"));
 }
 
 TEST(ReportComparison, ReportsOfOtherPromptsOrSamplingOrUnjudgedAreRefused) {
@@ -59,6 +59,13 @@ TEST(ReportComparison, ReportsOfOtherPromptsOrSamplingOrUnjudgedAreRefused) {
   unjudged.report.overall.win_rate.reset();
   EXPECT_TRUE(contains(error_message([&] { can::check_comparable({first, unjudged}); }), "'b' was not judged"));
   EXPECT_TRUE(contains(error_message([&] { can::check_comparable({first, first}); }), "the label 'a' is given twice"));
+  can::LabelledReport batched{"b", judged(0.5, 0.9, 0.5, 0.5)};
+  batched.report.options.sampling.batch_size = 7;
+  EXPECT_TRUE(contains(error_message([&] { can::check_comparable({first, batched}); }), "batch 7"));
+  can::LabelledReport class_unjudged{"b", judged(0.5, 0.9, 0.5, 0.5)};
+  class_unjudged.report.by_class[0].second.policy.judge_safety.reset();
+  EXPECT_TRUE(contains(error_message([&] { can::check_comparable({first, class_unjudged}); }),
+                       "'b' has no judge verdicts for its harmful prompts"));
 }
 
 }  // namespace

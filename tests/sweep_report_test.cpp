@@ -68,7 +68,8 @@ TEST(SweepReport, MarginsMeasuredInDifferentUnitsAreRefused) {
   implicit.overall.achieved.safety_unit = "implicit_reward";
   const std::string message = error_message(
       [&] { can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, implicit}}); });
-  EXPECT_TRUE(contains(message, "margin 1 measures safety in 'implicit_reward' but margin 0.5 in 'cost_model'"))
+  EXPECT_TRUE(contains(message, "margin 1 measures safety in 'implicit_reward' and reward in 'reward_model' but margin 0.5 in 'cost_model' and "
+                                "'reward_model'"))
       << message;
   EXPECT_FALSE(fs::exists(directory.path() / "sweep.json"));
 }

@@ -53,6 +53,9 @@ struct DualPrediction {
 inline constexpr double kMinReliableEssFraction = 0.05;
 
 struct DualSolution {
+  // The units of the scores it was solved on (scorer.h's k*Unit), when known: the pipelines'
+  // dual stage records its scorer's; can-dual on a scores file cannot know them (empty).
+  std::string reward_unit, safety_unit;
   double beta = 0;
   std::vector<double> margins;  // [m]
   DualSolver solver = DualSolver::kProjectedNewton;

@@ -18,15 +18,16 @@ namespace can {
 struct DualCurve {
   double margin = 0;
   std::vector<double> dual_value;  // [grid] D̂(λ) at DualLandscape::lambda_grid
-  DualSolution solution;           // Newton's λ* (infeasible: no λ*)
-  // The paper's PGD from λ₀ = 1: λ after 0, 1, 2, … iterations, until it converged or the
-  // iteration cap; iteration k is the solver run with max_iterations k.
+  DualSolution solution;           // Newton's λ*; none unless it converged
+  // The paper's PGD from λ₀ = 1 (when Newton converged): λ after 0, 1, 2, … iterations,
+  // until it converged, reached the iteration cap or ran away; iteration k is the solver
+  // run with max_iterations k.
   std::vector<double> pgd_lambda;
 };
 
 struct DualLandscape {
   std::vector<double> safety;       // [N total] g of every sampled response, as scored
-  std::vector<double> lambda_grid;  // [grid] 0 … twice the largest λ* (1 when none is positive)
+  std::vector<double> lambda_grid;  // [grid] 0 … twice the largest converged λ* (1 when none is positive)
   std::vector<DualCurve> curves;    // one per margin, in the order given
 };
 
@@ -36,12 +37,12 @@ DualLandscape dual_landscape(const OfflineScores& scores, const DualOptions& opt
                              const std::vector<double>& margins, int64_t grid_points = 101,
                              int max_pgd_iterations = 60);
 
-// {"safety_histogram": {"edges", "fractions"}, "lambda_grid", "curves": [{"margin", "dual_value",
-//  "lambda", "feasible", "pgd_lambda"}]}; lambda is null when infeasible.
+// {"lambda_grid", "curves": [{"margin", "dual_value", "feasible", "converged", "lambda", "pgd_lambda"}]};
+// lambda is null unless Newton converged. (The scores of the histogram are the scores file's.)
 nlohmann::json to_json(const DualLandscape& landscape);
 
-// Three panels: the histogram of g, D̂(λ) per margin with λ* marked, and PGD's |λ_k − λ*|
-// against k per feasible margin.
+// The histogram of g, D̂(λ) per margin with λ* marked, and (when some margin converged)
+// PGD's |λ_k − λ*| against k per converged margin.
 PlotFigure landscape_figure(const DualLandscape& landscape, const std::string& title);
 
 }  // namespace can

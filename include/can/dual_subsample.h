@@ -43,7 +43,8 @@ struct SubsampleOptions {
 };
 
 // One summary per (prompt count, response count) pair, prompt counts outer, in the
-// order given. Every size is checked against the scores before any solve.
+// order given. Every size is checked against the scores before any solve; a size listed
+// twice is an error.
 std::vector<SubsampleSummary> subsample_dual(const OfflineScores& scores, const DualOptions& dual,
                                              const SubsampleOptions& options);
 

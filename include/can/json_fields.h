@@ -47,7 +47,9 @@ std::string prompt_id_field(const nlohmann::json& object, const std::string& whe
 // Every JSON artifact CAN writes (dual.json, report.json, sweep.json, stages.json)
 // carries "format_version"; a reader accepts only the version it knows, so a
 // file of another CAN version is an error that says so instead of being misread.
-inline constexpr int64_t kArtifactFormatVersion = 1;
+// Version 2: dual.json and report.json state the units of their scores, report.json
+// says which prompts it evaluated and carries the model accuracy.
+inline constexpr int64_t kArtifactFormatVersion = 2;
 void check_format_version(const nlohmann::json& object, const std::string& where);
 
 }  // namespace can

@@ -41,6 +41,11 @@ class Scorer {
   virtual std::string safety_unit() const = 0;
 };
 
+// The units scorers name (reward_unit, safety_unit).
+inline constexpr const char* kRewardModelUnit = "reward_model";
+inline constexpr const char* kCostModelUnit = "cost_model";  // g = −cost
+inline constexpr const char* kImplicitRewardUnit = "implicit_reward";  // β·log(π/π_ref) of a DPO model
+
 // `sequences` with `eos_id` appended to each response that does not end with it.
 std::vector<TokenizedSequence> ended_with_eos(std::vector<TokenizedSequence> sequences, int64_t eos_id);
 
@@ -54,8 +59,8 @@ class ScoreModelScorer final : public Scorer {
   int64_t num_constraints() const override { return static_cast<int64_t>(costs_.size()); }
   int64_t vocabulary_size() const override;
   SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
-  std::string reward_unit() const override { return "reward_model"; }
-  std::string safety_unit() const override { return "cost_model"; }
+  std::string reward_unit() const override { return kRewardModelUnit; }
+  std::string safety_unit() const override { return kCostModelUnit; }
 
  private:
   LlamaForScore reward_;
@@ -77,8 +82,8 @@ class ImplicitRewardScorer final : public Scorer {
   int64_t num_constraints() const override { return 1; }
   int64_t vocabulary_size() const override;
   SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
-  std::string reward_unit() const override { return "implicit_reward"; }
-  std::string safety_unit() const override { return "implicit_reward"; }
+  std::string reward_unit() const override { return kImplicitRewardUnit; }
+  std::string safety_unit() const override { return kImplicitRewardUnit; }
 
  private:
   LlamaForCausalLM reference_;

@@ -29,7 +29,7 @@ DualLandscape dual_landscape(const OfflineScores& scores, const DualOptions& opt
     newton.margins = {margin};
     newton.solver = DualSolver::kProjectedNewton;
     curve.solution = solve_dual(scores, newton);
-    if (curve.solution.feasible) largest = std::max(largest, curve.solution.lambda[0]);
+    if (curve.solution.converged) largest = std::max(largest, curve.solution.lambda[0]);
   }
   const double top = largest > 0 ? 2 * largest : 1.0;
   for (int64_t k = 0; k < grid_points; ++k) {
@@ -38,7 +38,7 @@ DualLandscape dual_landscape(const OfflineScores& scores, const DualOptions& opt
   for (DualCurve& curve : landscape.curves) {
     const DualProblem problem(scores, options.beta, {curve.margin});
     for (const double lambda : landscape.lambda_grid) curve.dual_value.push_back(problem.evaluate({lambda}, false).value);
-    if (!curve.solution.feasible) continue;
+    if (!curve.solution.converged) continue;
     // PGD's k-th iterate is where a run limited to k iterations stops (the method is deterministic).
     DualOptions pgd = options;
     pgd.margins = {curve.margin};
@@ -46,6 +46,7 @@ DualLandscape dual_landscape(const OfflineScores& scores, const DualOptions& opt
     for (int k = 0; k <= max_pgd_iterations; ++k) {
       pgd.max_iterations = std::max(k, 1);
       const DualSolution run = k == 0 ? DualSolution{} : solve_dual(scores, pgd);
+      if (k > 0 && !run.feasible) break;  // PGD ran away where Newton did not: its path ends here
       curve.pgd_lambda.push_back(k == 0 ? 1.0 : run.lambda[0]);  // λ₀ = 1, the paper's start
       if (k > 0 && run.converged) break;
     }
@@ -59,7 +60,8 @@ nlohmann::json to_json(const DualLandscape& landscape) {
     curves.push_back({{"margin", curve.margin},
                       {"dual_value", curve.dual_value},
                       {"feasible", curve.solution.feasible},
-                      {"lambda", curve.solution.feasible ? json(curve.solution.lambda[0]) : json(nullptr)},
+                      {"converged", curve.solution.converged},
+                      {"lambda", curve.solution.converged ? json(curve.solution.lambda[0]) : json(nullptr)},
                       {"pgd_lambda", curve.pgd_lambda}});
   }
   return {{"lambda_grid", landscape.lambda_grid}, {"curves", curves}};
@@ -88,7 +90,7 @@ PlotFigure landscape_figure(const DualLandscape& landscape, const std::string& t
     const std::string color = palette_color(c);
     PlotSeries values{fmt::format("b = {}", curve.margin), landscape.lambda_grid, curve.dual_value, color, false, false};
     dual.series.push_back(std::move(values));
-    if (!curve.solution.feasible) continue;
+    if (!curve.solution.converged) continue;
     const double lambda_star = curve.solution.lambda[0];
     dual.series.push_back({"", {lambda_star}, {curve.solution.dual_value}, color, false, true});
     PlotSeries distance{fmt::format("b = {}", curve.margin), {}, {}, color, false, true};

@@ -26,6 +26,8 @@ nlohmann::json to_json(const DualSolution& solution) {
   using nlohmann::json;
   json result;
   result["format_version"] = kArtifactFormatVersion;
+  result["reward_unit"] = solution.reward_unit.empty() ? json(nullptr) : json(solution.reward_unit);
+  result["safety_unit"] = solution.safety_unit.empty() ? json(nullptr) : json(solution.safety_unit);
   result["beta"] = solution.beta;
   result["margins"] = solution.margins;
   result["solver"] = dual_solver_name(solution.solver);
@@ -55,6 +57,9 @@ DualSolution dual_solution_from_json(const nlohmann::json& json, const std::stri
         where);
   check_format_version(json, where);
   DualSolution solution;
+  for (auto [field, unit] : {std::pair{"reward_unit", &solution.reward_unit}, {"safety_unit", &solution.safety_unit}}) {
+    if (!required_field(json, field, where).is_null()) *unit = string_field(json, field, where);
+  }
   solution.beta = number_field(json, "beta", where);
   solution.margins = numbers_field(json, "margins", where);
   check(!solution.margins.empty(), "{}: field 'margins' is empty", where);

@@ -93,6 +93,10 @@ std::vector<SubsampleSummary> subsample_dual(const OfflineScores& scores, const 
         "subsample: give at least one prompt count and one response count");
   check(options.repeats >= 1, "subsample: repeats must be at least 1, got {}", options.repeats);
   const int64_t fewest = fewest_responses(scores);
+  for (const auto* counts : {&options.prompt_counts, &options.response_counts}) {
+    check(std::set<int64_t>(counts->begin(), counts->end()).size() == counts->size(),
+          "subsample: a {} count is listed twice", counts == &options.prompt_counts ? "prompt" : "response");
+  }
   for (const int64_t count : options.prompt_counts) {
     check(count >= 1 && count <= scores.num_prompts(), "subsample: prompt count {} is not within 1..{} (the prompts "
           "in the scores)", count, scores.num_prompts());
@@ -185,6 +189,18 @@ PlotFigure subsample_figure(const std::vector<SubsampleSummary>& summaries, cons
         upper.y.push_back(summary.lambda_mean[0] + summary.lambda_std[0]);
         lower.x.push_back(x);
         lower.y.push_back(summary.lambda_mean[0] - summary.lambda_std[0]);
+      }
+      // Points in order of x, however the sizes were listed.
+      std::vector<size_t> order(mean.x.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&mean](size_t a, size_t b) { return mean.x[a] < mean.x[b]; });
+      for (PlotSeries* series : {&mean, &upper, &lower}) {
+        PlotSeries sorted = *series;
+        for (size_t k = 0; k < order.size(); ++k) {
+          sorted.x[k] = series->x[order[k]];
+          sorted.y[k] = series->y[order[k]];
+        }
+        *series = std::move(sorted);
       }
       const std::string color = palette_color(colour++);
       mean.label = fmt::format("{} = {}", fixed_name, fixed);

@@ -146,7 +146,7 @@ void score_for_prediction(Scorer& scorer, const std::vector<TokenizedSequence>& 
 
 }  // namespace
 
-ScoreUnits score_model_units() { return {"reward_model", "cost_model"}; }
+ScoreUnits score_model_units() { return {kRewardModelUnit, kCostModelUnit}; }
 
 std::vector<EvaluationPrompt> load_evaluation_prompts(const std::filesystem::path& path) {
   std::vector<EvaluationPrompt> prompts;
@@ -209,6 +209,12 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
           "evaluation: the dual solution must be feasible with {} constraint(s), one per cost model; it has {} "
           "margin(s) and {} lambda value(s)",
           num_constraints, dual->margins.size(), dual->lambda.size());
+    const ScoreUnits measured = prediction ? *prediction : score_model_units();
+    check((dual->safety_unit.empty() || dual->safety_unit == measured.safety) &&
+              (dual->reward_unit.empty() || dual->reward_unit == measured.reward),
+          "evaluation: the dual's prediction is in {} (safety) and {} (reward) but this evaluation measures in {} and "
+          "{}; measure with the scorer the dual was solved with",
+          dual->safety_unit, dual->reward_unit, measured.safety, measured.reward);
   }
 
   EvaluationReport report;

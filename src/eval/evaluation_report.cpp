@@ -86,6 +86,10 @@ EvaluationSummary summary_from_json(const json& object, const std::string& where
   if (const json& by_score_models = required_field(object, "achieved_by_score_models", where);
       !by_score_models.is_null()) {
     summary.achieved_by_score_models = improvement_from_json(by_score_models, where + ": achieved_by_score_models");
+    check(summary.achieved_by_score_models->reward_unit == kRewardModelUnit &&
+              summary.achieved_by_score_models->safety_unit == kCostModelUnit,
+          "{}: achieved_by_score_models must be in {} and {}, not {} and {}", where, kRewardModelUnit, kCostModelUnit,
+          summary.achieved_by_score_models->reward_unit, summary.achieved_by_score_models->safety_unit);
   }
   if (const json* win_rate = optional_field(object, "win_rate")) {
     summary.win_rate = WinRates{number_field(*win_rate, "helpfulness", where + ": win_rate"),
@@ -437,12 +441,14 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
   result["beta"] = nullptr;
   if (report.dual) {
     const DualSolution& dual = *report.dual;
-    // The dual's prediction is in the units of the scorer that measured `achieved` (evaluate_policy).
-    result["predicted"] = {{"safety_improvement", dual.predicted.safety_improvement},
-                           {"safety_unit", report.overall.achieved.safety_unit},
-                           {"reward_improvement", dual.predicted.reward_improvement},
-                           {"reward_unit", report.overall.achieved.reward_unit},
-                           {"kl", dual.predicted.kl}};
+    // The units dual.json records; a dual that records none (can-dual on a scores file) is
+    // taken to be in the units it is compared in.
+    result["predicted"] = {
+        {"safety_improvement", dual.predicted.safety_improvement},
+        {"safety_unit", dual.safety_unit.empty() ? report.overall.achieved.safety_unit : dual.safety_unit},
+        {"reward_improvement", dual.predicted.reward_improvement},
+        {"reward_unit", dual.reward_unit.empty() ? report.overall.achieved.reward_unit : dual.reward_unit},
+        {"kl", dual.predicted.kl}};
     result["prediction_error"] = numbers_or_nulls(report.prediction_error);
     result["margins"] = dual.margins;
     result["lambda"] = dual.lambda;
@@ -457,7 +463,8 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
                         {"temperature", sampling.temperature},
                         {"top_p", sampling.top_p},
                         {"top_k", sampling.top_k},
-                        {"seed", sampling.seed}};
+                        {"seed", sampling.seed},
+                        {"batch_size", sampling.batch_size}};
   result["max_length"] = report.options.scoring.max_length;
   return result;
 }
@@ -477,6 +484,8 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     dual.predicted.safety_improvement = numbers_field(*predicted, "safety_improvement", where + ": predicted");
     dual.predicted.reward_improvement = number_field(*predicted, "reward_improvement", where + ": predicted");
     dual.predicted.kl = number_field(*predicted, "kl", where + ": predicted");
+    dual.safety_unit = string_field(*predicted, "safety_unit", where + ": predicted");
+    dual.reward_unit = string_field(*predicted, "reward_unit", where + ": predicted");
     for (const char* unit : {"safety_unit", "reward_unit"}) {
       const std::string predicted_unit = string_field(*predicted, unit, where + ": predicted");
       const std::string achieved_unit = string_field(required_field(json_report, "achieved", where), unit,
@@ -502,6 +511,7 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
   report.options.sampling.top_p = number_field(sampling, "top_p", sampling_where);
   report.options.sampling.top_k = integer_field(sampling, "top_k", sampling_where);
   report.options.sampling.seed = static_cast<uint64_t>(integer_field(sampling, "seed", sampling_where));
+  report.options.sampling.batch_size = integer_field(sampling, "batch_size", sampling_where);
   report.options.scoring.max_length = integer_field(json_report, "max_length", where);
   return report;
 }

@@ -33,19 +33,26 @@ void check_comparable(const std::vector<LabelledReport>& reports) {
     check(!entry.label.empty(), "compare: a report has an empty label");
     check(labels.insert(entry.label).second, "compare: the label '{}' is given twice", entry.label);
     const EvaluationReport& report = entry.report;
-    check(report.overall.win_rate.has_value(), "compare: '{}' was not judged (its prompts have no world topics)",
-          entry.label);
+    for (const auto& [name, summary] : report.by_class) {
+      check(summary.win_rate.has_value() && summary.reference.judge_helpfulness && summary.reference.judge_safety &&
+                summary.policy.judge_helpfulness && summary.policy.judge_safety,
+            "compare: '{}' has no judge verdicts for its {} prompts", entry.label, name);
+    }
+    check(report.overall.win_rate.has_value() && report.overall.reference.judge_helpfulness &&
+              report.overall.reference.judge_safety && report.overall.policy.judge_helpfulness &&
+              report.overall.policy.judge_safety,
+          "compare: '{}' was not judged (its prompts have no world topics)", entry.label);
     const SamplingOptions& a = report.options.sampling;
     const SamplingOptions& b = first.options.sampling;
     check(report.prompt_set == first.prompt_set && report.overall.num_prompts == first.overall.num_prompts &&
               a.max_new_tokens == b.max_new_tokens && a.temperature == b.temperature && a.top_p == b.top_p &&
-              a.top_k == b.top_k && a.seed == b.seed,
-          "compare: '{}' evaluated {} prompts of '{}' (temperature {}, top-p {}, top-k {}, {} new tokens, seed {}) "
-          "but '{}' evaluated {} prompts of '{}' (temperature {}, top-p {}, top-k {}, {} new tokens, seed {}); "
-          "compare policies evaluated on the same prompts with the same sampling",
+              a.top_k == b.top_k && a.seed == b.seed && a.batch_size == b.batch_size,
+          "compare: '{}' evaluated {} prompts of '{}' (temperature {}, top-p {}, top-k {}, {} new tokens, seed {}, "
+          "batch {}) but '{}' evaluated {} prompts of '{}' (temperature {}, top-p {}, top-k {}, {} new tokens, seed "
+          "{}, batch {}); compare policies evaluated on the same prompts with the same sampling",
           entry.label, report.overall.num_prompts, report.prompt_set, a.temperature, a.top_p, a.top_k,
-          a.max_new_tokens, a.seed, reports.front().label, first.overall.num_prompts, first.prompt_set,
-          b.temperature, b.top_p, b.top_k, b.max_new_tokens, b.seed);
+          a.max_new_tokens, a.seed, a.batch_size, reports.front().label, first.overall.num_prompts, first.prompt_set,
+          b.temperature, b.top_p, b.top_k, b.max_new_tokens, b.seed, b.batch_size);
   }
 }
 
@@ -76,8 +83,8 @@ std::string comparison_markdown(const std::vector<LabelledReport>& reports) {
   for (const LabelledReport& entry : reports) {
     const PolicySummary& other = entry.report.overall.reference;
     if (other.judge_helpfulness != reference.judge_helpfulness || other.judge_safety != reference.judge_safety) {
-      out << "The references' own responses differ between reports (their judge means above are not equal): the "
-             "policies were aligned from different reference models, and each win rate is against its own.\n";
+      out << "The references' judge means differ between reports: their responses differ (another reference model "
+             "or another build), and each win rate is against its own reference's responses.\n";
       break;
     }
   }

@@ -53,15 +53,17 @@ SweepRow sweep_row(const SweepPoint& point) {
 
 std::string number(double value) { return std::isfinite(value) ? fmt::format("{:.4g}", value) : "—"; }
 
-// The unit of every margin's improvements (Improvement::safety_unit); the margins must agree.
+// The unit of every margin's safety improvement (Improvement::safety_unit); the margins
+// must agree on it and on the reward's.
 std::string safety_unit(const std::vector<SweepPoint>& points) {
-  const std::string& unit = points.front().report.overall.achieved.safety_unit;
+  const Improvement& first = points.front().report.overall.achieved;
   for (const SweepPoint& point : points) {
-    check(point.report.overall.achieved.safety_unit == unit,
-          "sweep: margin {} measures safety in '{}' but margin {} in '{}'", point.margin,
-          point.report.overall.achieved.safety_unit, points.front().margin, unit);
+    const Improvement& achieved = point.report.overall.achieved;
+    check(achieved.safety_unit == first.safety_unit && achieved.reward_unit == first.reward_unit,
+          "sweep: margin {} measures safety in '{}' and reward in '{}' but margin {} in '{}' and '{}'", point.margin,
+          achieved.safety_unit, achieved.reward_unit, points.front().margin, first.safety_unit, first.reward_unit);
   }
-  return unit;
+  return first.safety_unit;
 }
 
 std::string sweep_markdown(const std::vector<SweepPoint>& points) {

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <memory>
@@ -328,7 +329,9 @@ void run_offline_scores(const Config& config, const StageContext& context) {
   scores.save(context.work_dir / "scores.jsonl");
   // On the world's prompts the judge tells how well r and g rank the samples (Theorem 3's condition).
   const auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_sample.jsonl");
-  if (prompts.front().topic.empty()) return;
+  const bool judged = std::all_of(prompts.begin(), prompts.begin() + static_cast<int64_t>(samples.size()),
+                                  [](const EvaluationPrompt& prompt) { return !prompt.topic.empty(); });
+  if (!judged) return;
   std::vector<std::vector<JudgeVerdict>> verdicts;  // [M][N]
   for (size_t i = 0; i < samples.size(); ++i) {
     auto& judged = verdicts.emplace_back();
@@ -347,8 +350,11 @@ void run_offline_scores(const Config& config, const StageContext& context) {
 void run_dual(const Config& config, const StageContext& context, const std::vector<double>& margins) {
   DualOptions options = config.dual;
   options.margins = margins;
-  const DualSolution solution =
-      solve_dual(OfflineScores::load(context.artifact("offline_scores") / "scores.jsonl"), options);
+  DualSolution solution = solve_dual(OfflineScores::load(context.artifact("offline_scores") / "scores.jsonl"), options);
+  // The units of the offline scores: the pipeline's scorer's (pipeline_scorer).
+  const bool pecan = config.pipeline == "pecan";
+  solution.reward_unit = pecan ? kImplicitRewardUnit : kRewardModelUnit;
+  solution.safety_unit = pecan ? kImplicitRewardUnit : kCostModelUnit;
   for (const auto& warning : solution.warnings) spdlog::warn("dual: {}", warning);
   for (const auto& caveat : prediction_caveats(config)) spdlog::warn("dual: the prediction may not hold: {}", caveat);
   write_dual_solution(context.work_dir / "dual.json", solution);
