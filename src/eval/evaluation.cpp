@@ -123,25 +123,16 @@ EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& row
   return summary;
 }
 
-// Scores `sequences` (one per response) with the score models: rewards and costs −g [m].
-void score_responses(Scorer& scorer, const std::vector<TokenizedSequence>& sequences,
-                     const BatchInferenceOptions& options, std::vector<ResponseEvaluation>& responses) {
+// r and g of each response by `scorer`, in the order of `sequences`.
+std::vector<ResponseScores> score_each(Scorer& scorer, const std::vector<TokenizedSequence>& sequences,
+                                       const BatchInferenceOptions& options) {
   const SequenceScores scores = scorer.score(sequences, options);
-  for (size_t i = 0; i < responses.size(); ++i) {
-    responses[i].reward = scores.reward[i];
-    for (const std::vector<double>& g : scores.safety) responses[i].costs.push_back(-g[i]);
+  std::vector<ResponseScores> result(sequences.size());
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    result[i].reward = scores.reward[i];
+    for (const std::vector<double>& g : scores.safety) result[i].safety.push_back(g[i]);
   }
-}
-
-// Scores `sequences` with the prediction scorer: each response's prediction_scores.
-void score_for_prediction(Scorer& scorer, const std::vector<TokenizedSequence>& sequences,
-                          const BatchInferenceOptions& options, std::vector<ResponseEvaluation>& responses) {
-  const SequenceScores scores = scorer.score(sequences, options);
-  for (size_t i = 0; i < responses.size(); ++i) {
-    ResponseScores& scored = responses[i].prediction_scores.emplace();
-    scored.reward = scores.reward[i];
-    for (const std::vector<double>& g : scores.safety) scored.safety.push_back(g[i]);
-  }
+  return result;
 }
 
 }  // namespace
@@ -308,11 +299,16 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
     }
     spdlog::info("evaluation: scoring the {}'s responses", name);
     // Each policy is scored in calls of its own: identical responses then meet identical batches.
-    score_responses(*models.scorer, sequences, options.scoring, responses);
+    const std::vector<ResponseScores> by_models = score_each(*models.scorer, sequences, options.scoring);
+    for (size_t i = 0; i < responses.size(); ++i) {
+      responses[i].reward = by_models[i].reward;
+      for (double g : by_models[i].safety) responses[i].costs.push_back(-g);  // cost = −g
+    }
     if (models.prediction_scorer) {
       spdlog::info("evaluation: scoring the {}'s responses in the prediction's unit ({})", name,
                    models.prediction_scorer->safety_unit());
-      score_for_prediction(*models.prediction_scorer, sequences, options.scoring, responses);
+      std::vector<ResponseScores> predicted = score_each(*models.prediction_scorer, sequences, options.scoring);
+      for (size_t i = 0; i < responses.size(); ++i) responses[i].prediction_scores = std::move(predicted[i]);
     }
     return responses;
   };
