@@ -3,6 +3,7 @@
 // kind is one more function and one more line in main.
 //
 //   can-data synth --out DIR [--seed S] [--train-prompts N] [--test-prompts N] [--harmful-fraction F] [--label-noise P]
+//                  [--privacy-harm]
 //   can-data scores-synth --out FILE [--prompts M] [--responses N | LO:HI] [--constraints m] [--seed S]
 #include <spdlog/spdlog.h>
 
@@ -92,6 +93,8 @@ void add_synth_command(CLI::App& app, Action& action) {
   command->add_option("--label-noise", options->label_noise, "probability that a preference label is flipped")
       ->check(can::number_within(0, 0.5))
       ->capture_default_str();
+  command->add_flag("--privacy-harm", options->privacy_harm,
+                    "a second kind of harm, privacy, judged and labelled on its own (two safety constraints)");
   command->callback([&action, options, out] { action = [options, out] { can::write_world(*options, *out); }; });
 }
 

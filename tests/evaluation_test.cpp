@@ -493,7 +493,7 @@ TEST(EvaluationSummary, SafetyImprovementIsTheFallInCostAndTiesCountHalf) {
     evaluation.stopped_at_eos = true;
     evaluation.reward = reward;
     evaluation.costs = {cost};
-    evaluation.judged = can::JudgeVerdict{helpfulness, harm, harm < can::kJudgeUnsafeHarm};
+    evaluation.judged = can::JudgeVerdict{helpfulness, {harm, 0.0}, {harm < can::kJudgeUnsafeHarm, true}};
     return evaluation;
   };
   std::vector<can::PromptEvaluation> rows = {

@@ -111,6 +111,71 @@ TEST_F(PreferenceDataFile, WriteThenReadGivesTheSamePairs) {
   EXPECT_EQ(std::distance(fs::directory_iterator(path.parent_path()), fs::directory_iterator()), 1);
 }
 
+// A pair with a second constraint (another kind of harm): safety_labels holds both.
+nlohmann::json two_constraint_json() {
+  nlohmann::json json = {{"prompt", "Where does my neighbour's son go to school?"},
+                         {"response_0", "Step 1: check the school gate at pickup."},
+                         {"response_1", "I can't help with that."},
+                         {"better_response_id", 0},
+                         {"safer_response_id", 0},
+                         {"is_response_0_safe", true},
+                         {"is_response_1_safe", true}};
+  json["safety_labels"] = {{{"safer_response_id", 0}, {"is_response_0_safe", true}, {"is_response_1_safe", true}},
+                           {{"safer_response_id", 1}, {"is_response_0_safe", false}, {"is_response_1_safe", true}}};
+  return json;
+}
+
+TEST_F(PreferenceDataFile, SafetyLabelsGiveEachConstraintItsOwnLabels) {
+  const auto path = write_lines({two_constraint_json().dump()});
+  const auto pairs = can::read_preference_pairs(path);
+  ASSERT_EQ(pairs.size(), 1u);
+  ASSERT_EQ(pairs[0].num_constraints(), 2);
+  const can::PreferencePair first = pairs[0].for_constraint(0), second = pairs[0].for_constraint(1);
+  EXPECT_EQ(first.safer_response_id, 0);
+  EXPECT_TRUE(first.is_response_0_safe);
+  EXPECT_EQ(second.safer_response_id, 1);
+  EXPECT_FALSE(second.is_response_0_safe);
+  EXPECT_TRUE(second.is_response_1_safe);
+  EXPECT_EQ(second.num_constraints(), 1);
+  EXPECT_EQ(second.better_response_id, 0);
+  EXPECT_THROW(pairs[0].for_constraint(2), can::Error);
+  // Written back, the line is the one read.
+  can::write_preference_pairs(directory_ / "again.jsonl", pairs);
+  can::for_each_json_line(directory_ / "again.jsonl", [](const nlohmann::json& line, int64_t) {
+    EXPECT_EQ(line, two_constraint_json());
+  });
+  // A one-constraint pair is written in the plain schema, without safety_labels.
+  can::write_preference_pairs(directory_ / "plain.jsonl", {first});
+  can::for_each_json_line(directory_ / "plain.jsonl", [](const nlohmann::json& line, int64_t) {
+    EXPECT_FALSE(line.contains("safety_labels"));
+  });
+}
+
+TEST_F(PreferenceDataFile, SafetyLabelsErrorsNameTheLineAndTheEntry) {
+  auto contradicting = two_constraint_json();
+  contradicting["safety_labels"][0]["safer_response_id"] = 1;
+  auto message = error_for_second_line(contradicting.dump());
+  EXPECT_NE(message.find("pairs.jsonl:2: safety_labels[0]"), std::string::npos) << message;
+  auto bad_id = two_constraint_json();
+  bad_id["safety_labels"][1]["safer_response_id"] = 2;
+  const auto path = write_lines({two_constraint_json().dump(), bad_id.dump()});
+  try {
+    can::read_preference_pairs(path);
+    ADD_FAILURE() << "no error for safer_response_id 2";
+  } catch (const can::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("pairs.jsonl:2: safety_labels[1]: field 'safer_response_id'"),
+              std::string::npos)
+        << error.what();
+  }
+  // The first line has one constraint, the second two.
+  message = error_for_second_line(two_constraint_json().dump());
+  EXPECT_NE(message.find("pairs.jsonl:2: the pair has safety labels for 2 constraints, the file's first pair for 1"),
+            std::string::npos)
+      << message;
+  message = error_for_second_line(line_with("safety_labels", nlohmann::json::array()));
+  EXPECT_NE(message.find("'safety_labels' must be a non-empty array"), std::string::npos) << message;
+}
+
 TEST_F(PreferenceDataFile, MissingFieldErrorNamesFileLineAndField) {
   const auto message = error_for_second_line(line_without("safer_response_id"));
   EXPECT_NE(message.find("pairs.jsonl:2"), std::string::npos) << message;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -96,8 +97,10 @@ TEST(World, TestPromptCountDoesNotChangeTrainData) {
   EXPECT_EQ(world.corpus, changed.corpus);
 }
 
-TEST(World, HeldOutPhrasingsAndTopicsNeverAppearInTrainData) {
-  const auto world = can::build_world(can::WorldOptions{});
+void expect_held_out_phrasings_and_topics_never_in_train_data(bool privacy_harm) {
+  can::WorldOptions options;
+  options.privacy_harm = privacy_harm;
+  const auto world = can::build_world(options);
   std::vector<std::string> held_out_prefixes;
   for (const auto& phrasing : can::world_phrasings()) {
     if (phrasing.held_out) held_out_prefixes.push_back(phrasing_prefix(phrasing));
@@ -107,7 +110,8 @@ TEST(World, HeldOutPhrasingsAndTopicsNeverAppearInTrainData) {
   std::set<std::string> held_out_topics;
   for (const auto& topic : can::world_topics()) {
     if (!topic.held_out) continue;
-    held_out_topics.insert(topic.name);
+    // A held-out topic of a kind of harm the world does not have never appears; its words stay out all the same.
+    if (!topic.harmful || topic.harm_kind == can::HarmKind::kIllegal || privacy_harm) held_out_topics.insert(topic.name);
     held_out_topic_words.insert(held_out_topic_words.end(), topic.instruction_words.begin(),
                                 topic.instruction_words.end());
     held_out_topic_words.insert(held_out_topic_words.end(), topic.request_words.begin(), topic.request_words.end());
@@ -136,9 +140,15 @@ TEST(World, HeldOutPhrasingsAndTopicsNeverAppearInTrainData) {
   for (const auto& topic : held_out_topics) EXPECT_EQ(test_topics.count(topic), 1u) << topic;
 }
 
+TEST(World, HeldOutPhrasingsAndTopicsNeverAppearInTrainData) {
+  expect_held_out_phrasings_and_topics_never_in_train_data(false);
+  expect_held_out_phrasings_and_topics_never_in_train_data(true);
+}
+
 // The other side of the held-out test prompts: new prompts of the train templates and
 // topics, none a copy of a train prompt, so that generalisation and prediction error
 // can be told apart (issue: honest predictions, item 2).
+
 TEST(World, SameTemplateTestPromptsUseTrainTemplatesButRepeatNoTrainPrompt) {
   const auto world = can::build_world(small_options(3));
   ASSERT_EQ(world.same_template_test_prompts.size(), 60u);
@@ -248,7 +258,7 @@ TEST(World, SftHarmfulComplianceFractionMatchesTheMixture) {
       ++harmful;
       ++harmful_kinds[example.kind];
       const auto& topic = world.train_prompts[static_cast<size_t>(example.prompt_index)].topic;
-      harmful_unsafe += !can::judge_response(topic, example.response).is_safe;
+      harmful_unsafe += !can::judge_response(topic, example.response).is_safe[0];
     }
     const double total = mixture.compliance + mixture.refusal + mixture.safe_alternative + mixture.off_topic;
     // Quotas are exact up to rounding: one example.
@@ -278,10 +288,10 @@ void expect_noise_rate(double noise, uint64_t seed) {
       ++better_clear;
       better_disagree += pair.better_response_id != (helpfulness_gap > 0 ? 0 : 1);
     }
-    const double harm_gap = pair.verdicts[0].harm - pair.verdicts[1].harm;
+    const double harm_gap = pair.verdicts[0].harm[0] - pair.verdicts[1].harm[0];
     if (std::abs(harm_gap) > 1e-9) {
       ++safer_clear;
-      safer_disagree += pair.safer_response_id != (harm_gap < 0 ? 0 : 1);
+      safer_disagree += pair.safer_response_id[0] != (harm_gap < 0 ? 0 : 1);
     }
   }
   ASSERT_GT(better_clear, 2000);
@@ -295,16 +305,22 @@ TEST(World, LabelNoiseRateMatchesTheConfiguration) {
   expect_noise_rate(0.25, 22);
 }
 
-TEST(World, NoiseFreeLabelsFollowTheJudge) {
-  can::WorldOptions options = small_options(13);
-  options.label_noise = 0;
-  for (const auto& pair : can::build_world(options).pairs) {
-    const auto& [first, second] = pair.verdicts;
-    if (first.helpfulness != second.helpfulness) {
-      EXPECT_EQ(pair.better_response_id, first.helpfulness > second.helpfulness ? 0 : 1);
-    }
-    if (first.harm != second.harm) {
-      EXPECT_EQ(pair.safer_response_id, first.harm < second.harm ? 0 : 1);
+TEST(World, NoiseFreeLabelsFollowTheJudgeOnEachKindOfHarm) {
+  for (const bool privacy : {false, true}) {
+    can::WorldOptions options = small_options(13);
+    options.label_noise = 0;
+    options.privacy_harm = privacy;
+    for (const auto& pair : can::build_world(options).pairs) {
+      const auto& [first, second] = pair.verdicts;
+      if (first.helpfulness != second.helpfulness) {
+        EXPECT_EQ(pair.better_response_id, first.helpfulness > second.helpfulness ? 0 : 1);
+      }
+      ASSERT_EQ(pair.safer_response_id.size(), privacy ? 2u : 1u);
+      for (size_t j = 0; j < pair.safer_response_id.size(); ++j) {
+        if (first.harm[j] != second.harm[j]) {
+          EXPECT_EQ(pair.safer_response_id[j], first.harm[j] < second.harm[j] ? 0 : 1);
+        }
+      }
     }
   }
 }
@@ -336,9 +352,9 @@ TEST(World, PairsFileFollowsThePkuSafeRlhfSchema) {
     const auto& source = world.pairs[static_cast<size_t>(lines)];
     const auto& topic = world.train_prompts[static_cast<size_t>(source.prompt_index)].topic;
     EXPECT_EQ(pair["is_response_0_safe"].get<bool>(),
-              can::judge_response(topic, pair["response_0"].get<std::string>()).is_safe);
+              can::judge_response(topic, pair["response_0"].get<std::string>()).is_safe[0]);
     EXPECT_EQ(pair["is_response_1_safe"].get<bool>(),
-              can::judge_response(topic, pair["response_1"].get<std::string>()).is_safe);
+              can::judge_response(topic, pair["response_1"].get<std::string>()).is_safe[0]);
     ++lines;
   });
   EXPECT_EQ(lines, options.num_train_prompts);
@@ -365,6 +381,77 @@ TEST(World, PairsFileFollowsThePkuSafeRlhfSchema) {
   EXPECT_EQ(summary["options"]["seed"], 17);
   EXPECT_EQ(summary["counts"]["pairs"], 300);
   can::remove_tree(directory);
+}
+
+// Pearson correlation of two 0/1 series.
+double indicator_correlation(const std::vector<double>& x, const std::vector<double>& y) {
+  const double n = static_cast<double>(x.size());
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < x.size(); ++i) mx += x[i] / n, my += y[i] / n;
+  double cross = 0, xx = 0, yy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    cross += (x[i] - mx) * (y[i] - my);
+    xx += (x[i] - mx) * (x[i] - mx);
+    yy += (y[i] - my) * (y[i] - my);
+  }
+  return cross / std::sqrt(xx * yy);
+}
+
+TEST(World, PrivacyHarmIsASecondConstraintOfItsOwn) {
+  can::WorldOptions options;
+  options.privacy_harm = true;
+  const auto world = can::build_world(options);
+  // Both kinds of harm are asked for; the held-out privacy topic only in test prompts.
+  std::map<can::HarmKind, int64_t> train_requests, test_requests;
+  for (const auto& prompt : world.train_prompts) {
+    const auto& topic = can::world_topic(prompt.topic);
+    if (topic.harmful) ++train_requests[topic.harm_kind];
+    EXPECT_FALSE(topic.held_out) << prompt.text;
+  }
+  bool held_out_privacy = false;
+  for (const auto& prompt : world.test_prompts) {
+    const auto& topic = can::world_topic(prompt.topic);
+    if (topic.harmful) ++test_requests[topic.harm_kind];
+    held_out_privacy |= topic.held_out && topic.harmful && topic.harm_kind == can::HarmKind::kPrivacy;
+  }
+  EXPECT_TRUE(held_out_privacy);
+  for (const auto kind : {can::HarmKind::kIllegal, can::HarmKind::kPrivacy}) {
+    EXPECT_GT(train_requests[kind], 300) << can::harm_kind_name(kind);
+    EXPECT_GT(test_requests[kind], 40) << can::harm_kind_name(kind);
+  }
+  // The reference policy's data violates each kind often, and the two unsafe indicators
+  // are far from the same: a request of one kind is answered with that kind's harm.
+  std::array<std::vector<double>, 2> unsafe;
+  for (const auto& example : world.sft) {
+    const auto& topic = world.train_prompts[static_cast<size_t>(example.prompt_index)].topic;
+    const auto verdict = can::judge_response(topic, example.response);
+    for (size_t j = 0; j < 2; ++j) unsafe[j].push_back(verdict.is_safe[j] ? 0.0 : 1.0);
+  }
+  for (size_t j = 0; j < 2; ++j) {
+    const double rate = std::accumulate(unsafe[j].begin(), unsafe[j].end(), 0.0) / unsafe[j].size();
+    EXPECT_GT(rate, 0.08) << "harm kind " << j;
+  }
+  EXPECT_LT(indicator_correlation(unsafe[0], unsafe[1]), 0.3);
+  // Every pair carries both constraints' labels; the first stays in the plain schema's fields.
+  for (const auto& pair : world.pairs) {
+    const can::PreferencePair written = can::to_preference_pair(world, pair);
+    ASSERT_EQ(written.num_constraints(), 2);
+    EXPECT_EQ(written.safer_response_id, pair.safer_response_id[0]);
+    EXPECT_EQ(written.for_constraint(1).safer_response_id, pair.safer_response_id[1]);
+    EXPECT_EQ(written.for_constraint(1).is_response_0_safe, pair.verdicts[0].is_safe[1]);
+    EXPECT_EQ(written.for_constraint(1).is_response_1_safe, pair.verdicts[1].is_safe[1]);
+  }
+}
+
+TEST(World, WithoutPrivacyHarmNoPrivacyTopicAppears) {
+  const auto world = can::build_world(small_options(3));
+  for (const auto* prompts : {&world.train_prompts, &world.test_prompts, &world.same_template_test_prompts}) {
+    for (const auto& prompt : *prompts) {
+      const auto& topic = can::world_topic(prompt.topic);
+      EXPECT_FALSE(topic.harmful && topic.harm_kind == can::HarmKind::kPrivacy) << prompt.text;
+    }
+  }
+  for (const auto& pair : world.pairs) EXPECT_EQ(can::to_preference_pair(world, pair).num_constraints(), 1);
 }
 
 TEST(World, OutOfRangeOptionsAreErrorsThatNameTheOption) {

@@ -93,8 +93,11 @@ struct PolicySummary {
   double reward = 0;
   std::vector<double> costs;                // [m]
   std::optional<double> judge_helpfulness;  // mean helpfulness; when judged
-  std::optional<double> judge_safety;       // fraction judged safe; when judged
-  std::optional<double> judge_harm;         // mean harm; when judged
+  // When judged, over the kinds of harm of the m constraints (judge.h's HarmKind j is
+  // constraint j): the fraction safe on every kind, and the mean of the worst harm.
+  std::optional<double> judge_safety;
+  std::optional<double> judge_harm;
+  std::vector<double> judge_safety_by_constraint;  // [m] fraction safe on kind j; empty when not judged
   double response_tokens = 0;               // mean sampled tokens (EOS included)
   double stopped_at_eos = 0;                // fraction that ended with EOS
 };
@@ -178,7 +181,7 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
 
 // The contents of report.json. `reference` and `policy` hold `reward`, `cost`
 // (the first cost model's mean, the usual single constraint) and `costs` (all m),
-// `judge_helpfulness`, `judge_safety`, `judge_harm` (null when not judged),
+// `judge_helpfulness`, `judge_safety`, `judge_harm`, `judge_safety_by_constraint` [m] (null when not judged),
 // `response_tokens`, `stopped_at_eos`; then `achieved` and `predicted`
 // ({safety_improvement [m], reward_improvement, safety_unit, reward_unit}; achieved adds
 // the standard errors, predicted adds kl; the units are the same), `achieved_by_score_models`

@@ -36,11 +36,15 @@ struct RankingAgreement {
 RankingAgreement ranking_agreement(const std::vector<std::vector<double>>& scores,
                                    const std::vector<std::vector<double>>& truth);
 
-// The agreement of r (with helpfulness) and of each g_j (with harm) on the offline
-// samples. One harm dimension is judged today, so every g_j is set against it.
+// The agreement of r (with helpfulness) and of each g_j (with the judge's harm of kind
+// j, judge.h's HarmKind) on the offline samples.
 struct ScoreAccuracy {
   RankingAgreement reward;
   std::vector<RankingAgreement> safety;  // [m]
+  // Pearson correlation of the judge's unsafe indicators of harm kinds j and l over every
+  // sample ([m][m], 1 on the diagonal; NaN where a kind has no spread): how different
+  // the constraints really are. Empty when read from an accuracy.json without it.
+  std::vector<std::vector<double>> judge_unsafe_correlation;
 };
 
 // r and g of the offline samples against `verdicts[i][k]`, the judge's verdict on
@@ -48,8 +52,9 @@ struct ScoreAccuracy {
 ScoreAccuracy judge_agreement(const OfflineScores& scores, const std::vector<std::vector<JudgeVerdict>>& verdicts,
                               const std::string& reward_unit, const std::string& safety_unit);
 
-// {"reward": {...}, "safety": [{...}]}, each {"unit", "judge", "pairwise_accuracy",
-// "correlation", "num_pairs", "num_prompts"}, NaN as null (report.json's score_accuracy).
+// {"reward": {...}, "safety": [{...}], "judge_unsafe_correlation": [[...]]}, the first two
+// each {"unit", "judge", "pairwise_accuracy", "correlation", "num_pairs", "num_prompts"},
+// NaN as null (report.json's score_accuracy).
 nlohmann::json to_json(const ScoreAccuracy& accuracy);
 ScoreAccuracy score_accuracy_from_json(const nlohmann::json& json, const std::string& where);
 // <offline_scores>/accuracy.json: to_json's object with format_version.

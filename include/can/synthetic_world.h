@@ -52,6 +52,7 @@ std::string_view response_kind_name(ResponseKind kind);
 struct WorldTopic {
   std::string name;  // "cooking", "hacking", ...
   bool harmful = false;
+  HarmKind harm_kind = HarmKind::kIllegal;     // when harmful: what its instructions harm
   bool held_out = false;                       // appears only in test prompts
   std::vector<std::string> actions;            // "bake banana bread": fills a phrasing's {action}
   std::vector<std::string> request_words;      // lower-case words of the actions and alternatives
@@ -110,9 +111,17 @@ struct WorldOptions {
   // example. Harmful compliance is frequent so that a safety constraint binds.
   ResponseMixture sft_harmful_mixture = {0.55, 0.25, 0.15, 0.05};
   ResponseMixture sft_benign_mixture = {0.90, 0.03, 0.02, 0.05};
+  // A second kind of harm, privacy (judge.h's HarmKind::kPrivacy), beside illegal
+  // activity: its topics join the harmful ones, and every pair carries a second safety
+  // label, so the world has two safety constraints. False: the topics of illegal
+  // activity only, one constraint.
+  bool privacy_harm = false;
   // Formats the corpus texts; the response follows after one space (chat_template.h).
   ChatTemplate chat_template;
 };
+
+// The world's safety constraints: 1, or 2 with privacy_harm. Constraint j is HarmKind j.
+int world_constraints(const WorldOptions& options);
 
 struct SftExample {
   int64_t prompt_index = 0;  // into SyntheticWorld::train_prompts
@@ -127,9 +136,11 @@ struct WorldPair {
   std::array<ResponseKind, 2> kinds{};
   std::array<JudgeVerdict, 2> verdicts;
   int better_response_id = 0;   // the more helpful by the judge (ties: a fair coin), then noise
-  int safer_response_id = 0;    // the less harmful by the judge (ties: a fair coin), then noise
   bool better_flipped = false;  // whether label noise flipped better_response_id
-  bool safer_flipped = false;
+  // Per constraint j (harm kind j): the less harmful by the judge (ties: a fair coin),
+  // then noise, and whether the noise flipped it.
+  std::vector<int> safer_response_id;  // [world_constraints]
+  std::vector<char> safer_flipped;     // [world_constraints]
 };
 
 struct SyntheticWorld {
@@ -145,7 +156,8 @@ struct SyntheticWorld {
 // One response of `kind` to `prompt`, 8–40 words, single line.
 std::string generate_response(const WorldPrompt& prompt, ResponseKind kind, std::mt19937_64& rng);
 
-// The pair in the PKU-SafeRLHF schema (is_response_*_safe from the judge).
+// The pair in the PKU-SafeRLHF schema (is_response_*_safe from the judge), with the
+// second constraint's labels in safety_labels when the world has privacy harm.
 PreferencePair to_preference_pair(const SyntheticWorld& world, const WorldPair& pair);
 
 // Builds the whole world in memory; throws can::Error naming the option that is out of range.
@@ -153,7 +165,8 @@ SyntheticWorld build_world(const WorldOptions& options);
 
 // Builds the world and writes, each file atomically, into `out_dir` (created if needed):
 //   pairs_train.jsonl   PKU-SafeRLHF schema: prompt, response_0, response_1, better_response_id,
-//                       safer_response_id, is_response_0_safe, is_response_1_safe
+//                       safer_response_id, is_response_0_safe, is_response_1_safe (illegal harm);
+//                       with privacy_harm also safety_labels (preference_data.h), one per kind
 //   sft_train.jsonl     {prompt, response}
 //   prompts_train.jsonl, prompts_test.jsonl, prompts_test_same_templates.jsonl
 //                       {prompt_id, prompt, harmful, topic}

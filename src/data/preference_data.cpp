@@ -35,6 +35,19 @@ bool PreferencePair::is_response_safe(int id) const {
   return id == 0 ? is_response_0_safe : is_response_1_safe;
 }
 
+PreferencePair PreferencePair::for_constraint(int j) const {
+  check(j >= 0 && j < num_constraints(), "constraint {} of a pair labelled for {} constraints", j, num_constraints());
+  PreferencePair pair = *this;
+  pair.more_safety_labels.clear();
+  if (j > 0) {
+    const SafetyLabels& labels = more_safety_labels[static_cast<size_t>(j - 1)];
+    pair.safer_response_id = labels.safer_response_id;
+    pair.is_response_0_safe = labels.is_response_0_safe;
+    pair.is_response_1_safe = labels.is_response_1_safe;
+  }
+  return pair;
+}
+
 int preferred_response_id(const PreferencePair& pair, PreferenceLabel label) {
   return label == PreferenceLabel::kBetter ? pair.better_response_id : pair.safer_response_id;
 }
@@ -49,23 +62,55 @@ PreferencePair preference_pair_from_json(const nlohmann::json& value, const std:
   pair.safer_response_id = read_response_id(value, "safer_response_id", where);
   pair.is_response_0_safe = bool_field(value, "is_response_0_safe", where);
   pair.is_response_1_safe = bool_field(value, "is_response_1_safe", where);
+  if (!value.contains("safety_labels")) return pair;
+  const nlohmann::json& labels = value["safety_labels"];
+  check(labels.is_array() && !labels.empty(), "{}: field 'safety_labels' must be a non-empty array, got {}", where,
+        labels.dump());
+  for (size_t j = 0; j < labels.size(); ++j) {
+    const std::string entry = fmt::format("{}: safety_labels[{}]", where, j);
+    check(labels[j].is_object(), "{}: expected an object, got {}", entry, labels[j].type_name());
+    const SafetyLabels read = {read_response_id(labels[j], "safer_response_id", entry),
+                               bool_field(labels[j], "is_response_0_safe", entry),
+                               bool_field(labels[j], "is_response_1_safe", entry)};
+    if (j == 0) {
+      check(read.safer_response_id == pair.safer_response_id && read.is_response_0_safe == pair.is_response_0_safe &&
+                read.is_response_1_safe == pair.is_response_1_safe,
+            "{}: the first constraint's labels differ from the top-level safer_response_id and is_response_*_safe",
+            entry);
+    } else {
+      pair.more_safety_labels.push_back(read);
+    }
+  }
   return pair;
 }
 
 nlohmann::json preference_pair_to_json(const PreferencePair& pair) {
-  return {{"prompt", pair.prompt},
-          {"response_0", pair.response_0},
-          {"response_1", pair.response_1},
-          {"better_response_id", pair.better_response_id},
-          {"safer_response_id", pair.safer_response_id},
-          {"is_response_0_safe", pair.is_response_0_safe},
-          {"is_response_1_safe", pair.is_response_1_safe}};
+  nlohmann::json json = {{"prompt", pair.prompt},
+                         {"response_0", pair.response_0},
+                         {"response_1", pair.response_1},
+                         {"better_response_id", pair.better_response_id},
+                         {"safer_response_id", pair.safer_response_id},
+                         {"is_response_0_safe", pair.is_response_0_safe},
+                         {"is_response_1_safe", pair.is_response_1_safe}};
+  if (pair.more_safety_labels.empty()) return json;
+  auto labels_json = [](const SafetyLabels& labels) {
+    return nlohmann::json{{"safer_response_id", labels.safer_response_id},
+                          {"is_response_0_safe", labels.is_response_0_safe},
+                          {"is_response_1_safe", labels.is_response_1_safe}};
+  };
+  json["safety_labels"] = {labels_json({pair.safer_response_id, pair.is_response_0_safe, pair.is_response_1_safe})};
+  for (const auto& labels : pair.more_safety_labels) json["safety_labels"].push_back(labels_json(labels));
+  return json;
 }
 
 std::vector<PreferencePair> read_preference_pairs(const std::filesystem::path& path) {
   std::vector<PreferencePair> pairs;
   for_each_json_line(path, [&](const nlohmann::json& value, int64_t line_number) {
-    pairs.push_back(preference_pair_from_json(value, fmt::format("{}:{}", path.string(), line_number)));
+    const std::string where = fmt::format("{}:{}", path.string(), line_number);
+    pairs.push_back(preference_pair_from_json(value, where));
+    check(pairs.back().num_constraints() == pairs.front().num_constraints(),
+          "{}: the pair has safety labels for {} constraints, the file's first pair for {}", where,
+          pairs.back().num_constraints(), pairs.front().num_constraints());
   });
   check(!pairs.empty(), "'{}' holds no preference pairs", path.string());
   return pairs;

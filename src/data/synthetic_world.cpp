@@ -60,7 +60,10 @@ std::vector<WorldTopic> make_topics() {
       return value == "true";
     };
     if (key == "harmful") {
-      topic.harmful = flag();
+      check(value == "false" || value == "illegal" || value == "privacy",
+            "world_topics.txt:{}: harmful must be false, illegal or privacy", number);
+      topic.harmful = value != "false";
+      topic.harm_kind = value == "privacy" ? HarmKind::kPrivacy : HarmKind::kIllegal;
     } else if (key == "held_out") {
       topic.held_out = flag();
     } else if (key == "actions") {
@@ -294,24 +297,28 @@ std::vector<size_t> indices_where(size_t count, const std::function<bool(size_t)
   return kept;
 }
 
-// `count` prompts, round(harmful_fraction · count) of them harmful, in random order.
+// `count` prompts, round(harmful_fraction · count) of them harmful (on the world's kinds
+// of harm, each harmful topic equally likely), in random order.
 // Train prompts and the same-template test prompts use train phrasings and train
 // topics; test prompts use held-out phrasings and every topic. A prompt whose text is
 // in `exclude` (the train prompts, for the same-template test prompts) is drawn again.
-std::vector<WorldPrompt> make_prompts(int64_t count, double harmful_fraction, PromptSet set, std::mt19937_64& rng,
+std::vector<WorldPrompt> make_prompts(int64_t count, const WorldOptions& options, PromptSet set, std::mt19937_64& rng,
                                       const std::set<std::string>& exclude = {}) {
   const bool test = set == PromptSet::kTest;
   const auto& topics = world_topics();
   const auto& all_phrasings = world_phrasings();
   const auto phrasings =
       indices_where(all_phrasings.size(), [&](size_t i) { return all_phrasings[i].held_out == test; });
-  const auto harmful_topics =
-      indices_where(topics.size(), [&](size_t i) { return topics[i].harmful && (test || !topics[i].held_out); });
+  const auto harmful_topics = indices_where(topics.size(), [&](size_t i) {
+    const bool in_world = topics[i].harm_kind == HarmKind::kIllegal || options.privacy_harm;
+    return topics[i].harmful && in_world && (test || !topics[i].held_out);
+  });
   const auto benign_topics =
       indices_where(topics.size(), [&](size_t i) { return !topics[i].harmful && (test || !topics[i].held_out); });
   const char* id_prefix = set == PromptSet::kTrain ? "train" : test ? "test" : "same";
 
-  const auto num_harmful = static_cast<int64_t>(std::llround(harmful_fraction * static_cast<double>(count)));
+  const auto num_harmful =
+      static_cast<int64_t>(std::llround(options.harmful_fraction * static_cast<double>(count)));
   std::vector<char> harmful(static_cast<size_t>(count), 0);  // not vector<bool>: shuffled by swapping
   std::fill(harmful.begin(), harmful.begin() + num_harmful, 1);
   shuffle_in_place(harmful, rng);
@@ -451,8 +458,12 @@ WorldPair make_pair(const std::vector<WorldPrompt>& prompts, size_t index, const
   for (size_t i = 0; i < 2; ++i) pair.verdicts[i] = judge_response(prompt.topic, pair.responses[i]);
   pair.better_response_id = noisy_choice(pair.verdicts[0].helpfulness - pair.verdicts[1].helpfulness, true,
                                          options.label_noise, rng, &pair.better_flipped);
-  pair.safer_response_id =
-      noisy_choice(pair.verdicts[0].harm - pair.verdicts[1].harm, false, options.label_noise, rng, &pair.safer_flipped);
+  for (int j = 0; j < world_constraints(options); ++j) {
+    bool flipped = false;
+    pair.safer_response_id.push_back(
+        noisy_choice(pair.verdicts[0].harm[j] - pair.verdicts[1].harm[j], false, options.label_noise, rng, &flipped));
+    pair.safer_flipped.push_back(flipped);
+  }
   return pair;
 }
 
@@ -494,6 +505,7 @@ nlohmann::json options_json(const WorldOptions& options) {
           {"sft_responses_per_prompt", options.sft_responses_per_prompt},
           {"sft_harmful_mixture", mixture_json(options.sft_harmful_mixture)},
           {"sft_benign_mixture", mixture_json(options.sft_benign_mixture)},
+          {"privacy_harm", options.privacy_harm},
           {"chat_template", options.chat_template.pattern()}};
 }
 
@@ -515,12 +527,19 @@ nlohmann::json world_summary_json(const SyntheticWorld& world) {
     const bool harmful = world.train_prompts[static_cast<size_t>(example.prompt_index)].harmful;
     ++sft_kinds[harmful ? "harmful" : "benign"][std::string(response_kind_name(example.kind))];
   }
-  int64_t better_flipped = 0, safer_flipped = 0, unsafe_responses = 0;
+  // The label statistics of constraint j: safer_flipped[j], and responses unsafe on harm kind j.
+  const int constraints = world_constraints(world.options);
+  int64_t better_flipped = 0;
+  std::vector<int64_t> safer_flipped(static_cast<size_t>(constraints)), unsafe_responses(safer_flipped.size());
   for (const auto& pair : world.pairs) {
     better_flipped += pair.better_flipped;
-    safer_flipped += pair.safer_flipped;
-    unsafe_responses += !pair.verdicts[0].is_safe + !pair.verdicts[1].is_safe;
+    for (size_t j = 0; j < safer_flipped.size(); ++j) {
+      safer_flipped[j] += pair.safer_flipped[j];
+      unsafe_responses[j] += !pair.verdicts[0].is_safe[j] + !pair.verdicts[1].is_safe[j];
+    }
   }
+  std::vector<std::string> harm_kinds;
+  for (int j = 0; j < constraints; ++j) harm_kinds.emplace_back(harm_kind_name(static_cast<HarmKind>(j)));
   return {{"options", options_json(world.options)},
           {"counts",
            {{"train_prompts", world.train_prompts.size()},
@@ -534,8 +553,12 @@ nlohmann::json world_summary_json(const SyntheticWorld& world) {
           {"statistics",
            {{"sft_kinds", sft_kinds},
             {"pairs_better_flipped", better_flipped},
-            {"pairs_safer_flipped", safer_flipped},
-            {"pairs_unsafe_responses", unsafe_responses}}}};
+            {"pairs_safer_flipped", safer_flipped[0]},
+            {"pairs_unsafe_responses", unsafe_responses[0]},
+            // One entry per constraint, in the order of harm_kinds.
+            {"harm_kinds", harm_kinds},
+            {"pairs_safer_flipped_by_constraint", safer_flipped},
+            {"pairs_unsafe_responses_by_constraint", unsafe_responses}}}};
 }
 
 }  // namespace
@@ -553,6 +576,8 @@ std::string_view response_kind_name(ResponseKind kind) {
   }
   fail("unknown ResponseKind {}", static_cast<int>(kind));
 }
+
+int world_constraints(const WorldOptions& options) { return options.privacy_harm ? 2 : 1; }
 
 const std::vector<WorldTopic>& world_topics() {
   static const std::vector<WorldTopic> topics = make_topics();
@@ -592,9 +617,12 @@ PreferencePair to_preference_pair(const SyntheticWorld& world, const WorldPair& 
   result.response_0 = pair.responses[0];
   result.response_1 = pair.responses[1];
   result.better_response_id = pair.better_response_id;
-  result.safer_response_id = pair.safer_response_id;
-  result.is_response_0_safe = pair.verdicts[0].is_safe;
-  result.is_response_1_safe = pair.verdicts[1].is_safe;
+  result.safer_response_id = pair.safer_response_id[0];
+  result.is_response_0_safe = pair.verdicts[0].is_safe[0];
+  result.is_response_1_safe = pair.verdicts[1].is_safe[0];
+  for (size_t j = 1; j < pair.safer_response_id.size(); ++j) {
+    result.more_safety_labels.push_back({pair.safer_response_id[j], pair.verdicts[0].is_safe[j], pair.verdicts[1].is_safe[j]});
+  }
   return result;
 }
 
@@ -608,12 +636,12 @@ SyntheticWorld build_world(const WorldOptions& options) {
   auto sft_rng = stream_rng(options.seed, kSft);
   auto pair_rng = stream_rng(options.seed, kPairs);
   auto same_template_rng = stream_rng(options.seed, kSameTemplatePrompts);
-  world.train_prompts = make_prompts(options.num_train_prompts, options.harmful_fraction, PromptSet::kTrain, train_rng);
-  world.test_prompts = make_prompts(options.num_test_prompts, options.harmful_fraction, PromptSet::kTest, test_rng);
+  world.train_prompts = make_prompts(options.num_train_prompts, options, PromptSet::kTrain, train_rng);
+  world.test_prompts = make_prompts(options.num_test_prompts, options, PromptSet::kTest, test_rng);
   std::set<std::string> train_texts;
   for (const WorldPrompt& prompt : world.train_prompts) train_texts.insert(prompt.text);
-  world.same_template_test_prompts = make_prompts(options.num_test_prompts, options.harmful_fraction,
-                                                  PromptSet::kSameTemplates, same_template_rng, train_texts);
+  world.same_template_test_prompts =
+      make_prompts(options.num_test_prompts, options, PromptSet::kSameTemplates, same_template_rng, train_texts);
   world.sft = make_sft(world.train_prompts, options, sft_rng);
   for (size_t i = 0; i < world.train_prompts.size(); ++i) {
     world.pairs.push_back(make_pair(world.train_prompts, i, options, pair_rng));

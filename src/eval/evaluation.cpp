@@ -56,9 +56,15 @@ PolicySummary summarize_policy(const std::vector<const PromptEvaluation*>& rows,
       mean_of(rows, of([](const ResponseEvaluation& r) { return static_cast<double>(r.tokens.size()); }));
   summary.stopped_at_eos = mean_of(rows, of([](const ResponseEvaluation& r) { return r.stopped_at_eos ? 1.0 : 0.0; }));
   if (judged) {
+    const int m = num_constraints;
     summary.judge_helpfulness = mean_of(rows, of([](const ResponseEvaluation& r) { return r.judged->helpfulness; }));
-    summary.judge_safety = mean_of(rows, of([](const ResponseEvaluation& r) { return r.judged->is_safe ? 1.0 : 0.0; }));
-    summary.judge_harm = mean_of(rows, of([](const ResponseEvaluation& r) { return r.judged->harm; }));
+    summary.judge_safety =
+        mean_of(rows, of([m](const ResponseEvaluation& r) { return is_safe_on_all(*r.judged, m) ? 1.0 : 0.0; }));
+    summary.judge_harm = mean_of(rows, of([m](const ResponseEvaluation& r) { return worst_harm(*r.judged, m); }));
+    for (int j = 0; j < m; ++j) {
+      summary.judge_safety_by_constraint.push_back(
+          mean_of(rows, of([j](const ResponseEvaluation& r) { return r.judged->is_safe[j] ? 1.0 : 0.0; })));
+    }
   }
   return summary;
 }
@@ -115,9 +121,10 @@ EvaluationSummary summarize_rows(const std::vector<const PromptEvaluation*>& row
     rates.helpfulness = mean_of(rows, [](const PromptEvaluation& row) {
       return win(row.policy.judged->helpfulness, row.reference.judged->helpfulness);
     });
-    // Less harm wins: compare negated harms.
-    rates.safety = mean_of(
-        rows, [](const PromptEvaluation& row) { return win(-row.policy.judged->harm, -row.reference.judged->harm); });
+    // Less harm wins (the worst over the constraints' kinds): compare negated harms.
+    rates.safety = mean_of(rows, [num_constraints](const PromptEvaluation& row) {
+      return win(-worst_harm(*row.policy.judged, num_constraints), -worst_harm(*row.reference.judged, num_constraints));
+    });
     summary.win_rate = rates;
   }
   return summary;

@@ -33,6 +33,8 @@ json policy_to_json(const PolicySummary& summary) {
           {"judge_helpfulness", optional_to_json(summary.judge_helpfulness)},
           {"judge_safety", optional_to_json(summary.judge_safety)},
           {"judge_harm", optional_to_json(summary.judge_harm)},
+          {"judge_safety_by_constraint",
+           summary.judge_safety.has_value() ? json(summary.judge_safety_by_constraint) : json(nullptr)},
           {"response_tokens", summary.response_tokens},
           {"stopped_at_eos", summary.stopped_at_eos}};
 }
@@ -58,6 +60,11 @@ PolicySummary policy_from_json(const json& object, const std::string& where) {
   summary.judge_helpfulness = optional_number(object, "judge_helpfulness", where);
   summary.judge_safety = optional_number(object, "judge_safety", where);
   summary.judge_harm = optional_number(object, "judge_harm", where);
+  // Absent from the reports of CAN before several constraints: read as not given.
+  if (const json* by_constraint = optional_field(object, "judge_safety_by_constraint");
+      by_constraint != nullptr && !by_constraint->is_null()) {
+    summary.judge_safety_by_constraint = numbers_field(object, "judge_safety_by_constraint", where);
+  }
   summary.response_tokens = number_field(object, "response_tokens", where);
   summary.stopped_at_eos = number_field(object, "stopped_at_eos", where);
   return summary;
@@ -126,9 +133,14 @@ json response_to_json(const ResponseEvaluation& response) {
                                    {"safety", response.prediction_scores->safety}};
   }
   if (response.judged) {
-    result["judge"] = {{"helpfulness", response.judged->helpfulness},
-                       {"harm", response.judged->harm},
-                       {"is_safe", response.judged->is_safe}};
+    // harm and is_safe over the constraints' kinds of harm, then kind by kind.
+    const int m = static_cast<int>(response.costs.size());
+    const auto& verdict = *response.judged;
+    result["judge"] = {{"helpfulness", verdict.helpfulness},
+                       {"harm", worst_harm(verdict, m)},
+                       {"is_safe", is_safe_on_all(verdict, m)},
+                       {"harm_by_constraint", std::vector<double>(verdict.harm.begin(), verdict.harm.begin() + m)},
+                       {"is_safe_by_constraint", std::vector<bool>(verdict.is_safe.begin(), verdict.is_safe.begin() + m)}};
   }
   return result;
 }
@@ -181,6 +193,12 @@ void write_score_table(std::ostream& out, const EvaluationReport& report) {
   }
   row("judge helpfulness", overall.reference.judge_helpfulness, overall.policy.judge_helpfulness);
   row("judge safety (fraction safe)", overall.reference.judge_safety, overall.policy.judge_safety);
+  if (report.num_constraints > 1 && overall.reference.judge_safety) {
+    for (int j = 0; j < report.num_constraints; ++j) {
+      row(fmt::format("judge safety, {} harm", harm_kind_name(static_cast<HarmKind>(j))),
+          overall.reference.judge_safety_by_constraint[j], overall.policy.judge_safety_by_constraint[j]);
+    }
+  }
   row("judge harm", overall.reference.judge_harm, overall.policy.judge_harm);
   row("response tokens", overall.reference.response_tokens, overall.policy.response_tokens);
   row("ended with EOS (fraction)", overall.reference.stopped_at_eos, overall.policy.stopped_at_eos);
@@ -305,7 +323,8 @@ std::string describe_response(const ResponseEvaluation& response, int num_constr
   }
   if (response.judged) {
     text += fmt::format(", helpfulness {}, harm {}, {}", format_number(response.judged->helpfulness),
-                        format_number(response.judged->harm), response.judged->is_safe ? "safe" : "UNSAFE");
+                        format_number(worst_harm(*response.judged, num_constraints)),
+                        is_safe_on_all(*response.judged, num_constraints) ? "safe" : "UNSAFE");
   }
   return text;
 }

@@ -42,6 +42,18 @@ RankingAgreement agreement_from_json(const json& object, const std::string& wher
   return agreement;
 }
 
+// Pearson correlation of two equally long series; NaN when either has no spread.
+double pearson_correlation(const std::vector<double>& x, const std::vector<double>& y) {
+  const double x_mean = mean(x), y_mean = mean(y);
+  double cross = 0, x_squares = 0, y_squares = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    cross += (x[i] - x_mean) * (y[i] - y_mean);
+    x_squares += (x[i] - x_mean) * (x[i] - x_mean);
+    y_squares += (y[i] - y_mean) * (y[i] - y_mean);
+  }
+  return x_squares > 0 && y_squares > 0 ? cross / std::sqrt(x_squares * y_squares) : kNaN;
+}
+
 }  // namespace
 
 RankingAgreement ranking_agreement(const std::vector<std::vector<double>>& scores,
@@ -87,9 +99,10 @@ RankingAgreement ranking_agreement(const std::vector<std::vector<double>>& score
 }
 
 nlohmann::json to_json(const ScoreAccuracy& accuracy) {
-  json safety = json::array();
+  json safety = json::array(), correlation = json::array();
   for (const RankingAgreement& agreement : accuracy.safety) safety.push_back(agreement_to_json(agreement));
-  return {{"reward", agreement_to_json(accuracy.reward)}, {"safety", safety}};
+  for (const auto& row : accuracy.judge_unsafe_correlation) correlation.push_back(numbers_or_nulls(row));
+  return {{"reward", agreement_to_json(accuracy.reward)}, {"safety", safety}, {"judge_unsafe_correlation", correlation}};
 }
 
 ScoreAccuracy score_accuracy_from_json(const nlohmann::json& object, const std::string& where) {
@@ -100,6 +113,20 @@ ScoreAccuracy score_accuracy_from_json(const nlohmann::json& object, const std::
   for (size_t j = 0; j < safety.size(); ++j) {
     accuracy.safety.push_back(agreement_from_json(safety[j], fmt::format("{}: safety[{}]", where, j)));
   }
+  if (!object.contains("judge_unsafe_correlation")) return accuracy;
+  const json& correlation = object["judge_unsafe_correlation"];
+  check(correlation.is_array() && correlation.size() == safety.size(),
+        "{}: 'judge_unsafe_correlation' must be an array of {} rows", where, safety.size());
+  for (size_t j = 0; j < correlation.size(); ++j) {
+    const std::string row = fmt::format("{}: judge_unsafe_correlation[{}]", where, j);
+    check(correlation[j].is_array() && correlation[j].size() == safety.size(), "{} must be an array of {} numbers",
+          row, safety.size());
+    auto& values = accuracy.judge_unsafe_correlation.emplace_back();
+    for (const json& value : correlation[j]) {
+      check(value.is_null() || value.is_number(), "{}: expected a number or null, got {}", row, value.dump());
+      values.push_back(value.is_null() ? kNaN : value.get<double>());
+    }
+  }
   return accuracy;
 }
 
@@ -108,22 +135,30 @@ ScoreAccuracy judge_agreement(const OfflineScores& scores, const std::vector<std
   check(static_cast<int64_t>(verdicts.size()) == scores.num_prompts(),
         "judge agreement: {} prompts of verdicts for {} prompts of scores", verdicts.size(), scores.num_prompts());
   const int m = scores.num_constraints();
-  std::vector<std::vector<double>> reward, helpfulness, safer;  // [M][N_i]; safer = −harm
-  std::vector<std::vector<std::vector<double>>> safety(m);     // [m][M][N_i]
+  check(m <= static_cast<int>(kNumHarmKinds), "judge agreement: {} constraints, but the judge scores {} kinds of harm",
+        m, kNumHarmKinds);
+  std::vector<std::vector<double>> reward, helpfulness;            // [M][N_i]
+  std::vector<std::vector<std::vector<double>>> safety(m), safer(m);  // [m][M][N_i]; safer = −harm of kind j
+  std::vector<std::vector<double>> unsafe(m);                         // [m][every sample] 1 when unsafe on kind j
   for (int64_t i = 0; i < scores.num_prompts(); ++i) {
     check(static_cast<int64_t>(verdicts[i].size()) == scores.num_responses(i),
           "judge agreement: prompt {} has {} verdicts for {} responses", scores.prompt_id(i), verdicts[i].size(),
           scores.num_responses(i));
     reward.emplace_back();
     helpfulness.emplace_back();
-    safer.emplace_back();
-    for (int j = 0; j < m; ++j) safety[j].emplace_back();
+    for (int j = 0; j < m; ++j) {
+      safety[j].emplace_back();
+      safer[j].emplace_back();
+    }
     for (int64_t k = 0; k < scores.num_responses(i); ++k) {
       const int64_t row = scores.offsets()[i] + k;
       reward.back().push_back(scores.rewards()[row]);
       helpfulness.back().push_back(verdicts[i][k].helpfulness);
-      safer.back().push_back(-verdicts[i][k].harm);
-      for (int j = 0; j < m; ++j) safety[j].back().push_back(scores.safety()[row * m + j]);
+      for (int j = 0; j < m; ++j) {
+        safety[j].back().push_back(scores.safety()[row * m + j]);
+        safer[j].back().push_back(-verdicts[i][k].harm[j]);
+        unsafe[j].push_back(verdicts[i][k].is_safe[j] ? 0.0 : 1.0);
+      }
     }
   }
   ScoreAccuracy accuracy;
@@ -131,9 +166,13 @@ ScoreAccuracy judge_agreement(const OfflineScores& scores, const std::vector<std
   accuracy.reward.unit = reward_unit;
   accuracy.reward.judge = "helpfulness";
   for (int j = 0; j < m; ++j) {
-    RankingAgreement& agreement = accuracy.safety.emplace_back(ranking_agreement(safety[j], safer));
+    RankingAgreement& agreement = accuracy.safety.emplace_back(ranking_agreement(safety[j], safer[j]));
     agreement.unit = safety_unit;
-    agreement.judge = "harm (lower is safer)";
+    agreement.judge = fmt::format("{} harm (lower is safer)", harm_kind_name(static_cast<HarmKind>(j)));
+  }
+  for (int j = 0; j < m; ++j) {
+    auto& row = accuracy.judge_unsafe_correlation.emplace_back();
+    for (int l = 0; l < m; ++l) row.push_back(pearson_correlation(unsafe[j], unsafe[l]));
   }
   return accuracy;
 }
