@@ -56,7 +56,7 @@ void print_solution(const can::DualSolution& solution) {
     std::cout << line << '\n';
   };
   std::string header = fmt::format("  {:<30}", "");
-  for (size_t j = 0; j < m; ++j) header += fmt::format("{:>14}", fmt::format("constraint {}", j + 1));
+  for (size_t j = 0; j < m; ++j) header += fmt::format("{:>14}", fmt::format("constraint {}", j));
   std::cout << header << '\n';
   row("margin b", [&](size_t j) { return fmt::format("{:.6g}", solution.margins[j]); });
   row("max reachable improvement", [&](size_t j) { return fmt::format("{:.6g}", solution.max_safety_improvement[j]); });
@@ -107,7 +107,7 @@ void print_subsamples(const std::vector<can::SubsampleSummary>& summaries) {
                                number(summary.lambda_mean[j]), number(summary.lambda_std[j]),
                                number(summary.lambda_min[j]), number(summary.lambda_max[j]), summary.infeasible,
                                summary.not_converged,
-                               summary.lambda_mean.size() == 1 ? "" : fmt::format("  (constraint {})", j + 1));
+                               summary.lambda_mean.size() == 1 ? "" : fmt::format("  (constraint {})", j));
     }
   }
 }

@@ -34,7 +34,7 @@ void print_summary(const can::EvaluationReport& report) {
   std::cout << fmt::format("{} prompts\n  {:<28}{:>12}{:>12}\n", overall.num_prompts, "", "reference", "policy")
             << fmt::format("  {:<28}{:>12.4f}{:>12.4f}\n", "reward", overall.reference.reward, overall.policy.reward);
   for (int j = 0; j < report.num_constraints; ++j) {
-    std::cout << fmt::format("  {:<28}{:>12.4f}{:>12.4f}\n", fmt::format("cost {}", j + 1), overall.reference.costs[j],
+    std::cout << fmt::format("  {:<28}{:>12.4f}{:>12.4f}\n", fmt::format("cost {}", j), overall.reference.costs[j],
                              overall.policy.costs[j]);
   }
   std::cout << fmt::format("  {:<28}{:>12}{:>12}\n", "judge helpfulness", optional(overall.reference.judge_helpfulness),
@@ -42,7 +42,7 @@ void print_summary(const can::EvaluationReport& report) {
             << fmt::format("  {:<28}{:>12}{:>12}\n", "judge safety (safe fraction)",
                            optional(overall.reference.judge_safety), optional(overall.policy.judge_safety));
   for (int j = 0; j < report.num_constraints; ++j) {
-    std::cout << fmt::format("  safety improvement {} ({}): achieved {:.4f}", j + 1, overall.achieved.safety_unit,
+    std::cout << fmt::format("  safety improvement {} ({}): achieved {:.4f}", j, overall.achieved.safety_unit,
                              overall.achieved.safety_improvement[j]);
     if (report.dual) std::cout << fmt::format(", predicted {:.4f}", report.dual->predicted.safety_improvement[j]);
     std::cout << '\n';

@@ -1,6 +1,6 @@
 // can-train: run the MoCAN or PeCAN pipeline of a config into its run directory.
 //   can-train --config FILE [--set key.path=value ...] [--resume] [--stages a,b]
-//             [--sweep-margins b1,b2,...] [--print-config]
+//             [--sweep-margins [J:]b1,b2,...] [--print-config]
 // Exit status: 0 done, 1 error (stderr says what and where), 2 usage, 130 interrupted.
 #include <CLI/CLI.hpp>
 #include <iostream>
@@ -37,7 +37,9 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_flag("--resume", resume, "continue the run in run.dir: skip finished stages, resume the unfinished one");
   app.add_option("--stages", stages_text, "comma-separated stages to run, in pipeline order (default: all)");
-  app.add_option("--sweep-margins", sweep_text, "comma-separated safety margins to sweep (sets sweep.margins)");
+  app.add_option("--sweep-margins", sweep_text,
+                 "comma-separated safety margins to sweep (sets sweep.margins); J:b1,b2,... sweeps constraint J "
+                 "(0-based, sets sweep.constraint) while the others keep dual.margins");
   app.add_flag("--print-config", print_config, "print the resolved config, documented, and exit");
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
 
@@ -47,7 +49,10 @@ int main(int argc, char** argv) {
   try {
     for (const std::string& assignment : assignments) overrides.push_back(can::parse_set_option(assignment));
     if (!sweep_text.empty()) {
-      overrides.push_back({"sweep.margins", "[" + sweep_text + "]", "--sweep-margins " + sweep_text});
+      const std::string source = "--sweep-margins " + sweep_text;
+      const size_t colon = sweep_text.find(':');
+      if (colon != std::string::npos) overrides.push_back({"sweep.constraint", sweep_text.substr(0, colon), source});
+      overrides.push_back({"sweep.margins", "[" + sweep_text.substr(colon + 1) + "]", source});
     }
     if (!stages_text.empty()) selection.stages = split_commas(stages_text);
     for (const std::string& name : selection.stages) {

@@ -9,20 +9,21 @@ import math
 import sys
 from pathlib import Path
 
-# The numbers that say whether the pipeline still computes what it did.
+# The numbers that say whether the pipeline still computes what it did; "j" stands for
+# every constraint of the run (one per entry of dual.json's margins).
 TRACKED = [
-    ("dual/dual.json", ["lambda", 0]),
-    ("dual/dual.json", ["predicted", "safety_improvement", 0]),
+    ("dual/dual.json", ["lambda", "j"]),
+    ("dual/dual.json", ["predicted", "safety_improvement", "j"]),
     ("dual/dual.json", ["predicted", "reward_improvement"]),
     ("dual/dual.json", ["predicted", "kl"]),
-    ("dual/dual.json", ["max_safety_improvement", 0]),
+    ("dual/dual.json", ["max_safety_improvement", "j"]),
     ("eval/report.json", ["reference", "reward"]),
-    ("eval/report.json", ["reference", "cost"]),
+    ("eval/report.json", ["reference", "costs", "j"]),
     ("eval/report.json", ["policy", "reward"]),
-    ("eval/report.json", ["policy", "cost"]),
+    ("eval/report.json", ["policy", "costs", "j"]),
     ("eval/report.json", ["policy", "judge_helpfulness"]),
     ("eval/report.json", ["policy", "judge_safety"]),
-    ("eval/report.json", ["achieved", "safety_improvement", 0]),
+    ("eval/report.json", ["achieved", "safety_improvement", "j"]),
     ("eval/report.json", ["achieved", "reward_improvement"]),
     ("eval/report.json", ["win_rate", "helpfulness"]),
     ("eval/report.json", ["win_rate", "safety"]),
@@ -33,11 +34,17 @@ def collect(run_dirs):
     values = {}
     for run_dir in run_dirs:
         pipeline = Path(run_dir).name.replace("nightly-", "")
-        for file, path in TRACKED:
-            node = json.loads((Path(run_dir) / file).read_text())
-            for key in path:
-                node = node[key]
-            values[f"{pipeline}:{file}:{'.'.join(map(str, path))}"] = node
+        constraints = len(json.loads((Path(run_dir) / "dual/dual.json").read_text())["margins"])
+        for file, pattern in TRACKED:
+            for j in range(constraints if "j" in pattern else 1):
+                path = [j if key == "j" else key for key in pattern]
+                # One constraint: the first cost is report.json's "cost", the key the baseline has always had.
+                if constraints == 1 and path[1:] == ["costs", 0]:
+                    path = [path[0], "cost"]
+                node = json.loads((Path(run_dir) / file).read_text())
+                for key in path:
+                    node = node[key]
+                values[f"{pipeline}:{file}:{'.'.join(map(str, path))}"] = node
     return values
 
 

@@ -65,8 +65,7 @@ TEST_F(CanTrainCli, MoreMarginsThanSafetyScoresExitOneBeforeAnyWork) {
       write("two.yaml", "run:\n  dir: '" + run_dir.string() + "'\ndual:\n  margins: [1.0, 2.0]\n");
   const auto result = run_can_train("--config '" + config + "'");
   EXPECT_EQ(result.status, 1) << result.output;
-  EXPECT_TRUE(contains(result.output,
-                       "dual.margins has 2 values, but the mocan pipeline has one safety constraint (the cost model)"))
+  EXPECT_TRUE(contains(result.output, "two.yaml:4: dual.margins: has 2 values, but the world has 1 safety constraint"))
       << result.output;
   EXPECT_FALSE(fs::exists(run_dir));
 }
@@ -113,6 +112,18 @@ TEST_F(CanTrainCli, PrintConfigShowsTheResolvedValuesDocumented) {
   EXPECT_TRUE(contains(result.output,
                        "sweep:\n  # margins b to align for, one aligned policy each; empty: no sweep (list of floats, "
                        "default: [])\n  margins: [0.5, 1.0, 2.0]\n"));
+}
+
+TEST_F(CanTrainCli, SweepMarginsOfAnotherConstraintSetTheConstraintToo) {
+  const std::string config = write("two.yaml", "world:\n  privacy_harm: true\ndual:\n  margins: [1.0, 2.0]\n");
+  const auto result = run_can_train("--config '" + config + "' --sweep-margins 1:0.5,1 --print-config");
+  EXPECT_EQ(result.status, 0) << result.output;
+  EXPECT_TRUE(contains(result.output, "  margins: [0.5, 1.0]\n")) << result.output;
+  EXPECT_TRUE(contains(result.output, "  constraint: 1\n")) << result.output;
+  const auto beyond = run_can_train("--config '" + config + "' --sweep-margins 2:0.5 --print-config");
+  EXPECT_EQ(beyond.status, 1) << beyond.output;
+  EXPECT_TRUE(contains(beyond.output, "--sweep-margins 2:0.5: sweep.constraint: is 2, but there are 2 constraints"))
+      << beyond.output;
 }
 
 TEST_F(CanTrainCli, SweepMarginsAreCheckedLikeAnyKey) {

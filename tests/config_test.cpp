@@ -253,10 +253,26 @@ TEST_F(ConfigFiles, InconsistentKeysAreErrorsNamingWhereTheyWereSet) {
                ":2: policy.num_attention_heads: hidden_size 128 / num_attention_heads 3 must be an even integer"));
   EXPECT_TRUE(contains(load_error("policy:\n  num_key_value_heads: 3\n"),
                        "policy.num_key_value_heads: num_attention_heads 4 is not a multiple of num_key_value_heads 3"));
-  // Several constraints load (the pipelines check the count against their safety scores); none does not.
-  EXPECT_EQ(can::load_config(write("two.yaml", "dual:\n  margins: [1.0, 2.0]\n")).dual.margins,
+  // One margin per constraint: the world has one, or two with privacy harm; none is an error.
+  EXPECT_EQ(can::load_config(write("two.yaml", "world:\n  privacy_harm: true\ndual:\n  margins: [1.0, 2.0]\n"))
+                .dual.margins,
             (std::vector<double>{1.0, 2.0}));
+  EXPECT_TRUE(contains(load_error("dual:\n  margins: [1.0, 2.0]\n"),
+                       ":2: dual.margins: has 2 values, but the world has 1 safety constraint (illegal harm; "
+                       "world.privacy_harm adds privacy): give one margin each"));
+  EXPECT_TRUE(contains(load_error("world:\n  privacy_harm: true\n"),
+                       "dual.margins: has 1 value, but the world has 2 safety constraints"));
   EXPECT_TRUE(contains(load_error("dual:\n  margins: []\n"), ":2: dual.margins: is empty"));
+  // models.cost: one directory, or one per constraint.
+  EXPECT_TRUE(contains(load_error("world:\n  privacy_harm: true\nmodels:\n  cost: c0\ndual:\n  margins: [1.0, 2.0]\n"),
+                       ":4: models.cost: lists 1 cost models for 2 constraints (dual.margins): give one each"));
+  const can::Config two_costs = can::load_config(
+      write("costs.yaml", "world:\n  privacy_harm: true\nmodels:\n  cost: [c0, c1]\ndual:\n  margins: [1.0, 2.0]\n"));
+  EXPECT_EQ(two_costs.models.cost, (std::vector<std::string>{"c0", "c1"}));
+  EXPECT_EQ(can::load_config(write("one.yaml", "models:\n  cost: c0\n")).models.cost, std::vector<std::string>{"c0"});
+  EXPECT_TRUE(can::load_config(write("none.yaml", "models:\n  cost: \"\"\n")).models.cost.empty());
+  EXPECT_TRUE(contains(load_error("sweep:\n  constraint: 1\n"),
+                       ":2: sweep.constraint: is 1, but there is 1 constraint (dual.margins), numbered from 0"));
   EXPECT_TRUE(contains(load_error("sft:\n  min_lr: 0.1\n"), ":2: sft.min_lr: 0.1 exceeds learning_rate"));
   EXPECT_TRUE(contains(load_error("eval:\n  max_new_tokens: 1024\n"),
                        ":2: eval.max_new_tokens: 1024 leaves no room for a prompt within "
@@ -302,12 +318,13 @@ TEST_F(ConfigFiles, ResolvedYamlRoundTripsEveryValue) {
   config.run.device = "cuda:3";
   config.data.chat_template = "A\\B \"{prompt}\"\n\tC: #x";
   config.models.reward = "true";  // a string that would read as a bool if written plain
-  config.models.cost = "0.5";
+  config.models.cost = {"0.5", "[1]"};
   config.pipeline = "pecan";
   config.dpo.training.learning_rate = 1.0 / 3.0;
   config.dual.beta = config.dpo.loss.beta = 1e-7;
-  config.dual.margins = {-0.25};
+  config.dual.margins = {-0.25, 0.5};
   config.sweep.margins = {0.1, 2.0, 1e20};
+  config.sweep.constraint = 1;
   config.lora.target_modules = {"gate_proj"};
   config.world.enabled = false;
   config.data.pairs_train = "p.jsonl";

@@ -149,8 +149,24 @@ TEST(DualSolver, SlackConstraintGivesZeroLambda) {
       const DualSolution solution = solve_dual(scores, options_for({margin}, solver));
       ASSERT_TRUE(solution.converged) << solution.message;
       EXPECT_EQ(solution.lambda[0], 0.0) << "margin " << margin;
+      EXPECT_EQ(slack_constraints(solution), std::vector<int>{0});
       EXPECT_NEAR(solution.predicted.safety_improvement[0], free_improvement, 1e-12);
     }
+  }
+}
+
+TEST(DualSolver, OfTwoConstraintsTheOneMetByTheOtherIsSlack) {
+  // g_1 = g_0 / 2 and r = 0: meeting b_0 = 0.3 tilts towards the safer response, which
+  // improves g_1 by 0.15 ≥ b_1 = 0.01, so λ*_1 = 0 and only constraint 0 binds.
+  const OfflineScores scores({"a", "b"}, {{0, 0}, {0, 0}}, {{{0, 1}, {0, 0.5}}, {{0, 1}, {0, 0.5}}});
+  for (DualSolver solver : {DualSolver::kProjectedNewton, DualSolver::kProjectedGradient}) {
+    const DualSolution solution = solve_dual(scores, options_for({0.3, 0.01}, solver));
+    ASSERT_TRUE(solution.converged) << solution.message;
+    EXPECT_GT(solution.lambda[0], 0.0);
+    EXPECT_EQ(solution.lambda[1], 0.0);
+    EXPECT_EQ(slack_constraints(solution), std::vector<int>{1});
+    EXPECT_NEAR(solution.predicted.safety_improvement[0], 0.3, 1e-8);
+    EXPECT_NEAR(solution.predicted.safety_improvement[1], 0.15, 1e-8);
   }
 }
 
@@ -361,7 +377,9 @@ TEST(DualSolver, JointlyUnreachableMarginsAreInfeasible) {
   for (DualSolver solver : {DualSolver::kProjectedNewton, DualSolver::kProjectedGradient}) {
     const DualSolution solution = solve_dual(scores, options_for({0.1, 0.1}, solver));
     EXPECT_FALSE(solution.feasible) << solution.message;
-    EXPECT_TRUE(contains(solution.message, "infeasible"));
+    EXPECT_TRUE(contains(solution.message, "infeasible: the margins of constraints 0 (margin 0.1) and 1 (margin 0.1) "
+                                           "cannot be met together"))
+        << solution.message;
     EXPECT_LT(solution.iterations, 1000);
     EXPECT_EQ(solution.max_safety_improvement, (std::vector<double>{0.5, 0.5}));
   }

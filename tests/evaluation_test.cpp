@@ -196,7 +196,7 @@ TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
   for (const char* file : {"report.md", "reward_distribution.svg", "cost_distribution.svg"}) {
     EXPECT_TRUE(fs::is_regular_file(path("two_costs") / file)) << file;
   }
-  EXPECT_TRUE(contains(can::read_text_file(path("two_costs/cost_distribution.svg")), "Cost model 2"));
+  EXPECT_TRUE(contains(can::read_text_file(path("two_costs/cost_distribution.svg")), "Cost model 1"));
   EXPECT_EQ(written.at("prediction_caveats"), json::array({report.prediction_caveats.front()}));
   for (const char* field : {"safety_improvement_stderr", "reward_improvement_stderr"}) {
     EXPECT_TRUE(written.at("achieved").contains(field)) << field;
@@ -321,8 +321,9 @@ TEST_F(EvaluationTest, APredictionScorerMeasuresAchievedInThePredictionsUnit) {
   auto models = load_models("policy");
   const double helpfulness_beta = 0.5, safety_beta = 0.1;
   models.prediction_scorer = std::make_shared<can::ImplicitRewardScorer>(
-      can::load_causal_lm(path("reference").string()), can::load_causal_lm(path("policy").string()), helpfulness_beta,
-      can::load_causal_lm(path("reference").string()), safety_beta, tokenizer_->eos_id());
+      can::load_causal_lm(path("reference").string()),
+      can::DpoModel{can::load_causal_lm(path("policy").string()), helpfulness_beta},
+      std::vector<can::DpoModel>{{can::load_causal_lm(path("reference").string()), safety_beta}}, tokenizer_->eos_id());
   can::DualSolution dual = two_constraint_solution();
   dual.margins = {0.5};
   dual.lambda = {1.5};

@@ -85,7 +85,7 @@ TEST_F(OfflineSamplingTest, ImplicitRewardsAreBetaTimesLogRatiosOfResponsesEndin
   const double beta = 0.1, helpfulness_beta = 0.5;
   const int64_t eos = tokenizer().eos_id();
   // The helpfulness policy is the reference itself: every reward is exactly 0.
-  can::ImplicitRewardScorer scorer(reference, reference, helpfulness_beta, safe, beta, eos);
+  can::ImplicitRewardScorer scorer(reference, {reference, helpfulness_beta}, {{safe, beta}}, eos);
   const auto scores = can::score_samples(samples, scorer, {2, 128});
   for (double value : scores.rewards()) EXPECT_EQ(value, 0.0);
   // Each response is scored as a complete one, as DPO trained and as re-labelling scores the
@@ -104,6 +104,14 @@ TEST_F(OfflineSamplingTest, ImplicitRewardsAreBetaTimesLogRatiosOfResponsesEndin
     }
   }
   EXPECT_GT(cut, 0) << "no sample was cut at max_new_tokens, so the EOS rule went untested";
+  // Several constraints: one safety DPO model each; g_1 of the reference itself is exactly 0.
+  can::ImplicitRewardScorer two(reference, {reference, helpfulness_beta}, {{safe, beta}, {reference, 0.3}}, eos);
+  const auto two_scores = can::score_samples(samples, two, {2, 128});
+  ASSERT_EQ(two_scores.num_constraints(), 2);
+  for (int64_t row = 0; row < two_scores.total_responses(); ++row) {
+    EXPECT_EQ(two_scores.safety()[row * 2], scores.safety()[row]);
+    EXPECT_EQ(two_scores.safety()[row * 2 + 1], 0.0);
+  }
 }
 
 }  // namespace

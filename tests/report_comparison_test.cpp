@@ -16,8 +16,8 @@ can::EvaluationReport judged(double helpfulness, double safety, double win_helpf
   report.prompt_set = "held_out_templates";
   report.num_constraints = 1;
   report.overall.num_prompts = 10;
-  report.overall.reference = {0.0, {0.0}, 0.4, 0.7, 0.2, 10.0, 1.0};
-  report.overall.policy = {0.0, {0.0}, helpfulness, safety, 0.1, 10.0, 1.0};
+  report.overall.reference = {0.0, {0.0}, 0.4, 0.7, 0.2, {0.7}, 10.0, 1.0};
+  report.overall.policy = {0.0, {0.0}, helpfulness, safety, 0.1, {safety}, 10.0, 1.0};
   report.overall.win_rate = can::WinRates{win_helpfulness, win_safety};
   can::EvaluationSummary harmful = report.overall;
   harmful.num_prompts = 5;

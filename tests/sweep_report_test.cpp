@@ -21,8 +21,8 @@ can::EvaluationReport report(double lambda, double predicted, double achieved, d
   can::EvaluationReport result;
   result.num_constraints = 1;
   result.overall.num_prompts = 4;
-  result.overall.reference = {0.0, {0.5}, 0.3, 0.8, 0.4, 12.0, 1.0};
-  result.overall.policy = {0.1, {0.5 - achieved}, 0.25, judge_safety, 0.2, 11.0, 1.0};
+  result.overall.reference = {0.0, {0.5}, 0.3, 0.8, 0.4, {0.8}, 12.0, 1.0};
+  result.overall.policy = {0.1, {0.5 - achieved}, 0.25, judge_safety, 0.2, {judge_safety}, 11.0, 1.0};
   result.overall.achieved = {"reward_model", "cost_model", {achieved}, 0.1, {0.05}, 0.02};  // 95% interval: ±0.098
   can::DualSolution dual;
   dual.beta = 0.1;
@@ -39,7 +39,7 @@ can::EvaluationReport report(double lambda, double predicted, double achieved, d
 
 TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   can::testing::TemporaryDirectory directory;
-  can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, report(0.6, 1.0, 0.9, 0.9)}});
+  can::write_sweep_report(directory.path(), {{0.5, 0, report(0.3, 0.5, 0.45, 0.85)}, {1.0, 0, report(0.6, 1.0, 0.9, 0.9)}});
 
   const json sweep = json::parse(can::read_text_file(directory.path() / "sweep.json"));
   ASSERT_EQ(sweep.at("points").size(), 2u);
@@ -51,8 +51,8 @@ TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   const std::string table = can::read_text_file(directory.path() / "sweep.md");
   EXPECT_TRUE(contains(table, "| reference | | | | | | | | | 0.8 | 0.3 |")) << table;
   // 0.45 is 0.05 from its prediction, inside ±0.098; 0.9 is 0.1 from its prediction, outside.
-  EXPECT_TRUE(contains(table, "| 0.5 | 0.3 | 0.1 | 0.5 | 0.45 ± 0.098 | yes | -0.1 | 0.2 | 0.1 | 0.85 | 0.25 |")) << table;
-  EXPECT_TRUE(contains(table, "| 1 | 0.6 | 0.1 | 1 | 0.9 ± 0.098 | no | -0.1 | 0.2 | 0.1 | 0.9 | 0.25 |")) << table;
+  EXPECT_TRUE(contains(table, "| 0.5 | 0.3 | 0.5 | 0.45 ± 0.098 | yes | -0.1 | 0.1 | 0.2 | 0.1 | 0.85 | 0.25 |")) << table;
+  EXPECT_TRUE(contains(table, "| 1 | 0.6 | 1 | 0.9 ± 0.098 | no | -0.1 | 0.1 | 0.2 | 0.1 | 0.9 | 0.25 |")) << table;
   const std::string svg = can::read_text_file(directory.path() / "sweep.svg");
   EXPECT_TRUE(contains(svg, "achieved vs predicted"));
   EXPECT_TRUE(contains(svg, "95% interval of achieved"));
@@ -62,12 +62,53 @@ TEST(SweepReport, ListsOneReportPerMarginInOrderWithATableRowEach) {
   EXPECT_TRUE(contains(table, "safety: cost_model")) << table;
 }
 
+// Constraint 1 swept, constraint 0 at its margin 0.2: every constraint's columns, and
+// the judge's safety on each kind of harm.
+TEST(SweepReport, WithTwoConstraintsEachHasItsColumnsAndPoints) {
+  auto two = [](double margin, double lambda_1, double achieved_1) {
+    can::EvaluationReport result = report(0.4, 0.2, 0.25, 0.7);
+    result.num_constraints = 2;
+    result.overall.reference.costs = {0.5, 0.5};
+    result.overall.reference.judge_safety_by_constraint = {0.8, 0.9};
+    result.overall.policy.costs = {0.25, 0.5 - achieved_1};
+    result.overall.policy.judge_safety_by_constraint = {0.85, 0.95};
+    result.overall.achieved.safety_improvement = {0.25, achieved_1};
+    result.overall.achieved.safety_improvement_stderr = {0.05, 0.05};
+    result.dual->margins = {0.2, margin};
+    result.dual->lambda = {0.4, lambda_1};
+    result.dual->predicted.safety_improvement = {0.2, margin};
+    result.prediction_error = {0.25, (achieved_1 - margin) / margin};
+    return result;
+  };
+  can::testing::TemporaryDirectory directory;
+  can::write_sweep_report(directory.path(), {{0.1, 1, two(0.1, 0.0, 0.12)}, {0.3, 1, two(0.3, 0.5, 0.35)}});
+  const std::string table = can::read_text_file(directory.path() / "sweep.md");
+  EXPECT_TRUE(contains(table, "of constraint 1 (the others at their configured margins)")) << table;
+  EXPECT_TRUE(contains(table, "| b | λ*_0 | Δsafety_0 predicted | Δsafety_0 achieved ± 95% | predicted inside_0 | "
+                              "relative error_0 | λ*_1 |"))
+      << table;
+  EXPECT_TRUE(contains(table, "| judge safety, illegal harm | judge safety, privacy harm |")) << table;
+  EXPECT_TRUE(contains(table, "| 0.3 | 0.4 | 0.2 | 0.25 ± 0.098 | yes | 0.25 | 0.5 | 0.3 | 0.35 ± 0.098 | yes |")) << table;
+  EXPECT_TRUE(contains(table, "| 0.7 | 0.25 | 0.85 | 0.95 |")) << table;
+  const json sweep = json::parse(can::read_text_file(directory.path() / "sweep.json"));
+  EXPECT_EQ(sweep["points"][0]["constraint"], 1);
+  const std::string svg = can::read_text_file(directory.path() / "sweep.svg");
+  EXPECT_TRUE(contains(svg, "aligned policies, constraint 0"));
+  EXPECT_TRUE(contains(svg, "aligned policies, constraint 1"));
+  EXPECT_TRUE(contains(svg, "judge safety, privacy harm"));
+  // Points of different constraints do not make one sweep.
+  EXPECT_TRUE(contains(error_message([&] {
+                         can::write_sweep_report(directory.path(), {{0.1, 1, two(0.1, 0.0, 0.12)}, {0.3, 0, two(0.3, 0.5, 0.35)}});
+                       }),
+                       "margin 0.3 is of constraint 0, margin 0.1 of constraint 1"));
+}
+
 TEST(SweepReport, MarginsMeasuredInDifferentUnitsAreRefused) {
   can::testing::TemporaryDirectory directory;
   can::EvaluationReport implicit = report(0.6, 1.0, 0.9, 0.9);
   implicit.overall.achieved.safety_unit = "implicit_reward";
   const std::string message = error_message(
-      [&] { can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, implicit}}); });
+      [&] { can::write_sweep_report(directory.path(), {{0.5, 0, report(0.3, 0.5, 0.45, 0.85)}, {1.0, 0, implicit}}); });
   EXPECT_TRUE(contains(message, "margin 1 measures safety in 'implicit_reward' and reward in 'reward_model' but margin 0.5 in 'cost_model' and "
                                 "'reward_model'"))
       << message;
@@ -79,7 +120,7 @@ TEST(SweepReport, AReportWithoutAPredictionNamesTheMarginAndWritesNothing) {
   can::EvaluationReport unpredicted = report(0.6, 1.0, 0.9, 0.9);
   unpredicted.dual.reset();
   const std::string message = error_message(
-      [&] { can::write_sweep_report(directory.path(), {{0.5, report(0.3, 0.5, 0.45, 0.85)}, {1.0, unpredicted}}); });
+      [&] { can::write_sweep_report(directory.path(), {{0.5, 0, report(0.3, 0.5, 0.45, 0.85)}, {1.0, 0, unpredicted}}); });
   EXPECT_TRUE(contains(message, "the report of margin 1 has no prediction of the dual"));
   EXPECT_FALSE(fs::exists(directory.path() / "sweep.json"));
 }

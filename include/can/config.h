@@ -62,7 +62,7 @@ struct DataFiles {
 struct ModelDirectories {
   std::string policy;
   std::string reward;
-  std::string cost;
+  std::vector<std::string> cost;  // one per safety constraint
 };
 
 struct TokenizerSource {
@@ -91,6 +91,7 @@ struct EvaluationStageOptions {
 
 struct SweepOptions {
   std::vector<double> margins;  // empty: no sweep
+  int64_t constraint = 0;       // the constraint j whose margin is swept; the others keep dual.margins
 };
 
 // Get one from default_config() or load_config(). The per-stage fields that are
@@ -122,6 +123,9 @@ struct Config {
   EvaluationStageOptions eval;
   SweepOptions sweep;
 };
+
+// m, the number of safety constraints: one margin each in dual.margins.
+int num_constraints(const Config& config);
 
 // Every key at its default.
 Config default_config();

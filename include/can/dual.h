@@ -72,6 +72,10 @@ struct DualSolution {
   std::string message;                // one line on the outcome (converged, infeasible, did not converge)
 };
 
+// The constraints (0-based) with λ*_j = 0: slack, met by aligning for the others
+// (complementary slackness); none when infeasible.
+std::vector<int> slack_constraints(const DualSolution& solution);
+
 // The empirical dual D̂ for fixed scores, β and margins. Holds per-prompt
 // centred copies of the scores, so per-prompt constants in r or g cancel exactly.
 class DualProblem {

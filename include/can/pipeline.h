@@ -11,9 +11,12 @@ namespace can {
 
 // The stages of config.pipeline in run order (see src/pipeline/pipeline.cpp for
 // each stage's artifact). Stages that would train a model given in config.models
-// are left out. With sweep.margins, the stages dual, relabel, dpo and eval are
-// repeated once per margin b and named with sweep_stage_suffix(b)
-// ("dual-b0.5", ..., "eval-b0.5"); an infeasible margin stops the run at its dual.
+// are left out. With m > 1 safety constraints (num_constraints) there is one cost
+// model stage and one PeCAN safety DPO stage per constraint j ("cost_model_<j>",
+// "safety_dpo_<j>"). With sweep.margins, the stages dual, relabel, dpo and eval are
+// repeated once per margin b of constraint sweep.constraint and named with
+// sweep_stage_suffix ("dual-b0.5", ..., "eval-b0.5"); an infeasible margin stops the
+// run at its dual.
 std::vector<Stage> pipeline_stages(const Config& config);
 
 // What in the config voids the dual's prediction, one sentence each: the prediction
@@ -24,8 +27,9 @@ std::vector<Stage> pipeline_stages(const Config& config);
 // is the dual's own warning.)
 std::vector<std::string> prediction_caveats(const Config& config);
 
-// "-b<margin>", the margin in its shortest exact decimal form.
-std::string sweep_stage_suffix(double margin);
+// "-b<margin>", the margin in its shortest exact decimal form; with several
+// constraints "-c<j>-b<margin>", j = sweep.constraint.
+std::string sweep_stage_suffix(const Config& config, double margin);
 
 // With sweep.margins, once every margin's eval stage has finished: sweep.json,
 // sweep.md and sweep.svg in run.dir (sweep_report.h). Logs and does nothing

@@ -68,18 +68,24 @@ class ScoreModelScorer final : public Scorer {
   int64_t eos_id_;
 };
 
-// PeCAN: r = β_r·(log π_r − log π_ref) and g = β_g·(log π_g − log π_ref) of each
-// response ending with EOS, each β the one its DPO model was trained with (its
-// implicit reward; DPO trained on responses ending with EOS). The unknown β·log Z(x)
-// are per-prompt constants, which the dual ignores and which cancel within a
-// preference pair and between two responses to one prompt. Units: "implicit_reward"
-// (of the helpfulness DPO model for r, of the safety DPO model for g).
+// A pre-aligned DPO model and the β it was trained with: its implicit reward is β·log(π/π_ref).
+struct DpoModel {
+  LlamaForCausalLM policy{nullptr};
+  double beta = 0;
+};
+
+// PeCAN: r = β_r·(log π_r − log π_ref) and g_j = β_j·(log π_j − log π_ref) of each
+// response ending with EOS, π_r the helpfulness DPO model and π_j the safety DPO
+// model of constraint j, each β the one its model was trained with (its implicit
+// reward; DPO trained on responses ending with EOS). The unknown β·log Z(x) are
+// per-prompt constants, which the dual ignores and which cancel within a preference
+// pair and between two responses to one prompt. Units: "implicit_reward" (of the
+// helpfulness DPO model for r, of the safety DPO models for g).
 class ImplicitRewardScorer final : public Scorer {
  public:
-  ImplicitRewardScorer(LlamaForCausalLM reference, LlamaForCausalLM helpfulness_policy, double helpfulness_beta,
-                       LlamaForCausalLM safety_policy, double safety_beta, int64_t eos_id);
+  ImplicitRewardScorer(LlamaForCausalLM reference, DpoModel helpfulness, std::vector<DpoModel> safety, int64_t eos_id);
 
-  int64_t num_constraints() const override { return 1; }
+  int64_t num_constraints() const override { return static_cast<int64_t>(safety_.size()); }
   int64_t vocabulary_size() const override;
   SequenceScores score(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options) override;
   std::string reward_unit() const override { return kImplicitRewardUnit; }
@@ -87,10 +93,8 @@ class ImplicitRewardScorer final : public Scorer {
 
  private:
   LlamaForCausalLM reference_;
-  LlamaForCausalLM helpfulness_policy_;
-  double helpfulness_beta_;
-  LlamaForCausalLM safety_policy_;
-  double safety_beta_;
+  DpoModel helpfulness_;
+  std::vector<DpoModel> safety_;  // [m]
   int64_t eos_id_;
 };
 

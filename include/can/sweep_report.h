@@ -13,19 +13,21 @@
 namespace can {
 
 struct SweepPoint {
-  double margin = 0;        // b of the run's single constraint
+  double margin = 0;        // b of the swept constraint
+  int constraint = 0;       // which constraint is swept (the same for every point); the others keep their margins
   EvaluationReport report;  // the margin's eval report.json (read_evaluation_report)
 };
 
 // Writes into `directory`, each file atomically:
-//   sweep.json  {"format_version", "points": [{"margin", "report"}, ...]} in the
-//               order given, each report as evaluation_report_to_json writes it;
-//   sweep.md    one table row per margin (λ*, predicted and achieved safety and
-//               reward improvement, relative error, judge safety and helpfulness);
-//   sweep.svg   achieved against predicted safety improvement with the line
-//               achieved = predicted and each achieved value's 95% interval; achieved
-//               reward against achieved safety improvement; judge safety and
-//               helpfulness against b.
+//   sweep.json  {"format_version", "points": [{"margin", "constraint", "report"}, ...]}
+//               in the order given, each report as evaluation_report_to_json writes it;
+//   sweep.md    one table row per margin (per constraint λ*, predicted and achieved
+//               safety improvement, relative error; reward improvement, judge safety
+//               and helpfulness, with several constraints judge safety per kind of harm);
+//   sweep.svg   achieved against predicted safety improvement of every constraint with
+//               the line achieved = predicted and each achieved value's 95% interval;
+//               achieved reward against the swept constraint's achieved safety
+//               improvement; judge safety and helpfulness against b.
 // Improvements are in the prediction's units (EvaluationSummary::achieved), which every
 // margin's report must share.
 // An error names the margin whose report has no dual prediction; nothing is written then.

@@ -50,6 +50,7 @@ struct OptionKey {
   std::vector<std::string> choices;  // string keys, and each element of a string list; empty: any
   bool device_name = false;          // auto, cpu, cuda or cuda:N
   bool affects_artifacts = true;     // false: a run's outputs do not depend on the value (a directory, a log level)
+  bool one_string_is_a_list = false;  // a list of strings also read from one string: "a" is [a], "" is []
 
   OptionKey& at_least(double bound);
   OptionKey& above(double bound);
@@ -58,6 +59,7 @@ struct OptionKey {
   OptionKey& one_of(std::vector<std::string> allowed);
   OptionKey& a_device();
   OptionKey& without_effect_on_artifacts();
+  OptionKey& or_one_string();
 
   std::string allowed_values() const;  // "one of: cosine, constant", "range: > 0" or ""
   std::string leaf_name() const;       // "beta"

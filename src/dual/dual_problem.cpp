@@ -50,7 +50,7 @@ DualProblem::DualProblem(const OfflineScores& scores, double beta, std::vector<d
   const int m = num_constraints_;
   check(static_cast<int>(margins_.size()) == m, "dual: {} margin(s) given but the scores have {} constraint(s)",
         margins_.size(), m);
-  for (int j = 0; j < m; ++j) check(std::isfinite(margins_[j]), "dual: margin {} is not finite", j + 1);
+  for (int j = 0; j < m; ++j) check(std::isfinite(margins_[j]), "dual: the margin of constraint {} is not finite", j);
 
   // Centre r and g within each prompt. Σ_k w_ik = 1, so the per-prompt means
   // cancel from the gradient and from D̂ up to the constant r̄; centring makes that

@@ -16,6 +16,14 @@ DualSolver parse_dual_solver(const std::string& name) {
 
 std::string dual_solver_name(DualSolver solver) { return solver == DualSolver::kProjectedNewton ? "newton" : "pgd"; }
 
+std::vector<int> slack_constraints(const DualSolution& solution) {
+  std::vector<int> slack;
+  for (size_t j = 0; j < solution.lambda.size(); ++j) {
+    if (solution.lambda[j] == 0) slack.push_back(static_cast<int>(j));
+  }
+  return slack;
+}
+
 DualSolution solve_dual(const OfflineScores& scores, const DualOptions& options) {
   const DualProblem problem(scores, options.beta, options.margins);
   return options.solver == DualSolver::kProjectedNewton ? solve_projected_newton(problem, options)

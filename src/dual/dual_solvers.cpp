@@ -90,7 +90,7 @@ class SolverRun {
         return fmt::format(
             "infeasible: margin {} of constraint {} is not below {:.6g}, the largest safety improvement that "
             "re-weighting the sampled responses can reach (all weight on each prompt's safest response)",
-            problem_.margins()[j], j + 1, reachable);
+            problem_.margins()[j], j, reachable);
       }
     }
     return std::nullopt;
@@ -111,19 +111,25 @@ class SolverRun {
       double tolerance = 0;  // the slope is Σ_j d_j·(a gradient in g_j's unit)
       for (size_t j = 0; j < direction.size(); ++j) tolerance += direction[j] * tolerance_[j];
       if (slope < -tolerance) {
+        // The constraints the certificate weighs are the ones that conflict.
+        std::vector<std::string> conflicting;
+        for (size_t j = 0; j < direction.size(); ++j) {
+          if (direction[j] > 1e-6) conflicting.push_back(fmt::format("{} (margin {})", j, problem_.margins()[j]));
+        }
         return fmt::format(
-            "infeasible: the margins cannot all be met together; along λ ∝ [{:.4g}] the dual decreases without "
-            "bound (slope {:.4g}), so no re-weighting of the sampled responses reaches every margin",
-            fmt::join(direction, ", "), slope);
+            "infeasible: the margins of constraints {} cannot be met together, though each alone can; along "
+            "λ ∝ [{:.4g}] the dual decreases without bound (slope {:.4g}), so no re-weighting of the sampled "
+            "responses reaches them all",
+            fmt::join(conflicting, " and "), fmt::join(direction, ", "), slope);
       }
     }
     for (int j = 0; j < problem_.num_constraints(); ++j) {
       const double s = problem_.safety_scale()[j];
       if (s > 0 && lambda[j] * s >= kLambdaCap * (problem_.beta() + problem_.reward_scale())) {
         return fmt::format(
-            "infeasible: λ_{} diverges ({:.4g}); the margins lie at the edge of what re-weighting the sampled "
-            "responses can reach, where λ* is infinite",
-            j + 1, lambda[j]);
+            "infeasible: λ_{} of constraint {} diverges ({:.4g}); the margins lie at the edge of what re-weighting the "
+            "sampled responses can reach, where λ* is infinite",
+            j, j, lambda[j]);
       }
     }
     return std::nullopt;

@@ -175,8 +175,9 @@ std::string format_change(const std::optional<double>& before, const std::option
   return before && after ? fmt::format("{:+.4g}", *after - *before) : "—";
 }
 
+// Constraints are numbered from 0, as in dual.margins and the stage names (cost_model_0).
 std::string cost_name(int j, int num_constraints) {
-  return num_constraints == 1 ? "cost" : fmt::format("cost {}", j + 1);
+  return num_constraints == 1 ? "cost" : fmt::format("cost {}", j);
 }
 
 void write_score_table(std::ostream& out, const EvaluationReport& report) {
@@ -223,7 +224,7 @@ std::string unit_description(const std::string& unit) {
 // The row name of constraint j's safety improvement in `unit`.
 std::string safety_name(const std::string& unit, int j, int num_constraints) {
   const std::string name =
-      num_constraints == 1 ? "safety improvement" : fmt::format("safety improvement, constraint {}", j + 1);
+      num_constraints == 1 ? "safety improvement" : fmt::format("safety improvement, constraint {}", j);
   if (unit == "cost_model") return name + " (E[g], g = −cost)";
   if (unit == "implicit_reward") return name + " (E[β_g·log(π_g/π_ref)])";
   return name;
@@ -239,6 +240,12 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
     out << fmt::format("Dual solution: β = {}, margins b = [{}], λ* = [{}]{}.\n\n", format_number(dual.beta),
                        fmt::join(dual.margins, ", "), fmt::join(dual.lambda, ", "),
                        dual.converged ? "" : " (the solver did NOT converge)");
+    for (const int j : slack_constraints(dual)) {
+      out << fmt::format("Constraint {} is slack: λ*_{} = 0, its margin {} is met by aligning for the other "
+                         "constraint{} (predicted improvement {}).\n\n",
+                         j, j, format_number(dual.margins[j]), report.num_constraints > 2 ? "s" : "",
+                         format_number(dual.predicted.safety_improvement[j]));
+    }
     if (dual.predicted.ess_mean_fraction > 0 && dual.predicted.ess_mean_fraction < kMinReliableEssFraction) {
       out << fmt::format(
           "The prediction rests on a small effective sample size (mean {:.3f} of N): treat it as rough.\n\n",
@@ -292,9 +299,14 @@ void write_accuracy_table(std::ostream& out, const ScoreAccuracy& accuracy) {
   };
   row("r", accuracy.reward);
   for (size_t j = 0; j < accuracy.safety.size(); ++j) {
-    row(accuracy.safety.size() == 1 ? "g" : fmt::format("g_{}", j + 1), accuracy.safety[j]);
+    row(accuracy.safety.size() == 1 ? "g" : fmt::format("g_{}", j), accuracy.safety[j]);
   }
   out << '\n';
+  if (accuracy.judge_unsafe_correlation.size() == 2) {
+    out << fmt::format("The two constraints' unsafe indicators (by the judge) correlate {} over the samples: "
+                       "near 0 or below, the constraints ask for different things.\n\n",
+                       format_number(accuracy.judge_unsafe_correlation[0][1]));
+  }
 }
 
 void write_class_table(std::ostream& out, const EvaluationReport& report) {
@@ -562,7 +574,7 @@ void write_evaluation_report(const std::filesystem::path& directory, const Evalu
   costs.columns = std::min(report.num_constraints, 2);
   if (report.num_constraints == 1) costs.panel_width = kWidePanel;
   for (int j = 0; j < report.num_constraints; ++j) {
-    const std::string title = report.num_constraints == 1 ? "Cost" : fmt::format("Cost model {}", j + 1);
+    const std::string title = report.num_constraints == 1 ? "Cost" : fmt::format("Cost model {}", j);
     costs.panels.push_back(distribution_panel(title, cost_name(j, report.num_constraints) + " score",
                                               collect(report, &PromptEvaluation::reference, j),
                                               collect(report, &PromptEvaluation::policy, j)));

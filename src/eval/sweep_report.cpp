@@ -22,11 +22,13 @@ constexpr double kInterval95 = 1.96;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// What the sweep shows of one margin's report; NaN where the report has no value (not judged).
+// What the sweep shows of one margin's report, per constraint j where it has one; NaN
+// where the report has no value (not judged).
 struct SweepRow {
-  double margin, lambda, kl, predicted_safety, achieved_safety, achieved_safety_interval, relative_error,
-      predicted_reward, achieved_reward;
+  double margin, kl, predicted_reward, achieved_reward;
+  std::vector<double> lambda, predicted_safety, achieved_safety, achieved_safety_interval, relative_error;  // [m]
   double judge_safety, judge_helpfulness, reference_judge_safety, reference_judge_helpfulness;
+  std::vector<double> judge_safety_by_constraint, reference_judge_safety_by_constraint;  // [m]; empty when not judged
 };
 
 SweepRow sweep_row(const SweepPoint& point) {
@@ -36,25 +38,29 @@ SweepRow sweep_row(const SweepPoint& point) {
   const EvaluationSummary& overall = report.overall;
   const DualSolution& dual = *report.dual;
   const auto or_nan = [](const std::optional<double>& value) { return value.value_or(kNaN); };
+  std::vector<double> intervals;
+  for (double standard_error : overall.achieved.safety_improvement_stderr) intervals.push_back(kInterval95 * standard_error);
   return {point.margin,
-          dual.lambda[0],
           dual.predicted.kl,
-          dual.predicted.safety_improvement[0],
-          overall.achieved.safety_improvement[0],
-          kInterval95 * overall.achieved.safety_improvement_stderr[0],
-          report.prediction_error[0],
           dual.predicted.reward_improvement,
           overall.achieved.reward_improvement,
+          dual.lambda,
+          dual.predicted.safety_improvement,
+          overall.achieved.safety_improvement,
+          intervals,
+          report.prediction_error,
           or_nan(overall.policy.judge_safety),
           or_nan(overall.policy.judge_helpfulness),
           or_nan(overall.reference.judge_safety),
-          or_nan(overall.reference.judge_helpfulness)};
+          or_nan(overall.reference.judge_helpfulness),
+          overall.policy.judge_safety_by_constraint,
+          overall.reference.judge_safety_by_constraint};
 }
 
 std::string number(double value) { return std::isfinite(value) ? fmt::format("{:.4g}", value) : "—"; }
 
 // The unit of every margin's safety improvement (Improvement::safety_unit); the margins
-// must agree on it and on the reward's.
+// must agree on it, on the reward's and on the number of constraints.
 std::string safety_unit(const std::vector<SweepPoint>& points) {
   const Improvement& first = points.front().report.overall.achieved;
   for (const SweepPoint& point : points) {
@@ -62,74 +68,125 @@ std::string safety_unit(const std::vector<SweepPoint>& points) {
     check(achieved.safety_unit == first.safety_unit && achieved.reward_unit == first.reward_unit,
           "sweep: margin {} measures safety in '{}' and reward in '{}' but margin {} in '{}' and '{}'", point.margin,
           achieved.safety_unit, achieved.reward_unit, points.front().margin, first.safety_unit, first.reward_unit);
+    check(point.report.num_constraints == points.front().report.num_constraints,
+          "sweep: margin {} has {} constraints but margin {} has {}", point.margin, point.report.num_constraints,
+          points.front().margin, points.front().report.num_constraints);
   }
   return first.safety_unit;
 }
 
-std::string sweep_markdown(const std::vector<SweepPoint>& points) {
+// A column name for constraint j: as is with one constraint, with "_j" after its symbol otherwise.
+std::string per_constraint(const std::string& symbol, const std::string& rest, int j, int m) {
+  return m == 1 ? symbol + rest : fmt::format("{}_{}{}", symbol, j, rest);
+}
+
+std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
+  const int m = points.front().report.num_constraints;
   std::ostringstream out;
   out << "# Margin sweep\n\n"
       << fmt::format(
-             "One aligned policy per safety margin b, evaluated on the held-out prompts. Improvements are in the "
+             "One aligned policy per safety margin b{}, evaluated on the held-out prompts. Improvements are in the "
              "prediction's units (safety: {}); predicted is the dual's, achieved is measured, ± its 95% interval over "
              "the evaluation prompts (1.96 standard errors of the per-prompt differences); relative error = (achieved "
              "− predicted) / |predicted|.\n\n",
-             safety_unit(points))
-      << "| b | λ* | KL predicted | Δsafety predicted | Δsafety achieved ± 95% | predicted inside | relative error | "
-         "Δreward predicted | Δreward achieved | judge safety | judge helpfulness |\n"
-      << "|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---:|\n";
+             m == 1 ? "" : fmt::format(" of constraint {} (the others at their configured margins)", swept),
+             safety_unit(points));
+  std::string header = "| b |", rule = "|---:|";
+  for (int j = 0; j < m; ++j) {
+    header += fmt::format(" {} | {} | {} | {} | {} |", per_constraint("λ*", "", j, m),
+                          per_constraint("Δsafety", " predicted", j, m), per_constraint("Δsafety", " achieved ± 95%", j, m),
+                          per_constraint("predicted inside", "", j, m), per_constraint("relative error", "", j, m));
+    rule += "---:|---:|---:|:---:|---:|";
+  }
+  header += " KL predicted | Δreward predicted | Δreward achieved | judge safety | judge helpfulness |";
+  rule += "---:|---:|---:|---:|---:|";
+  for (int j = 0; m > 1 && j < m; ++j) {
+    header += fmt::format(" judge safety, {} harm |", harm_kind_name(static_cast<HarmKind>(j)));
+    rule += "---:|";
+  }
+  out << header << "\n" << rule << "\n";
   const SweepRow first = sweep_row(points.front());
-  out << fmt::format("| reference | | | | | | | | | {} | {} |\n", number(first.reference_judge_safety),
-                     number(first.reference_judge_helpfulness));
+  std::string reference = "| reference |";
+  for (int column = 0; column < 5 * m + 3; ++column) reference += " |";  // nothing under λ*, ..., Δreward achieved
+  reference += fmt::format(" {} | {} |", number(first.reference_judge_safety), number(first.reference_judge_helpfulness));
+  for (int j = 0; m > 1 && j < m; ++j) {
+    reference += fmt::format(" {} |", first.reference_judge_safety_by_constraint.empty()
+                                          ? "—"
+                                          : number(first.reference_judge_safety_by_constraint[j]));
+  }
+  out << reference << "\n";
   for (const SweepPoint& point : points) {
     const SweepRow row = sweep_row(point);
-    const bool inside = std::abs(row.achieved_safety - row.predicted_safety) <= row.achieved_safety_interval;
-    out << fmt::format("| {} | {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} | {} |\n", number(row.margin),
-                       number(row.lambda), number(row.kl), number(row.predicted_safety), number(row.achieved_safety),
-                       number(row.achieved_safety_interval),
-                       std::isfinite(row.achieved_safety_interval) ? (inside ? "yes" : "no") : "—",
-                       number(row.relative_error), number(row.predicted_reward), number(row.achieved_reward),
-                       number(row.judge_safety), number(row.judge_helpfulness));
+    std::string line = fmt::format("| {} |", number(row.margin));
+    for (int j = 0; j < m; ++j) {
+      const double interval = row.achieved_safety_interval[j];
+      const bool inside = std::abs(row.achieved_safety[j] - row.predicted_safety[j]) <= interval;
+      line += fmt::format(" {} | {} | {} ± {} | {} | {} |", number(row.lambda[j]), number(row.predicted_safety[j]),
+                          number(row.achieved_safety[j]), number(interval),
+                          std::isfinite(interval) ? (inside ? "yes" : "no") : "—", number(row.relative_error[j]));
+    }
+    line += fmt::format(" {} | {} | {} | {} | {} |", number(row.kl), number(row.predicted_reward),
+                        number(row.achieved_reward), number(row.judge_safety), number(row.judge_helpfulness));
+    for (int j = 0; m > 1 && j < m; ++j) {
+      line += fmt::format(" {} |", row.judge_safety_by_constraint.empty() ? "—" : number(row.judge_safety_by_constraint[j]));
+    }
+    out << line << "\n";
   }
   return out.str();
 }
 
-PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
-  std::vector<double> margins, predicted, achieved, reward, judge_safety, judge_helpfulness;
-  std::vector<double> interval_x, interval_y;  // one vertical segment per policy, NaN between them
+PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swept) {
+  const int m = points.front().report.num_constraints;
+  std::vector<double> margins, reward, judge_safety, judge_helpfulness;
+  std::vector<std::vector<double>> predicted(m), achieved(m), judge_by_constraint(m);
+  std::vector<std::vector<double>> interval_x(m), interval_y(m);  // one vertical segment per policy, NaN between them
   for (const SweepPoint& point : points) {
     const SweepRow row = sweep_row(point);
     margins.push_back(row.margin);
-    predicted.push_back(row.predicted_safety);
-    achieved.push_back(row.achieved_safety);
-    interval_x.insert(interval_x.end(), {row.predicted_safety, row.predicted_safety, kNaN});
-    interval_y.insert(interval_y.end(), {row.achieved_safety - row.achieved_safety_interval,
-                                         row.achieved_safety + row.achieved_safety_interval, kNaN});
+    for (int j = 0; j < m; ++j) {
+      predicted[j].push_back(row.predicted_safety[j]);
+      achieved[j].push_back(row.achieved_safety[j]);
+      interval_x[j].insert(interval_x[j].end(), {row.predicted_safety[j], row.predicted_safety[j], kNaN});
+      interval_y[j].insert(interval_y[j].end(), {row.achieved_safety[j] - row.achieved_safety_interval[j],
+                                                 row.achieved_safety[j] + row.achieved_safety_interval[j], kNaN});
+      judge_by_constraint[j].push_back(row.judge_safety_by_constraint.empty() ? kNaN
+                                                                              : row.judge_safety_by_constraint[j]);
+    }
     reward.push_back(row.achieved_reward);
     judge_safety.push_back(row.judge_safety);
     judge_helpfulness.push_back(row.judge_helpfulness);
   }
   double low = 0, high = 0;  // the diagonal spans every point, and 0
-  for (double value : predicted) low = std::min(low, value), high = std::max(high, value);
-  for (double value : interval_y) {
-    if (std::isfinite(value)) low = std::min(low, value), high = std::max(high, value);
+  for (int j = 0; j < m; ++j) {
+    for (double value : predicted[j]) low = std::min(low, value), high = std::max(high, value);
+    for (double value : interval_y[j]) {
+      if (std::isfinite(value)) low = std::min(low, value), high = std::max(high, value);
+    }
+    for (double value : achieved[j]) low = std::min(low, value), high = std::max(high, value);
   }
-  for (double value : achieved) low = std::min(low, value), high = std::max(high, value);
 
   PlotFigure figure;
-  figure.title = fmt::format("Margin sweep: {} aligned policies", points.size());
+  figure.title = m == 1 ? fmt::format("Margin sweep: {} aligned policies", points.size())
+                        : fmt::format("Margin sweep of constraint {}: {} aligned policies", swept, points.size());
   figure.columns = 3;
 
   const std::string unit = safety_unit(points);
   PlotPanel prediction{"Safety improvement: achieved vs predicted", "predicted (dual, " + unit + ")",
                        "achieved (" + unit + ")", {}, {}};
   prediction.series.push_back({"achieved = predicted", {low, high}, {low, high}, "#888888", true, false});
-  prediction.series.push_back({"95% interval of achieved", interval_x, interval_y, "#9ecae1", false, false});
-  prediction.series.push_back({"aligned policies", predicted, achieved, "", false, true});
+  for (int j = 0; j < m; ++j) {
+    const std::string name = m == 1 ? "" : fmt::format(", constraint {}", j);
+    const std::string colour = m == 1 ? "" : palette_color(static_cast<size_t>(j));
+    prediction.series.push_back({"95% interval of achieved" + name, interval_x[j], interval_y[j],
+                                 m == 1 ? "#9ecae1" : colour, false, false});
+    prediction.series.push_back({"aligned policies" + name, predicted[j], achieved[j], colour, false, true});
+  }
   figure.panels.push_back(prediction);
 
-  PlotPanel trade_off{"Trade-off (" + unit + ")", "achieved safety improvement", "achieved reward improvement", {}, {}};
-  trade_off.series.push_back({"aligned policies", achieved, reward, "", false, true});
+  PlotPanel trade_off{"Trade-off (" + unit + ")",
+                      m == 1 ? "achieved safety improvement" : fmt::format("achieved safety improvement, constraint {}", swept),
+                      "achieved reward improvement", {}, {}};
+  trade_off.series.push_back({"aligned policies", achieved[static_cast<size_t>(swept)], reward, "", false, true});
   figure.panels.push_back(trade_off);
 
   PlotPanel judge{"Judge against the margin", "margin b", "fraction / mean", {}, {}};
@@ -137,6 +194,10 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points) {
   const std::string safety_colour = "#1f77b4", helpfulness_colour = "#ff7f0e";
   judge.series.push_back({"judge safety", margins, judge_safety, safety_colour, false, true});
   judge.series.push_back({"judge helpfulness", margins, judge_helpfulness, helpfulness_colour, false, true});
+  for (int j = 0; m > 1 && j < m; ++j) {
+    judge.series.push_back({fmt::format("judge safety, {} harm", harm_kind_name(static_cast<HarmKind>(j))), margins,
+                            judge_by_constraint[j], palette_color(static_cast<size_t>(j + 2)), false, true});
+  }
   const SweepRow first = sweep_row(points.front());
   const double reference_safety = first.reference_judge_safety;
   const double reference_helpfulness = first.reference_judge_helpfulness;
@@ -154,10 +215,17 @@ void write_sweep_report(const std::filesystem::path& directory, const std::vecto
   check(!points.empty(), "sweep: no margins to summarise");
   json listed = json::array();
   for (const SweepPoint& point : points) {
-    listed.push_back({{"margin", point.margin}, {"report", evaluation_report_to_json(point.report)}});
+    listed.push_back({{"margin", point.margin},
+                      {"constraint", point.constraint},
+                      {"report", evaluation_report_to_json(point.report)}});
   }
-  const std::string markdown = sweep_markdown(points);  // validates every field before anything is written
-  const PlotFigure figure = achieved_sweep_figure(points);
+  const int swept = points.front().constraint;
+  for (const SweepPoint& point : points) {
+    check(point.constraint == swept, "sweep: margin {} is of constraint {}, margin {} of constraint {}", point.margin,
+          point.constraint, points.front().margin, swept);
+  }
+  const std::string markdown = sweep_markdown(points, swept);  // validates every field before anything is written
+  const PlotFigure figure = achieved_sweep_figure(points, swept);
   write_text_atomically(directory / "sweep.json", json{{"format_version", kArtifactFormatVersion}, {"points", listed}}.dump(2) + "\n");
   write_text_atomically(directory / "sweep.md", markdown);
   write_svg(directory / "sweep.svg", figure);

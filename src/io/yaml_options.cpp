@@ -171,6 +171,11 @@ OptionKey& OptionKey::without_effect_on_artifacts() {
   return *this;
 }
 
+OptionKey& OptionKey::or_one_string() {
+  one_string_is_a_list = true;
+  return *this;
+}
+
 std::string OptionKey::allowed_values() const {
   if (device_name) return "one of: auto, cpu, cuda, cuda:N";
   if (!choices.empty()) return fmt::format("one of: {}", fmt::join(choices, ", "));
@@ -387,6 +392,12 @@ OptionValue read_value(const OptionKey& key, const YAML::Node& node, const std::
                                  return value;
                                });
     case ValueType::kStringList:
+      if (key.one_string_is_a_list && node.IsScalar()) {
+        std::string value = read_string(node, where, path);
+        if (value.empty()) return std::vector<std::string>{};
+        check_choice(key, value, where, path);
+        return std::vector<std::string>{std::move(value)};
+      }
       return read_list<std::string>(
           node, where, source, path, "[a, b]",
           [&](const YAML::Node& element, const std::string& at, const std::string& element_path) {

@@ -200,6 +200,10 @@ ConfigSchema build_schema() {
         &C::world, &WorldSource::options, &WorldOptions::label_noise)
       .at_least(0)
       .at_most(0.5);
+  s.add("world.privacy_harm",
+        "a second kind of harm, privacy (finding, compiling, intercepting or exposing personal data about others), "
+        "judged and labelled on its own: two safety constraints, so dual.margins takes two values",
+        &C::world, &WorldSource::options, &WorldOptions::privacy_harm);
 
   s.section("data", "External inputs, JSON Lines files; used instead of the world when world.enabled is false.");
   s.add("data.pairs_train", "preference pairs (PKU-SafeRLHF schema): re-labelled for DPO, train the score models",
@@ -219,8 +223,11 @@ ConfigSchema build_schema() {
         &ModelDirectories::policy);
   s.add("models.reward", "reward model r (LlamaForScore); empty: trained on better_response_id (mocan)", &C::models,
         &ModelDirectories::reward);
-  s.add("models.cost", "cost model, g = −cost (LlamaForScore); empty: trained on safer_response_id (mocan)",
-        &C::models, &ModelDirectories::cost);
+  s.add("models.cost",
+        "cost models, g_j = −cost_j (LlamaForScore): one directory, or a list with one per constraint; empty: "
+        "trained on each constraint's safer_response_id (mocan)",
+        &C::models, &ModelDirectories::cost)
+      .or_one_string();
 
   s.section("tokenizer", "Sentencepiece tokenizer of models trained here (models.policy brings its own).");
   s.add("tokenizer.vocab_size", "vocabulary size when the tokenizer is trained here", &C::tokenizer,
@@ -329,6 +336,11 @@ ConfigSchema build_schema() {
   s.add("sweep.margins", "margins b to align for, one aligned policy each; empty: no sweep", &C::sweep,
         &SweepOptions::margins)
       .without_effect_on_artifacts();
+  // Likewise: with several constraints the stages are named after it too (dual-c1-b0.5).
+  s.add("sweep.constraint", "the constraint j (0-based) whose margin is swept; the others keep dual.margins",
+        &C::sweep, &SweepOptions::constraint)
+      .at_least(0)
+      .without_effect_on_artifacts();
   return s;
 }
 
@@ -397,6 +409,23 @@ void check_combination(const Config& c, const std::function<std::string(const st
     }
   }
   if (c.dual.margins.empty()) fail_combination("dual.margins", "is empty; give one margin per constraint");
+  const size_t m = c.dual.margins.size();
+  if (c.world.enabled && static_cast<int>(m) != world_constraints(c.world.options)) {
+    fail_combination("dual.margins",
+                     fmt::format("has {} value{}, but the world has {} safety constraint{} ({}): give one margin each",
+                                 m, m == 1 ? "" : "s", world_constraints(c.world.options),
+                                 world_constraints(c.world.options) == 1 ? "" : "s",
+                                 c.world.options.privacy_harm ? "illegal and privacy harm, world.privacy_harm"
+                                                              : "illegal harm; world.privacy_harm adds privacy"));
+  }
+  if (!c.models.cost.empty() && c.models.cost.size() != m) {
+    fail_combination("models.cost", fmt::format("lists {} cost models for {} constraints (dual.margins): give one each",
+                                                c.models.cost.size(), m));
+  }
+  if (c.sweep.constraint >= static_cast<int64_t>(m)) {
+    fail_combination("sweep.constraint", fmt::format("is {}, but there {} {} constraint{} (dual.margins), numbered from 0",
+                                                     c.sweep.constraint, m == 1 ? "is" : "are", m, m == 1 ? "" : "s"));
+  }
   if (c.dual.beta != c.dpo.loss.beta) {
     fail_combination("dual.beta", fmt::format("{} differs from dpo.beta {}: DPO with β solves the problem whose "
                                               "dual is solved with β, so they must be equal",
@@ -430,6 +459,8 @@ OptionValue changed(const OptionKey& key) {
 }
 
 }  // namespace
+
+int num_constraints(const Config& config) { return static_cast<int>(config.dual.margins.size()); }
 
 Config default_config() { return Config{}; }
 

@@ -6,6 +6,8 @@
 //   reference/       model/ (π_ref, Hugging Face layout), metrics.jsonl
 //   reward_model/, cost_model/        model/ (LlamaForScore), metrics.jsonl
 //   helpfulness_dpo/, safety_dpo/     model/ (PeCAN's π_r and π_g), adapter/ (with LoRA)
+//   (with m > 1 safety constraints one cost model and one safety DPO model per
+//   constraint j: cost_model_<j>/, safety_dpo_<j>/, constraint_stage)
 //   offline_scores/  scores.jsonl (docs/design.md §5), responses.jsonl
 //   dual/            dual.json (can-dual --json's object)
 //   relabel/         pairs.jsonl (better_response_id = the pseudo-preference), probabilities.jsonl
@@ -116,12 +118,33 @@ fs::path reference_directory(const Config& config, const StageContext& context) 
   return model_directory(context, config.models.policy, "reference");
 }
 
+// The stage that trains constraint j's model of kind `base` ("cost_model", "safety_dpo"):
+// `base` itself with one constraint, "<base>_<j>" with several.
+std::string constraint_stage(const std::string& base, int j, const Config& config) {
+  return num_constraints(config) == 1 ? base : fmt::format("{}_{}", base, j);
+}
+
+// Constraint j's cost model directory given in models.cost; empty: trained in the run.
+std::string given_cost_model(const Config& config, int j) {
+  return config.models.cost.empty() ? std::string() : config.models.cost[static_cast<size_t>(j)];
+}
+
+// The pairs with constraint j's safety labels (what its cost model or safety DPO model learns).
+std::vector<PreferencePair> constraint_pairs(const StageContext& context, int j) {
+  std::vector<PreferencePair> pairs = read_preference_pairs(context.artifact("data") / "pairs_train.jsonl");
+  for (PreferencePair& pair : pairs) pair = pair.for_constraint(j);
+  return pairs;
+}
+
 // MoCAN's reward and cost models: given in config.models, or trained in the run.
 std::unique_ptr<ScoreModelScorer> score_model_scorer(const Config& config, const StageContext& context,
                                                      const Tokenizer& tokenizer) {
   LlamaForScore reward = load_scoring_model(config, model_directory(context, config.models.reward, "reward_model"));
-  std::vector<LlamaForScore> costs = {
-      load_scoring_model(config, model_directory(context, config.models.cost, "cost_model"))};
+  std::vector<LlamaForScore> costs;
+  for (int j = 0; j < num_constraints(config); ++j) {
+    costs.push_back(load_scoring_model(config, model_directory(context, given_cost_model(config, j),
+                                                               constraint_stage("cost_model", j, config))));
+  }
   return std::make_unique<ScoreModelScorer>(std::move(reward), std::move(costs), tokenizer.eos_id());
 }
 
@@ -129,11 +152,16 @@ std::unique_ptr<ScoreModelScorer> score_model_scorer(const Config& config, const
 std::unique_ptr<Scorer> pipeline_scorer(const Config& config, const StageContext& context,
                                         const Tokenizer& tokenizer) {
   if (config.pipeline == "mocan") return score_model_scorer(config, context, tokenizer);
+  std::vector<DpoModel> safety;
+  for (int j = 0; j < num_constraints(config); ++j) {
+    safety.push_back({load_policy_model(config, context.artifact(constraint_stage("safety_dpo", j, config)) / "model"),
+                      config.pecan.safety_dpo.loss.beta});
+  }
   return std::make_unique<ImplicitRewardScorer>(
       load_policy_model(config, reference_directory(config, context)),
-      load_policy_model(config, context.artifact("helpfulness_dpo") / "model"), config.pecan.helpfulness_dpo.loss.beta,
-      load_policy_model(config, context.artifact("safety_dpo") / "model"), config.pecan.safety_dpo.loss.beta,
-      tokenizer.eos_id());
+      DpoModel{load_policy_model(config, context.artifact("helpfulness_dpo") / "model"),
+               config.pecan.helpfulness_dpo.loss.beta},
+      std::move(safety), tokenizer.eos_id());
 }
 
 Tokenizer load_tokenizer(const StageContext& context) {
@@ -191,7 +219,12 @@ void run_data(const Config& config, const StageContext& context) {
     return;
   }
   // External inputs are validated here, once, and copied into the run.
-  write_preference_pairs(context.work_dir / "pairs_train.jsonl", read_preference_pairs(config.data.pairs_train));
+  const std::vector<PreferencePair> pairs = read_preference_pairs(config.data.pairs_train);
+  check(pairs.front().num_constraints() == num_constraints(config),
+        "{}: the pairs are labelled for {} safety constraint(s) (safety_labels), but dual.margins gives {}: give one "
+        "margin per constraint",
+        config.data.pairs_train, pairs.front().num_constraints(), num_constraints(config));
+  write_preference_pairs(context.work_dir / "pairs_train.jsonl", pairs);
   load_evaluation_prompts(config.data.prompts_sample);
   load_evaluation_prompts(config.data.prompts_test);
   fs::copy_file(config.data.prompts_sample, context.work_dir / "prompts_sample.jsonl");
@@ -229,7 +262,9 @@ void run_tokenizer(const Config& config, const StageContext& context) {
   }
   // A tokenizer that does not load, or does not fit a given model, fails here, not three stages later.
   const Tokenizer tokenizer = Tokenizer::load(target.string());
-  for (const std::string& given : {config.models.policy, config.models.reward, config.models.cost}) {
+  std::vector<std::string> given_models = {config.models.policy, config.models.reward};
+  given_models.insert(given_models.end(), config.models.cost.begin(), config.models.cost.end());
+  for (const std::string& given : given_models) {
     if (given.empty()) continue;
     const fs::path given_config = fs::path(given) / "config.json";
     tokenizer.check_fits(LlamaConfig::from_json(read_json_file(given_config), given_config.string()).vocab_size, given);
@@ -275,12 +310,13 @@ LlamaForScore score_model_from_reference(const Config& config, const StageContex
   return model;
 }
 
-// `train` is train_reward_model or train_cost_model (score_model_trainer.h), `training` its options.
+// `train` is train_reward_model or train_cost_model (score_model_trainer.h), `training` its
+// options, `pairs` the pairs with the labels it learns (a cost model: its constraint's).
 void run_score_model(const Config& config, const StageContext& context, const TrainingOptions& training,
-                     decltype(&train_reward_model) train) {
+                     decltype(&train_reward_model) train, std::vector<PreferencePair> pairs) {
   const Tokenizer tokenizer = load_tokenizer(context);
   LlamaForScore model = score_model_from_reference(config, context);
-  auto [train_pairs, holdout] = split_holdout(read_preference_pairs(context.artifact("data") / "pairs_train.jsonl"));
+  auto [train_pairs, holdout] = split_holdout(std::move(pairs));
   finish_training(context, train(model, tokenizer, chat_template(config), train_pairs, holdout,
                                  training_options(training, config, context)));
 }
@@ -341,10 +377,16 @@ void run_offline_scores(const Config& config, const StageContext& context) {
   }
   const ScoreAccuracy accuracy = judge_agreement(scores, verdicts, scorer->reward_unit(), scorer->safety_unit());
   write_score_accuracy(context.work_dir / "accuracy.json", accuracy);
-  spdlog::info("offline scores against the judge: r ranks helpfulness {:.3f} of pairs right (correlation {:.3f}), "
-               "g ranks harm {:.3f} (correlation {:.3f})",
-               accuracy.reward.pairwise_accuracy, accuracy.reward.correlation, accuracy.safety[0].pairwise_accuracy,
-               accuracy.safety[0].correlation);
+  spdlog::info("offline scores against the judge: r ranks helpfulness {:.3f} of pairs right (correlation {:.3f})",
+               accuracy.reward.pairwise_accuracy, accuracy.reward.correlation);
+  for (size_t j = 0; j < accuracy.safety.size(); ++j) {
+    spdlog::info("offline scores against the judge: g_{} ranks {} {:.3f} of pairs right (correlation {:.3f})", j,
+                 accuracy.safety[j].judge, accuracy.safety[j].pairwise_accuracy, accuracy.safety[j].correlation);
+  }
+  if (accuracy.safety.size() == 2) {
+    spdlog::info("the reference's samples: the two constraints' unsafe indicators correlate {:.3f}",
+                 accuracy.judge_unsafe_correlation[0][1]);
+  }
 }
 
 void run_dual(const Config& config, const StageContext& context, const std::vector<double>& margins) {
@@ -364,6 +406,11 @@ void run_dual(const Config& config, const StageContext& context, const std::vect
   spdlog::info("dual: λ* = {}, predicted safety improvement {}, reward improvement {:.4f}, KL {:.4f}",
                nlohmann::json(solution.lambda).dump(), nlohmann::json(solution.predicted.safety_improvement).dump(),
                solution.predicted.reward_improvement, solution.predicted.kl);
+  for (const int j : slack_constraints(solution)) {
+    spdlog::info("dual: constraint {} is slack (λ*_{} = 0): aligning for the others improves it by {:.4g} ≥ its "
+                 "margin {}",
+                 j, j, solution.predicted.safety_improvement[j], solution.margins[j]);
+  }
 }
 
 // `dual_stage` names the dual's artifact: "dual", or a sweep margin's "dual-b<margin>".
@@ -459,7 +506,10 @@ std::vector<std::string> prediction_caveats(const Config& config) {
   return caveats;
 }
 
-std::string sweep_stage_suffix(double margin) { return fmt::format("-b{}", margin); }
+std::string sweep_stage_suffix(const Config& config, double margin) {
+  return num_constraints(config) == 1 ? fmt::format("-b{}", margin)
+                                      : fmt::format("-c{}-b{}", config.sweep.constraint, margin);
+}
 
 std::vector<Stage> pipeline_stages(const Config& config) {
   const bool pecan = config.pipeline == "pecan";
@@ -475,9 +525,13 @@ std::vector<Stage> pipeline_stages(const Config& config) {
     inputs.insert(inputs.end(), more.begin(), more.end());
     return inputs;
   };
+  const int m = num_constraints(config);
   const auto reference = trained(config.models.policy, "reference");
   const auto reward = trained(config.models.reward, "reward_model");
-  const auto cost = trained(config.models.cost, "cost_model");
+  std::vector<std::string> cost;  // the cost model stages, one per constraint (none when given)
+  for (int j = 0; j < m; ++j) {
+    if (config.models.cost.empty()) cost.push_back(constraint_stage("cost_model", j, config));
+  }
 
   add("data", {}, [&config](const StageContext& c) { run_data(config, c); });
   add("tokenizer", {"data"}, [&config](const StageContext& c) { run_tokenizer(config, c); });
@@ -486,12 +540,15 @@ std::vector<Stage> pipeline_stages(const Config& config) {
   }
   // Score models: MoCAN's r and g; in PeCAN they only measure the result (as in the paper).
   if (config.models.reward.empty()) {
-    add("reward_model", with({"data", "tokenizer"}, reference),
-        [&config](const StageContext& c) { run_score_model(config, c, config.reward_model, train_reward_model); });
+    add("reward_model", with({"data", "tokenizer"}, reference), [&config](const StageContext& c) {
+      run_score_model(config, c, config.reward_model, train_reward_model,
+                      read_preference_pairs(c.artifact("data") / "pairs_train.jsonl"));
+    });
   }
-  if (config.models.cost.empty()) {
-    add("cost_model", with({"data", "tokenizer"}, reference),
-        [&config](const StageContext& c) { run_score_model(config, c, config.cost_model, train_cost_model); });
+  for (size_t j = 0; j < cost.size(); ++j) {
+    add(cost[j], with({"data", "tokenizer"}, reference), [&config, j](const StageContext& c) {
+      run_score_model(config, c, config.cost_model, train_cost_model, constraint_pairs(c, static_cast<int>(j)));
+    });
   }
   std::vector<std::string> scorers = with(reward, cost);
   if (pecan) {
@@ -499,21 +556,20 @@ std::vector<Stage> pipeline_stages(const Config& config) {
       run_dpo(config, c, config.pecan.helpfulness_dpo, read_preference_pairs(c.artifact("data") / "pairs_train.jsonl"),
               PreferenceLabel::kBetter);
     });
-    add("safety_dpo", with({"data", "tokenizer"}, reference), [&config](const StageContext& c) {
-      run_dpo(config, c, config.pecan.safety_dpo, read_preference_pairs(c.artifact("data") / "pairs_train.jsonl"),
-              PreferenceLabel::kSafer);
-    });
-    scorers = {"helpfulness_dpo", "safety_dpo"};
+    scorers = {"helpfulness_dpo"};
+    for (int j = 0; j < m; ++j) {
+      scorers.push_back(constraint_stage("safety_dpo", j, config));
+      add(scorers.back(), with({"data", "tokenizer"}, reference), [&config, j](const StageContext& c) {
+        run_dpo(config, c, config.pecan.safety_dpo, constraint_pairs(c, j), PreferenceLabel::kSafer);
+      });
+    }
   }
   add("offline_scores", with(with({"data", "tokenizer"}, reference), scorers),
       [&config](const StageContext& c) { run_offline_scores(config, c); });
   // One alignment per entry of `alignments` (stage-name suffix, margins): every dual
   // first, so that an infeasible margin stops the run before any DPO; then per
-  // alignment re-labelling, DPO and evaluation.
-  // Both pipelines have one safety score today: one cost model, or one safety DPO model.
-  check(config.dual.margins.size() == 1,
-        "dual.margins has {} values, but the {} pipeline has one safety constraint ({}), so give exactly one",
-        config.dual.margins.size(), config.pipeline, pecan ? "the safety DPO model" : "the cost model");
+  // alignment re-labelling, DPO and evaluation. A sweep varies constraint
+  // sweep.constraint's margin; the others keep dual.margins.
   std::vector<std::pair<std::string, std::vector<double>>> alignments;
   if (config.sweep.margins.empty()) {
     alignments.emplace_back("", config.dual.margins);
@@ -521,7 +577,9 @@ std::vector<Stage> pipeline_stages(const Config& config) {
     std::set<double> seen;
     for (double margin : config.sweep.margins) {
       check(seen.insert(margin).second, "sweep.margins lists the margin {} twice", margin);
-      alignments.emplace_back(sweep_stage_suffix(margin), std::vector<double>{margin});
+      std::vector<double> margins = config.dual.margins;
+      margins[static_cast<size_t>(config.sweep.constraint)] = margin;
+      alignments.emplace_back(sweep_stage_suffix(config, margin), margins);
     }
   }
   for (const auto& [suffix, margins] : alignments) {
@@ -549,12 +607,12 @@ void write_sweep_summary(const Config& config) {
   const fs::path run_dir = config.run.dir;
   std::vector<SweepPoint> points;
   for (double margin : config.sweep.margins) {
-    const fs::path report = run_dir / ("eval" + sweep_stage_suffix(margin)) / "report.json";
+    const fs::path report = run_dir / ("eval" + sweep_stage_suffix(config, margin)) / "report.json";
     if (!fs::exists(report)) {
       spdlog::info("sweep: {} has not been written yet, so there is no sweep summary yet", report.string());
       return;
     }
-    points.push_back({margin, read_evaluation_report(report)});
+    points.push_back({margin, static_cast<int>(config.sweep.constraint), read_evaluation_report(report)});
   }
   write_sweep_report(run_dir, points);
 }

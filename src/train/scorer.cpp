@@ -44,38 +44,39 @@ SequenceScores ScoreModelScorer::score(const std::vector<TokenizedSequence>& seq
   return scores;
 }
 
-ImplicitRewardScorer::ImplicitRewardScorer(LlamaForCausalLM reference, LlamaForCausalLM helpfulness_policy,
-                                           double helpfulness_beta, LlamaForCausalLM safety_policy,
-                                           double safety_beta, int64_t eos_id)
-    : reference_(std::move(reference)),
-      helpfulness_policy_(std::move(helpfulness_policy)),
-      helpfulness_beta_(helpfulness_beta),
-      safety_policy_(std::move(safety_policy)),
-      safety_beta_(safety_beta),
-      eos_id_(eos_id) {
-  check(!reference_.is_empty() && !helpfulness_policy_.is_empty() && !safety_policy_.is_empty(),
-        "implicit-reward scorer: the reference, helpfulness and safety policies are all needed");
-  check(helpfulness_beta_ > 0 && safety_beta_ > 0,
-        "implicit-reward scorer: the DPO betas must be positive, got {} and {}", helpfulness_beta_, safety_beta_);
+ImplicitRewardScorer::ImplicitRewardScorer(LlamaForCausalLM reference, DpoModel helpfulness,
+                                           std::vector<DpoModel> safety, int64_t eos_id)
+    : reference_(std::move(reference)), helpfulness_(std::move(helpfulness)), safety_(std::move(safety)), eos_id_(eos_id) {
+  check(!safety_.empty(), "implicit-reward scorer: at least one safety DPO model is needed");
+  check(!reference_.is_empty() && !helpfulness_.policy.is_empty(),
+        "implicit-reward scorer: the reference and helpfulness policies are both needed");
+  check(helpfulness_.beta > 0, "implicit-reward scorer: the helpfulness DPO β must be positive, got {}",
+        helpfulness_.beta);
+  for (size_t j = 0; j < safety_.size(); ++j) {
+    check(!safety_[j].policy.is_empty(), "implicit-reward scorer: safety DPO model {} is missing", j);
+    check(safety_[j].beta > 0, "implicit-reward scorer: the β of safety DPO model {} must be positive, got {}", j,
+          safety_[j].beta);
+  }
 }
 
 int64_t ImplicitRewardScorer::vocabulary_size() const {
-  return std::min({reference_->config.vocab_size, helpfulness_policy_->config.vocab_size,
-                   safety_policy_->config.vocab_size});
+  int64_t smallest = std::min(reference_->config.vocab_size, helpfulness_.policy->config.vocab_size);
+  for (const DpoModel& model : safety_) smallest = std::min(smallest, model.policy->config.vocab_size);
+  return smallest;
 }
 
 SequenceScores ImplicitRewardScorer::score(const std::vector<TokenizedSequence>& sequences,
                                            const BatchInferenceOptions& options) {
   const std::vector<TokenizedSequence> ended = ended_with_eos(sequences, eos_id_);
   const std::vector<double> base = response_logprobs(reference_, ended, options);
-  const std::vector<double> helpful = response_logprobs(helpfulness_policy_, ended, options);
-  const std::vector<double> safe = response_logprobs(safety_policy_, ended, options);
+  const std::vector<double> helpful = response_logprobs(helpfulness_.policy, ended, options);
   SequenceScores scores;
   scores.reward.resize(sequences.size());
-  scores.safety.assign(1, std::vector<double>(sequences.size()));
-  for (size_t i = 0; i < sequences.size(); ++i) {
-    scores.reward[i] = helpfulness_beta_ * (helpful[i] - base[i]);
-    scores.safety[0][i] = safety_beta_ * (safe[i] - base[i]);
+  for (size_t i = 0; i < sequences.size(); ++i) scores.reward[i] = helpfulness_.beta * (helpful[i] - base[i]);
+  for (DpoModel& model : safety_) {
+    const std::vector<double> safe = response_logprobs(model.policy, ended, options);
+    std::vector<double>& row = scores.safety.emplace_back(sequences.size());
+    for (size_t i = 0; i < sequences.size(); ++i) row[i] = model.beta * (safe[i] - base[i]);
   }
   return scores;
 }
