@@ -3,6 +3,8 @@
 //
 //   can-dual --scores FILE [--beta 0.1] --margin B [--margin B2 ...] [--solver newton|pgd] [--json]
 //   can-dual --scores FILE [--beta 0.1] --sweep LO:HI:COUNT [--solver newton|pgd] [--json] [--plot FILE.svg]
+//   can-dual --scores FILE [--beta 0.1] --margin B0 --margin B1 ... --sweep J:LO:HI:COUNT [...]  (m > 1: sweeps
+//            constraint J, the others at their --margin)
 //   can-dual --scores FILE [--beta 0.1] --margin B [...] --subsample-prompts LIST --subsample-responses LIST
 //            [--repeats K] [--seed S] [--solver newton|pgd] [--json] [--plot FILE.svg]
 //   can-dual --scores FILE [--beta 0.1] --landscape B1,B2,... [--json] [--plot FILE.svg]
@@ -76,24 +78,36 @@ void print_solution(const can::DualSolution& solution) {
             << dual_solver_name(solution.solver) << ": " << solution.message << '\n';
 }
 
-void print_sweep(const std::vector<can::DualSolution>& sweep) {
-  std::cout << fmt::format("  {:>10} {:>12} {:>12} {:>12} {:>10} {:>8} {:>8} {:>6}  {}\n", "margin", "lambda*",
-                           "d_safety", "d_reward", "KL/nats", "ESS min", "ESS mean", "iters", "status");
+// One row per margin of constraint `swept`: λ* and the predicted safety improvement of every constraint.
+void print_sweep(const std::vector<can::DualSolution>& sweep, int swept) {
+  const size_t m = sweep.front().margins.size();
+  const auto named = [m](const char* name, size_t j) { return m == 1 ? std::string(name) : fmt::format("{}_{}", name, j); };
+  std::string header = fmt::format("  {:>10}", m == 1 ? "margin" : fmt::format("margin_{}", swept));
+  for (size_t j = 0; j < m; ++j) header += fmt::format(" {:>12} {:>12}", named("lambda*", j), named("d_safety", j));
+  std::cout << header
+            << fmt::format(" {:>12} {:>10} {:>8} {:>8} {:>6}  {}\n", "d_reward", "KL/nats", "ESS min", "ESS mean",
+                           "iters", "status");
   for (const can::DualSolution& solution : sweep) {
+    std::string row = fmt::format("  {:>10.6g}", solution.margins[static_cast<size_t>(swept)]);
     if (!solution.feasible) {
-      std::cout << fmt::format("  {:>10.6g} {:>12} {:>12} {:>12} {:>10} {:>8} {:>8} {:>6}  infeasible\n",
-                               solution.margins[0], "-", "-", "-", "-", "-", "-", solution.iterations);
+      for (size_t j = 0; j < m; ++j) row += fmt::format(" {:>12} {:>12}", "-", "-");
+      std::cout << row << fmt::format(" {:>12} {:>10} {:>8} {:>8} {:>6}  infeasible\n", "-", "-", "-", "-",
+                                      solution.iterations);
       continue;
     }
     std::string status = solution.converged ? "ok" : "NOT CONVERGED";
     if (!solution.warnings.empty()) status += ", low ESS";
-    std::cout << fmt::format("  {:>10.6g} {:>12.6g} {:>12.6g} {:>12.6g} {:>10.4g} {:>8.3f} {:>8.3f} {:>6}  {}\n",
-                             solution.margins[0], solution.lambda[0], solution.predicted.safety_improvement[0],
-                             solution.predicted.reward_improvement, solution.predicted.kl,
-                             solution.predicted.ess_min_fraction, solution.predicted.ess_mean_fraction,
-                             solution.iterations, status);
+    for (size_t j = 0; j < m; ++j) {
+      row += fmt::format(" {:>12.6g} {:>12.6g}", solution.lambda[j], solution.predicted.safety_improvement[j]);
+    }
+    std::cout << row
+              << fmt::format(" {:>12.6g} {:>10.4g} {:>8.3f} {:>8.3f} {:>6}  {}\n", solution.predicted.reward_improvement,
+                             solution.predicted.kl, solution.predicted.ess_min_fraction,
+                             solution.predicted.ess_mean_fraction, solution.iterations, status);
   }
-  std::cout << fmt::format("  largest reachable safety improvement: {:.6g}\n", sweep.front().max_safety_improvement[0]);
+  std::cout << fmt::format("  largest reachable safety improvement{}: {:.6g}\n",
+                           m == 1 ? "" : fmt::format(" of constraint {}", swept),
+                           sweep.front().max_safety_improvement[static_cast<size_t>(swept)]);
 }
 
 void print_subsamples(const std::vector<can::SubsampleSummary>& summaries) {
@@ -149,9 +163,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   auto* margin_option =
       app.add_option("--margin", margins, "required safety improvement b_j; once per constraint, in file order");
-  auto* sweep_option = app.add_option("--sweep", sweep_text,
-                                      "LO:HI:COUNT: solve for COUNT margins from LO to HI (one-constraint scores)");
-  margin_option->excludes(sweep_option);
+  auto* sweep_option =
+      app.add_option("--sweep", sweep_text,
+                     "LO:HI:COUNT: solve for COUNT margins from LO to HI; J:LO:HI:COUNT sweeps constraint J of scores "
+                     "with several, the others at their --margin");
   app.add_option("--solver", solver_name, "projected Newton (default) or the paper's projected gradient descent")
       ->check(CLI::IsMember({"newton", "pgd"}))
       ->capture_default_str();
@@ -240,7 +255,7 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    if (!margins.empty()) {
+    if (!margins.empty() && sweep_text.empty()) {
       can::check(static_cast<int>(margins.size()) == scores.num_constraints(),
                  "{} --margin value(s) given but '{}' has {} constraint(s); give one --margin per constraint",
                  margins.size(), scores_path, scores.num_constraints());
@@ -286,19 +301,23 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    const std::vector<can::DualSolution> sweep =
-        can::sweep_margins(scores, options, can::parse_margin_sweep(sweep_text));
+    const can::MarginSweep margin_sweep = can::parse_margin_sweep(sweep_text);
+    can::check(scores.num_constraints() > 1 || margins.empty(),
+               "--margin with --sweep on one-constraint scores: the sweep gives the margin; leave --margin out");
+    options.margins = margins;
+    const std::vector<can::DualSolution> sweep = can::sweep_margins(scores, options, margin_sweep);
     for (const auto& solution : sweep) log_warnings(solution);
     if (json_output) {
       print_json_array(sweep);
     } else {
-      print_sweep(sweep);
+      print_sweep(sweep, margin_sweep.constraint);
     }
     if (!plot_path.empty()) {
-      can::write_svg(plot_path,
-                     can::prediction_sweep_figure(sweep, fmt::format("can-dual sweep: {} ({} prompts, β = {}, {})",
-                                                          std::filesystem::path(scores_path).filename().string(),
-                                                          scores.num_prompts(), beta, solver_name)));
+      can::write_svg(plot_path, can::prediction_sweep_figure(
+                                    sweep, margin_sweep.constraint,
+                                    fmt::format("can-dual sweep: {} ({} prompts, β = {}, {})",
+                                                std::filesystem::path(scores_path).filename().string(),
+                                                scores.num_prompts(), beta, solver_name)));
       spdlog::info("wrote {}", plot_path);
     }
     const bool all_converged =

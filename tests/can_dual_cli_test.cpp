@@ -125,6 +125,44 @@ TEST_F(CanDualCli, SweepPrintsAnArrayAndWritesAnSvgPlot) {
   EXPECT_NE(text.str().find("</svg>"), std::string::npos);
 }
 
+// J:LO:HI:COUNT sweeps constraint J of two-constraint scores while constraint 0 keeps its
+// --margin; each point is the single solve with those margins.
+TEST_F(CanDualCli, ASweepOfTheSecondConstraintKeepsTheFirstAtItsMargin) {
+  ASSERT_EQ(run("can-data", "scores-synth --out two_constraints.jsonl --prompts 40 --responses 16 --constraints 2").status,
+            0);
+  const ProcessResult result = run("can-dual", "--scores two_constraints.jsonl --beta 1 --margin 0.05 --margin 0 "
+                                               "--sweep 1:0:0.1:3 --json --plot sweep.svg");
+  ASSERT_EQ(result.status, 0) << result.err;
+  const auto sweep = nlohmann::json::parse(result.out);
+  ASSERT_EQ(sweep.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(sweep[i]["margins"][0].get<double>(), 0.05);
+    EXPECT_NEAR(sweep[i]["margins"][1].get<double>(), 0.05 * static_cast<double>(i), 1e-15);
+    const auto single = nlohmann::json::parse(
+        run("can-dual", fmt::format("--scores two_constraints.jsonl --beta 1 --margin 0.05 --margin {} --json",
+                                    sweep[i]["margins"][1].get<double>()))
+            .out);
+    EXPECT_EQ(sweep[i]["lambda"], single["lambda"]) << i;
+  }
+  std::ifstream svg(directory_ / "sweep.svg");
+  std::stringstream text;
+  text << svg.rdbuf();
+  EXPECT_NE(text.str().find("λ*, constraint 1"), std::string::npos);
+  EXPECT_NE(text.str().find("margin b_1 of constraint 1"), std::string::npos);
+  const ProcessResult table = run("can-dual", "--scores two_constraints.jsonl --beta 1 --margin 0.05 --margin 0 "
+                                              "--sweep 1:0:0.1:3");
+  EXPECT_NE(table.out.find("lambda*_0"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("largest reachable safety improvement of constraint 1"), std::string::npos) << table.out;
+  // Every constraint's margin is needed; the swept constraint must exist.
+  const ProcessResult missing = run("can-dual", "--scores two_constraints.jsonl --sweep 1:0:0.1:3");
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("needs every constraint's margin (give --margin 2 times"), std::string::npos)
+      << missing.err;
+  const ProcessResult beyond = run("can-dual", "--scores two_constraints.jsonl --margin 0 --margin 0 --sweep 2:0:0.1:3");
+  EXPECT_NE(beyond.err.find("margin sweep of constraint 2: the scores have 2 constraints"), std::string::npos)
+      << beyond.err;
+}
+
 TEST_F(CanDualCli, SubsamplesPrintOneEntryPerSizePairAndPlotFigureFour) {
   ASSERT_EQ(run("can-data", "scores-synth --out scores.jsonl --prompts 40 --responses 16").status, 0);
   const ProcessResult result =
@@ -199,7 +237,10 @@ TEST_F(CanDualCli, MalformedFileErrorNamesTheLine) {
 TEST_F(CanDualCli, ArgumentsAreChecked) {
   EXPECT_NE(run("can-dual", "--scores two.jsonl --margin 0.1 --margin 0.2").err.find("one --margin per constraint"),
             std::string::npos);
-  EXPECT_NE(run("can-dual", "--scores two.jsonl --margin 0.1 --sweep 0:1:3").status, 0);
+  const ProcessResult margin_and_sweep = run("can-dual", "--scores two.jsonl --margin 0.1 --sweep 0:1:3");
+  EXPECT_EQ(margin_and_sweep.status, 1);
+  EXPECT_NE(margin_and_sweep.err.find("the sweep gives the margin; leave --margin out"), std::string::npos)
+      << margin_and_sweep.err;
   EXPECT_NE(run("can-dual", "--scores two.jsonl").err.find("give --margin"), std::string::npos);
   const ProcessResult plot_alone = run("can-dual", "--scores two.jsonl --margin 0.1 --plot p.svg");
   EXPECT_EQ(plot_alone.status, 2);
@@ -211,13 +252,6 @@ TEST_F(CanDualCli, ArgumentsAreChecked) {
   EXPECT_EQ(negative.status, 0) << negative.err;
 }
 
-TEST_F(CanDualCli, SweepNeedsOneConstraint) {
-  ASSERT_EQ(
-      run("can-data", "scores-synth --out two_constraints.jsonl --prompts 5 --responses 4 --constraints 2").status, 0);
-  const ProcessResult result = run("can-dual", "--scores two_constraints.jsonl --sweep 0:0.1:3");
-  EXPECT_EQ(result.status, 1);
-  EXPECT_NE(result.err.find("one constraint"), std::string::npos) << result.err;
-}
 
 TEST_F(CanDualCli, ScoresSynthWritesARaggedReproducibleFile) {
   ASSERT_EQ(run("can-data", "scores-synth --out a.jsonl --prompts 40 --responses 3:9 --constraints 2 --seed 4").status,

@@ -485,11 +485,14 @@ TEST(DualSolution, JsonReadsBackToTheSameSolutionAndChecksItsFormatVersion) {
 }
 
 TEST(DualSweep, ParsesEvenlySpacedMargins) {
-  EXPECT_EQ(parse_margin_sweep("0:1:5"), (std::vector<double>{0, 0.25, 0.5, 0.75, 1}));
-  EXPECT_EQ(parse_margin_sweep("-0.5:0.5:3"), (std::vector<double>{-0.5, 0, 0.5}));
-  EXPECT_EQ(parse_margin_sweep("-0.1:0.2:4")[1], 0.0);
-  EXPECT_EQ(parse_margin_sweep("0.2:0.2:1"), (std::vector<double>{0.2}));
-  for (const char* bad : {"0:1", "0:1:2:3", "a:1:3", "0:1:0", "1:0:3", "0:1:2.5", "0:1:1"}) {
+  EXPECT_EQ(parse_margin_sweep("0:1:5").margins, (std::vector<double>{0, 0.25, 0.5, 0.75, 1}));
+  EXPECT_EQ(parse_margin_sweep("0:1:5").constraint, 0);
+  EXPECT_EQ(parse_margin_sweep("-0.5:0.5:3").margins, (std::vector<double>{-0.5, 0, 0.5}));
+  EXPECT_EQ(parse_margin_sweep("-0.1:0.2:4").margins[1], 0.0);
+  EXPECT_EQ(parse_margin_sweep("0.2:0.2:1").margins, (std::vector<double>{0.2}));
+  EXPECT_EQ(parse_margin_sweep("1:0:1:3").constraint, 1);
+  EXPECT_EQ(parse_margin_sweep("1:0:1:3").margins, (std::vector<double>{0, 0.5, 1}));
+  for (const char* bad : {"0:1", "0:1:2:3:4", "a:1:3", "0:1:0", "1:0:3", "0:1:2.5", "0:1:1", "-1:0:1:3", "0.5:0:1:3"}) {
     EXPECT_TRUE(contains(error_message([&] { parse_margin_sweep(bad); }), "margin sweep")) << bad;
   }
 }
@@ -503,9 +506,10 @@ TEST(DualSweep, SolvesEachMarginAndMarksUnreachableOnes) {
   EXPECT_NEAR(sweep[1].lambda[0], 1 + 0.1 * logit(0.8), 1e-9);
   EXPECT_FALSE(sweep[2].feasible);
   EXPECT_FALSE(sweep[3].feasible);
-  EXPECT_TRUE(contains(error_message([] { sweep_margins(synthetic(2, 10), DualOptions{}, {0.1}); }), "one constraint"));
+  EXPECT_TRUE(contains(error_message([] { sweep_margins(synthetic(2, 10), DualOptions{}, {1, {0.1}}); }),
+                       "needs every constraint's margin"));
 
-  const PlotFigure figure = prediction_sweep_figure(sweep, "sweep");
+  const PlotFigure figure = prediction_sweep_figure(sweep, 0, "sweep");
   ASSERT_EQ(figure.panels.size(), 5u);
   EXPECT_EQ(figure.panels[0].series[0].y[1], sweep[1].lambda[0]);
   EXPECT_TRUE(std::isnan(figure.panels[0].series[0].y[2]));  // infeasible: a gap in the line
