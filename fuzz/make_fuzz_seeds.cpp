@@ -84,7 +84,8 @@ void config_yaml_seeds(const fs::path& out, const fs::path& source) {
   can::write_text_atomically(out / "default.yaml", "dual.margins=[1.0, 2.0]\n" + can::config_to_yaml(can::default_config()));
 }
 
-// Preference pairs, SFT examples and a tokenizer.model from a small world.
+// Preference pairs (with one constraint and, from a world with privacy harm, with two),
+// SFT examples and a tokenizer.model from a small world.
 void world_seeds(const fs::path& out) {
   can::WorldOptions options;
   options.num_train_prompts = 40;
@@ -93,6 +94,10 @@ void world_seeds(const fs::path& out) {
   can::write_world(options, world);
   fs::create_directories(out / "preference_pairs");
   fs::copy_file(world / "pairs_train.jsonl", out / "preference_pairs" / "pairs.jsonl");
+  options.privacy_harm = true;
+  can::write_world(options, out / "world_two_constraints");
+  fs::copy_file(out / "world_two_constraints" / "pairs_train.jsonl",
+                out / "preference_pairs" / "pairs_two_constraints.jsonl");
   fs::copy_file(world / "sft_train.jsonl", out / "preference_pairs" / "sft.jsonl");
   fs::create_directories(out / "tokenizer_model");
   can::TokenizerTrainOptions tokenizer;
