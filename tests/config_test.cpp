@@ -247,6 +247,16 @@ TEST_F(ConfigFiles, InconsistentKeysAreErrorsNamingWhereTheyWereSet) {
   EXPECT_TRUE(contains(external, bad_path() + " (default): data.pairs_train: is required when world.enabled is false"));
   const std::string both = load_error("data:\n  pairs_train: pairs.jsonl\n");
   EXPECT_TRUE(contains(both, bad_path() + ":2: data.pairs_train: is set while world.enabled is true"));
+  // Prompt files are optional when the pairs' prompts can stand in: the test split's for evaluation.
+  const std::string no_test =
+      load_error("world:\n  enabled: false\ndata:\n  pairs_train: p.jsonl.xz\n  sft_train: s.jsonl\n");
+  EXPECT_TRUE(contains(no_test, "data.prompts_test: is required when world.enabled is false, unless data.pairs_test"))
+      << no_test;
+  const can::Config published = can::load_config(write(
+      "published.yaml", "world:\n  enabled: false\ndata:\n  pairs_train: p.jsonl.xz\n  pairs_test: t.jsonl.xz\n"
+                        "  sft_train: s.jsonl\n"));
+  EXPECT_EQ(published.data.pairs_test, "t.jsonl.xz");
+  EXPECT_TRUE(published.data.prompts_sample.empty());
   EXPECT_TRUE(contains(load_error("dpo:\n  beta: 0.2\n"), "dual.beta: 0.1 differs from dpo.beta 0.2"));
   EXPECT_TRUE(
       contains(load_error("policy:\n  num_attention_heads: 3\n"),

@@ -6,14 +6,17 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "can/atomic_file.h"
 #include "can/json_fields.h"
+#include "can/json_lines.h"
 #include "can/preference_data.h"
 #include "can/score_accuracy.h"
 #include "command_line.h"
+#include "compress.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -171,6 +174,48 @@ TEST(EndToEnd, UserModelsAndDataFilesReplaceTheWorldStages) {
   user_report.erase("prompt_set");
   world_report.erase("prompt_set");
   EXPECT_EQ(user_report, world_report);
+}
+
+// PKU-SafeRLHF as published: the pairs compressed (train.jsonl.xz; here the test split
+// as .gz), no prompt files. The sample prompts are sampling.num_prompts of the train
+// pairs' distinct prompts, the evaluation prompts the test pairs' distinct prompts.
+TEST(EndToEnd, CompressedPairFilesWithoutPromptFilesRunAsPublished) {
+  can::testing::TemporaryDirectory directory;
+  const fs::path world_run = directory.path() / "world";
+  ASSERT_EQ(run_command(can_train("configs/tiny-mocan.yaml", world_run) + " --stages data").status, 0);
+  const fs::path data = world_run / "data";
+  const std::string pairs = can::read_text_file(data / "pairs_train.jsonl");
+  can::testing::write_xz(directory.path() / "train.jsonl.xz", pairs);
+  can::testing::write_gzip(directory.path() / "test.jsonl.gz", pairs.substr(0, pairs.find('\n', pairs.size() / 2) + 1));
+
+  const fs::path run_dir = directory.path() / "published";
+  const auto result = run_command(
+      can_train("configs/tiny-mocan.yaml", run_dir) + " --set world.enabled=false" +
+      " --set data.pairs_train=" + (directory.path() / "train.jsonl.xz").string() +
+      " --set data.pairs_test=" + (directory.path() / "test.jsonl.gz").string() +
+      " --set data.sft_train=" + (data / "sft_train.jsonl").string() + " --stages data,tokenizer");
+  ASSERT_EQ(result.status, 0) << result.output;
+  // The run's copies are plain: the pairs as read, the prompts drawn from them.
+  EXPECT_EQ(can::read_text_file(run_dir / "data" / "pairs_train.jsonl"), pairs);
+  const auto train = can::read_preference_pairs(data / "pairs_train.jsonl");
+  std::set<std::string> train_prompts, sampled;
+  for (const auto& pair : train) train_prompts.insert(pair.prompt);
+  int64_t lines = 0;
+  can::for_each_json_line(run_dir / "data" / "prompts_sample.jsonl", [&](const nlohmann::json& prompt, int64_t) {
+    ++lines;
+    EXPECT_EQ(train_prompts.count(prompt.at("prompt").get<std::string>()), 1u);
+    EXPECT_TRUE(sampled.insert(prompt.at("prompt").get<std::string>()).second) << "a prompt drawn twice";
+  });
+  EXPECT_EQ(lines, 16);  // sampling.num_prompts of configs/tiny-mocan.yaml
+  std::set<std::string> test_prompts;
+  for (const auto& pair : can::read_preference_pairs(directory.path() / "test.jsonl.gz")) test_prompts.insert(pair.prompt);
+  lines = 0;
+  can::for_each_json_line(run_dir / "data" / "prompts_test.jsonl", [&](const nlohmann::json& prompt, int64_t) {
+    ++lines;
+    EXPECT_EQ(test_prompts.count(prompt.at("prompt").get<std::string>()), 1u);
+  });
+  EXPECT_EQ(lines, static_cast<int64_t>(test_prompts.size()));
+  EXPECT_TRUE(fs::exists(run_dir / "tokenizer" / "tokenizer.model"));
 }
 
 TEST(EndToEnd, TinyPecanRunsEveryStage) {

@@ -10,6 +10,7 @@
 
 #include "can/chat_template.h"
 #include "can/error.h"
+#include "compress.h"
 
 namespace {
 
@@ -174,6 +175,48 @@ TEST_F(PreferenceDataFile, SafetyLabelsErrorsNameTheLineAndTheEntry) {
       << message;
   message = error_for_second_line(line_with("safety_labels", nlohmann::json::array()));
   EXPECT_NE(message.find("'safety_labels' must be a non-empty array"), std::string::npos) << message;
+}
+
+// PKU-SafeRLHF ships train.jsonl.xz: compressed files read as the plain one does, and a
+// damaged one is an error naming the file.
+TEST_F(PreferenceDataFile, XzAndGzipFilesReadAsThePlainOne) {
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += line_with("better_response_id", i % 2) + "\n";
+  const auto plain = write_lines({text});
+  can::testing::write_xz(directory_ / "pairs.jsonl.xz", text);
+  can::testing::write_gzip(directory_ / "pairs.jsonl.gz", text);
+  const auto expected = can::read_preference_pairs(plain);
+  ASSERT_EQ(expected.size(), 300u);
+  for (const char* name : {"pairs.jsonl.xz", "pairs.jsonl.gz"}) {
+    const auto read = can::read_preference_pairs(directory_ / name);
+    ASSERT_EQ(read.size(), expected.size()) << name;
+    for (size_t i = 0; i < read.size(); ++i) {
+      EXPECT_EQ(can::preference_pair_to_json(read[i]), can::preference_pair_to_json(expected[i])) << name << " " << i;
+    }
+  }
+  // Cut short, corrupted, or not compressed at all: each is named.
+  auto error_reading = [&](const std::string& name, const std::string& bytes) {
+    can::write_text_atomically(directory_ / name, bytes);
+    try {
+      can::read_preference_pairs(directory_ / name);
+    } catch (const can::Error& error) {
+      return std::string(error.what());
+    }
+    return std::string("no error");
+  };
+  const std::string xz = can::read_text_file(directory_ / "pairs.jsonl.xz");
+  const std::string gz = can::read_text_file(directory_ / "pairs.jsonl.gz");
+  std::string message = error_reading("cut.jsonl.xz", xz.substr(0, xz.size() / 2));
+  EXPECT_NE(message.find("cut.jsonl.xz': the xz data ends early"), std::string::npos) << message;
+  std::string flipped = xz;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x55);
+  message = error_reading("flipped.jsonl.xz", flipped);
+  EXPECT_NE(message.find("flipped.jsonl.xz'"), std::string::npos) << message;
+  message = error_reading("plain.jsonl.xz", text);
+  EXPECT_NE(message.find("plain.jsonl.xz': not an xz file"), std::string::npos) << message;
+  message = error_reading("cut.jsonl.gz", gz.substr(0, gz.size() / 2));
+  EXPECT_NE(message.find("cut.jsonl.gz'"), std::string::npos) << message;
+  EXPECT_EQ(message.find("no error"), std::string::npos) << message;
 }
 
 TEST_F(PreferenceDataFile, MissingFieldErrorNamesFileLineAndField) {

@@ -49,9 +49,11 @@ struct WorldSource {
   WorldOptions options;  // its chat_template is data.chat_template
 };
 
-// External inputs (JSON Lines, docs/design.md §5); empty when the world provides them.
+// External inputs (JSON Lines, plain, .xz or .gz; docs/design.md §5); empty when the world
+// provides them. Prompt files left empty come from the pairs' distinct prompts.
 struct DataFiles {
   std::string pairs_train;
+  std::string pairs_test;
   std::string sft_train;
   std::string prompts_sample;
   std::string prompts_test;

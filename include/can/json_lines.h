@@ -1,6 +1,7 @@
 // JSON Lines: one JSON value per line. Blank lines are skipped; a line that is
 // not valid JSON, or longer than kMaxJsonLineBytes, is an error naming the file and
-// the 1-based line number.
+// the 1-based line number. Files named *.xz or *.gz are read decompressed
+// (compressed_input.h); written files are plain.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>

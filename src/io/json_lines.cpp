@@ -1,9 +1,9 @@
 #include "can/json_lines.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "can/atomic_file.h"
+#include "can/compressed_input.h"
 #include "can/error.h"
 
 namespace can {
@@ -28,11 +28,10 @@ bool read_line(std::streambuf& in, std::string& line, const std::filesystem::pat
 void for_each_json_line(const std::filesystem::path& path,
                         const std::function<void(const nlohmann::json& value, int64_t line_number)>& visit) {
   check(!std::filesystem::is_directory(path), "'{}' is a directory, not a JSON Lines file", path.string());
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), "cannot open '{}' for reading", path.string());
+  const std::unique_ptr<std::streambuf> in = open_decompressed(path);
   std::string line;
   int64_t line_number = 0;
-  while (read_line(*in.rdbuf(), line, path, line_number + 1)) {
+  while (read_line(*in, line, path, line_number + 1)) {
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json value;

@@ -206,13 +206,22 @@ ConfigSchema build_schema() {
         &C::world, &WorldSource::options, &WorldOptions::privacy_harm);
 
   s.section("data", "External inputs, JSON Lines files; used instead of the world when world.enabled is false.");
-  s.add("data.pairs_train", "preference pairs (PKU-SafeRLHF schema): re-labelled for DPO, train the score models",
+  s.add("data.pairs_train",
+        "preference pairs (PKU-SafeRLHF schema; .jsonl, .jsonl.xz or .jsonl.gz): re-labelled for DPO, train the "
+        "score models",
         &C::data, &DataFiles::pairs_train);
+  s.add("data.pairs_test", "the test split's pairs; its distinct prompts are the evaluation prompts when "
+        "data.prompts_test is empty",
+        &C::data, &DataFiles::pairs_test);
   s.add("data.sft_train", "{prompt, response} lines for the reference policy's SFT; empty: models.policy is given",
         &C::data, &DataFiles::sft_train);
-  s.add("data.prompts_sample", "{prompt_id, prompt} lines sampled for the dual's offline scores", &C::data,
-        &DataFiles::prompts_sample);
-  s.add("data.prompts_test", "{prompt_id, prompt} lines held out for evaluation", &C::data, &DataFiles::prompts_test);
+  s.add("data.prompts_sample",
+        "{prompt_id, prompt} lines sampled for the dual's offline scores; empty: sampling.num_prompts of "
+        "data.pairs_train's distinct prompts, drawn with run.seed",
+        &C::data, &DataFiles::prompts_sample);
+  s.add("data.prompts_test", "{prompt_id, prompt} lines held out for evaluation; empty: data.pairs_test's distinct "
+        "prompts",
+        &C::data, &DataFiles::prompts_test);
   s.add("data.chat_template",
         "prompt format, {prompt} replaced; the response follows after one space (score models depend on it)", &C::data,
         &DataFiles::chat_template);
@@ -360,6 +369,7 @@ void check_combination(const Config& c, const std::function<std::string(const st
   }
   const std::vector<std::pair<std::string, const std::string*>> data_files = {
       {"data.pairs_train", &c.data.pairs_train},
+      {"data.pairs_test", &c.data.pairs_test},
       {"data.sft_train", &c.data.sft_train},
       {"data.prompts_sample", &c.data.prompts_sample},
       {"data.prompts_test", &c.data.prompts_test}};
@@ -367,9 +377,14 @@ void check_combination(const Config& c, const std::function<std::string(const st
     if (c.world.enabled && !value->empty()) {
       fail_combination(path, "is set while world.enabled is true; set world.enabled: false to read data files");
     }
-    if (!c.world.enabled && path != "data.sft_train" && value->empty()) {
-      fail_combination(path, "is required when world.enabled is false");
-    }
+  }
+  if (!c.world.enabled && c.data.pairs_train.empty()) {
+    fail_combination("data.pairs_train", "is required when world.enabled is false");
+  }
+  if (!c.world.enabled && c.data.prompts_test.empty() && c.data.pairs_test.empty()) {
+    fail_combination("data.prompts_test",
+                     "is required when world.enabled is false, unless data.pairs_test gives the test split's pairs, "
+                     "whose prompts are then used");
   }
   if (!c.world.enabled && c.data.sft_train.empty() && c.models.policy.empty()) {
     fail_combination("data.sft_train", "is required to train π_ref when models.policy is empty");

@@ -25,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <tuple>
 
@@ -210,6 +211,37 @@ BatchInferenceOptions pair_inference_options(const Config& config) {
 
 // ------------------------------------------------------------------ stages
 
+// A JSON Lines file (plain or compressed), written plain into the run.
+void copy_json_lines(const fs::path& from, const fs::path& to) {
+  std::vector<nlohmann::json> lines;
+  for_each_json_line(from, [&](const nlohmann::json& value, int64_t) { lines.push_back(value); });
+  write_json_lines(to, lines);
+}
+
+// The distinct prompts of `pairs` in order of first appearance, as prompt lines with ids
+// "<prefix>-000000", ...; with `limit` >= 0, that many of them drawn at random with
+// `seed` (a Fisher–Yates shuffle on raw mt19937_64 outputs, the same on every platform).
+void write_pair_prompts(const std::vector<PreferencePair>& pairs, const std::string& prefix, int64_t limit,
+                        uint64_t seed, const fs::path& to) {
+  std::vector<std::string> prompts;
+  std::set<std::string> seen;
+  for (const PreferencePair& pair : pairs) {
+    if (seen.insert(pair.prompt).second) prompts.push_back(pair.prompt);
+  }
+  std::vector<size_t> order(prompts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (limit >= 0) {
+    std::mt19937_64 rng(seed);
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+    order.resize(std::min(order.size(), static_cast<size_t>(limit)));
+  }
+  std::vector<nlohmann::json> lines;
+  for (const size_t i : order) {
+    lines.push_back({{"prompt_id", fmt::format("{}-{:06d}", prefix, i)}, {"prompt", prompts[i]}});
+  }
+  write_json_lines(to, lines);
+}
+
 void run_data(const Config& config, const StageContext& context) {
   if (config.world.enabled) {
     WorldOptions options = config.world.options;
@@ -218,20 +250,30 @@ void run_data(const Config& config, const StageContext& context) {
     fs::copy_file(context.work_dir / "prompts_train.jsonl", context.work_dir / "prompts_sample.jsonl");
     return;
   }
-  // External inputs are validated here, once, and copied into the run.
+  // External inputs (plain or compressed) are validated here, once, and written plain into the run.
   const std::vector<PreferencePair> pairs = read_preference_pairs(config.data.pairs_train);
   check(pairs.front().num_constraints() == num_constraints(config),
         "{}: the pairs are labelled for {} safety constraint(s) (safety_labels), but dual.margins gives {}: give one "
         "margin per constraint",
         config.data.pairs_train, pairs.front().num_constraints(), num_constraints(config));
   write_preference_pairs(context.work_dir / "pairs_train.jsonl", pairs);
-  load_evaluation_prompts(config.data.prompts_sample);
-  load_evaluation_prompts(config.data.prompts_test);
-  fs::copy_file(config.data.prompts_sample, context.work_dir / "prompts_sample.jsonl");
-  fs::copy_file(config.data.prompts_test, context.work_dir / "prompts_test.jsonl");
+  if (config.data.prompts_sample.empty()) {
+    write_pair_prompts(pairs, "train", config.sampling.num_prompts, static_cast<uint64_t>(config.run.seed),
+                       context.work_dir / "prompts_sample.jsonl");
+  } else {
+    load_evaluation_prompts(config.data.prompts_sample);
+    copy_json_lines(config.data.prompts_sample, context.work_dir / "prompts_sample.jsonl");
+  }
+  if (config.data.prompts_test.empty()) {
+    write_pair_prompts(read_preference_pairs(config.data.pairs_test), "test", -1, 0,
+                       context.work_dir / "prompts_test.jsonl");
+  } else {
+    load_evaluation_prompts(config.data.prompts_test);
+    copy_json_lines(config.data.prompts_test, context.work_dir / "prompts_test.jsonl");
+  }
   if (!config.data.sft_train.empty()) {
     read_prompt_responses(config.data.sft_train);
-    fs::copy_file(config.data.sft_train, context.work_dir / "sft_train.jsonl");
+    copy_json_lines(config.data.sft_train, context.work_dir / "sft_train.jsonl");
   }
 }
 
