@@ -13,6 +13,7 @@
 #   6. scripts/sanitize.sh           the test suite built with AddressSanitizer and UndefinedBehaviorSanitizer
 #   7. scripts/fuzz.sh 60            every fuzz target for 60 s under libFuzzer, ASan and UBSan
 #   8. scripts/nightly.sh            the tiny configs' numbers against the committed baseline
+#   9. scripts/check-workflows.sh    .github/workflows/*.yml through actionlint
 # Every check runs; the exit status is 1 when any failed, and the summary names them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +40,6 @@ run full-disk-pecan bash scripts/full-disk-check.sh configs/tiny-pecan.yaml
 run sanitize bash scripts/sanitize.sh
 run fuzz bash scripts/fuzz.sh 60
 run nightly bash scripts/nightly.sh
+run check-workflows bash scripts/check-workflows.sh
 if [ ${#failed[@]} -gt 0 ]; then echo "ci-extended: failed: ${failed[*]}" >&2; exit 1; fi
 echo "ci-extended: every check passed" >&2
