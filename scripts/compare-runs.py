@@ -7,6 +7,8 @@ records when and where the run happened:
   stages.json                            stage timings
   config.resolved.yaml                   run.dir may differ; every other line must not
   */metrics.jsonl                        the fields "time" and "tokens_per_second" may differ
+  */events.out.tfevents.can              TensorBoard's copy of them: wall times and the
+                                         tokens_per_second scalars may differ
   --ignore-field F                       one more JSON field allowed to differ in *.json files
                                          (e.g. format_version when a change adds it)
 
@@ -43,6 +45,54 @@ def without(value, fields):
     return value
 
 
+def varint(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if byte < 0x80:
+            return value, at
+
+
+def fields(message):
+    """(field number, value) of a protocol-buffer message: ints, or bytes for fixed and
+    length-delimited fields."""
+    at, found = 0, []
+    while at < len(message):
+        key, at = varint(message, at)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            value, at = varint(message, at)
+        elif kind == 1:
+            value, at = message[at:at + 8], at + 8
+        elif kind == 5:
+            value, at = message[at:at + 4], at + 4
+        else:
+            length, at = varint(message, at)
+            value, at = message[at:at + length], at + length
+        found.append((number, value))
+    return found
+
+
+def scalar_events(data):
+    """The (step, tag, value bytes) of a TFRecord events file, without wall times and timing."""
+    at, scalars = 0, []
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 8], "little")
+        event = data[at + 12:at + 12 + length]
+        at += 16 + length
+        step = next((value for number, value in fields(event) if number == 2), 0)
+        for number, summary in fields(event):
+            if number != 5:
+                continue
+            for _, entry in fields(summary):
+                tag = dict(fields(entry)).get(1, b"").decode()
+                if not tag.endswith("/tokens_per_second"):
+                    scalars.append((step, tag, dict(fields(entry)).get(2)))
+    return scalars
+
+
 def same(relative, before, after, ignored_fields):
     with open(before, "rb") as a, open(after, "rb") as b:
         first, second = a.read(), b.read()
@@ -55,6 +105,8 @@ def same(relative, before, after, ignored_fields):
     if name == "metrics.jsonl":
         lines = lambda text: [without(json.loads(line), TIMING_FIELDS) for line in text.decode().splitlines()]
         return lines(first) == lines(second)
+    if name == "events.out.tfevents.can":
+        return scalar_events(first) == scalar_events(second)
     if name.endswith(".json") and ignored_fields:
         return without(json.loads(first), ignored_fields) == without(json.loads(second), ignored_fields)
     return False

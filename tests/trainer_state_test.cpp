@@ -3,6 +3,8 @@
 #include "can/trainer_state.h"
 
 #include <gtest/gtest.h>
+
+#include <cstring>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -13,6 +15,7 @@
 #include "can/error.h"
 #include "can/json_lines.h"
 #include "can/metrics_writer.h"
+#include "can/tensorboard.h"
 #include "json_files.h"
 
 namespace {
@@ -114,6 +117,44 @@ TEST_F(MetricsWriterFile, AppendsOneParsableObjectPerLineAcrossWriters) {
   EXPECT_EQ(lines[2]["stage"], "reward_model");
   EXPECT_DOUBLE_EQ(lines[2]["accuracy"].get<double>(), 0.75);
   EXPECT_THROW(resumed.write("dpo", 3, {{"step", 1.0}}), can::Error);
+
+  // TensorBoard's copy beside it, cut back likewise: the version record, then steps 1, 2
+  // and the new line. Each record's length and data carry TFRecord's masked CRC-32C.
+  const std::string events = can::read_text_file(path.parent_path() / can::kEventsFileName);
+  std::vector<std::string> records;
+  for (size_t at = 0; at < events.size();) {
+    ASSERT_LE(at + 12, events.size());
+    uint64_t length = 0;
+    std::memcpy(&length, events.data() + at, 8);
+    uint32_t length_crc = 0, data_crc = 0;
+    std::memcpy(&length_crc, events.data() + at + 8, 4);
+    ASSERT_LE(at + 16 + length, events.size());
+    std::memcpy(&data_crc, events.data() + at + 12 + length, 4);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(events.data());
+    EXPECT_EQ(length_crc, can::masked_crc32c(bytes + at, 8));
+    EXPECT_EQ(data_crc, can::masked_crc32c(bytes + at + 12, length));
+    records.push_back(events.substr(at + 12, length));
+    at += 16 + length;
+  }
+  ASSERT_EQ(records.size(), 4u);
+  EXPECT_NE(records[0].find("brain.Event:2"), std::string::npos);
+  EXPECT_NE(records[1].find("train/rewards/margins"), std::string::npos);
+  EXPECT_EQ(records[2].find("train/grad_norm"), std::string::npos);  // NaN is left out, as in metrics.jsonl
+  EXPECT_NE(records[3].find("train/accuracy"), std::string::npos);
+  EXPECT_EQ(records[1], can::scalar_event(lines[0]["time"].get<double>(), 1,
+                                          {{"train/loss", 0.693}, {"train/rewards/margins", 0.0}}));
+}
+
+TEST(TensorBoard, Crc32cAndTagsFollowTheirDefinitions) {
+  const std::string check = "123456789";  // CRC-32C's check value (RFC 3720)
+  EXPECT_EQ(can::crc32c(reinterpret_cast<const uint8_t*>(check.data()), check.size()), 0xE3069283u);
+  EXPECT_EQ(can::tensorboard_tag("eval_loss"), "eval/loss");
+  EXPECT_EQ(can::tensorboard_tag("rewards/chosen"), "train/rewards/chosen");
+  // Event{wall_time = 1.0 (field 1, fixed64), step = 300 (field 2, varint 0xAC 0x02), summary (field 5) {value
+  // (field 1) {tag "a" (field 1), simple_value 0.5f (field 2, fixed32)}}}, byte for byte.
+  const std::string expected("\x09\x00\x00\x00\x00\x00\x00\xf0\x3f\x10\xac\x02\x2a\x0a\x0a\x08\x0a\x01\x61\x15\x00\x00\x00\x3f",
+                             24);
+  EXPECT_EQ(can::scalar_event(1.0, 300, {{"a", 0.5}}), expected);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "can/evaluation.h"
 #include "can/json_fields.h"
 #include "can/json_lines.h"
+#include "can/tensorboard.h"
 
 namespace can {
 
@@ -551,6 +553,31 @@ EvaluationReport read_evaluation_report(const std::filesystem::path& path) {
   return evaluation_report_from_json(read_json_file(path), path.string());
 }
 
+// The headline numbers as TensorBoard scalars at step 0, under "eval/" (tensorboard.h).
+void write_evaluation_events(const std::filesystem::path& path, const EvaluationReport& report) {
+  const EvaluationSummary& overall = report.overall;
+  std::map<std::string, double> scalars = {{"eval/reward_improvement", overall.achieved.reward_improvement},
+                                           {"eval/reference_reward", overall.reference.reward},
+                                           {"eval/policy_reward", overall.policy.reward}};
+  for (int j = 0; j < report.num_constraints; ++j) {
+    scalars[fmt::format("eval/safety_improvement_{}", j)] = overall.achieved.safety_improvement[j];
+    if (report.dual) scalars[fmt::format("eval/predicted_safety_improvement_{}", j)] = report.dual->predicted.safety_improvement[j];
+  }
+  const std::vector<std::pair<std::string, std::optional<double>>> judged = {
+      {"judge_helpfulness", overall.policy.judge_helpfulness},
+      {"judge_safety", overall.policy.judge_safety},
+      {"reference_judge_helpfulness", overall.reference.judge_helpfulness},
+      {"reference_judge_safety", overall.reference.judge_safety},
+      {"win_rate_helpfulness", overall.win_rate ? std::optional<double>(overall.win_rate->helpfulness) : std::nullopt},
+      {"win_rate_safety", overall.win_rate ? std::optional<double>(overall.win_rate->safety) : std::nullopt}};
+  for (const auto& [name, value] : judged) {
+    if (value) scalars["eval/" + name] = *value;
+  }
+  std::erase_if(scalars, [](const auto& entry) { return !std::isfinite(entry.second); });
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  write_text_atomically(path, tf_record(file_version_event(now)) + tf_record(scalar_event(now, 0, scalars)));
+}
+
 void write_evaluation_report(const std::filesystem::path& directory, const EvaluationReport& report) {
   std::filesystem::create_directories(directory);
   write_text_atomically(directory / "report.json", evaluation_report_to_json(report).dump(2) + "\n");
@@ -580,7 +607,9 @@ void write_evaluation_report(const std::filesystem::path& directory, const Evalu
                                               collect(report, &PromptEvaluation::policy, j)));
   }
   write_svg(directory / "cost_distribution.svg", costs);
-  spdlog::info("evaluation: wrote report.json, report.md, responses.jsonl and plots to {}", directory.string());
+  write_evaluation_events(directory / kEventsFileName, report);
+  spdlog::info("evaluation: wrote report.json, report.md, responses.jsonl, plots and TensorBoard scalars to {}",
+               directory.string());
 }
 
 }  // namespace can
