@@ -137,6 +137,26 @@ TEST(TwoConstraints, TinyPecanTrainsASafetyDpoModelPerConstraintAndBindsBoth) {
   const json report = can::read_json_file(run_dir / "eval" / "report.json");
   EXPECT_EQ(report.at("achieved").at("safety_unit"), "implicit_reward");
   EXPECT_EQ(report.at("achieved_by_score_models").at("safety_improvement").size(), 2u);
+
+  const std::string report_text = can::read_text_file(run_dir / "eval" / "report.json");
+  can::remove_tree(run_dir / "dpo");
+  can::remove_tree(run_dir / "eval");
+  const auto resumed = run_command(can_train(run_dir) + " --set pipeline=pecan --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(can::read_text_file(run_dir / "eval" / "report.json"), report_text);
+
+  // The pre-aligned models given as directories (models.helpfulness_dpo, models.safety_dpo, one
+  // per constraint) replace their stages, and the dual comes out the same.
+  const fs::path given_run = directory.path() / "given";
+  auto model = [&](const char* stage) { return (run_dir / stage / "model").string(); };
+  const auto given = run_command(can_train(given_run) + " --set pipeline=pecan --set models.policy=" +
+                                 model("reference") + " --set models.helpfulness_dpo=" + model("helpfulness_dpo") +
+                                 " --set models.safety_dpo=[" + model("safety_dpo_0") + "," + model("safety_dpo_1") +
+                                 "] --stages data,tokenizer,reward_model,cost_model_0,cost_model_1,offline_scores,dual");
+  ASSERT_EQ(given.status, 0) << given.output;
+  EXPECT_FALSE(fs::exists(given_run / "safety_dpo_0"));
+  EXPECT_FALSE(fs::exists(given_run / "helpfulness_dpo"));
+  EXPECT_EQ(can::read_text_file(given_run / "dual" / "dual.json"), can::read_text_file(run_dir / "dual" / "dual.json"));
 }
 
 // Margins [0.001, 0.001]: meeting constraint 0 improves constraint 1 beyond its margin

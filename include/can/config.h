@@ -65,6 +65,8 @@ struct ModelDirectories {
   std::string policy;
   std::string reward;
   std::vector<std::string> cost;  // one per safety constraint
+  std::string helpfulness_dpo;             // PeCAN's π_r
+  std::vector<std::string> safety_dpo;     // PeCAN's π_g, one per safety constraint
 };
 
 struct TokenizerSource {

@@ -237,6 +237,14 @@ ConfigSchema build_schema() {
         "trained on each constraint's safer_response_id (mocan)",
         &C::models, &ModelDirectories::cost)
       .or_one_string();
+  s.add("models.helpfulness_dpo",
+        "PeCAN's π_r, a DPO model of π_ref on helpfulness trained with pecan.helpfulness_dpo.beta; empty: trained here",
+        &C::models, &ModelDirectories::helpfulness_dpo);
+  s.add("models.safety_dpo",
+        "PeCAN's π_g, DPO models of π_ref on safety trained with pecan.safety_dpo.beta: one directory, or a list "
+        "with one per constraint; empty: trained here",
+        &C::models, &ModelDirectories::safety_dpo)
+      .or_one_string();
 
   s.section("tokenizer", "Sentencepiece tokenizer of models trained here (models.policy brings its own).");
   s.add("tokenizer.vocab_size", "vocabulary size when the tokenizer is trained here", &C::tokenizer,
@@ -436,6 +444,17 @@ void check_combination(const Config& c, const std::function<std::string(const st
   if (!c.models.cost.empty() && c.models.cost.size() != m) {
     fail_combination("models.cost", fmt::format("lists {} cost models for {} constraints (dual.margins): give one each",
                                                 c.models.cost.size(), m));
+  }
+  if (!c.models.safety_dpo.empty() && c.models.safety_dpo.size() != m) {
+    fail_combination("models.safety_dpo", fmt::format("lists {} safety DPO models for {} constraints (dual.margins): "
+                                                      "give one each",
+                                                      c.models.safety_dpo.size(), m));
+  }
+  if (c.pipeline != "pecan") {
+    for (const auto& [path, given] : {std::pair<std::string, bool>{"models.helpfulness_dpo", !c.models.helpfulness_dpo.empty()},
+                                      {"models.safety_dpo", !c.models.safety_dpo.empty()}}) {
+      if (given) fail_combination(path, "is a model of the pecan pipeline; set pipeline: pecan, or leave it empty");
+    }
   }
   if (c.sweep.constraint >= static_cast<int64_t>(m)) {
     fail_combination("sweep.constraint", fmt::format("is {}, but there {} {} constraint{} (dual.margins), numbered from 0",

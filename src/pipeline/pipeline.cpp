@@ -125,9 +125,9 @@ std::string constraint_stage(const std::string& base, int j, const Config& confi
   return num_constraints(config) == 1 ? base : fmt::format("{}_{}", base, j);
 }
 
-// Constraint j's cost model directory given in models.cost; empty: trained in the run.
-std::string given_cost_model(const Config& config, int j) {
-  return config.models.cost.empty() ? std::string() : config.models.cost[static_cast<size_t>(j)];
+// Constraint j's model given in `given` (models.cost, models.safety_dpo); empty: trained in the run.
+std::string given_model(const std::vector<std::string>& given, int j) {
+  return given.empty() ? std::string() : given[static_cast<size_t>(j)];
 }
 
 // The pairs with constraint j's safety labels (what its cost model or safety DPO model learns).
@@ -143,7 +143,7 @@ std::unique_ptr<ScoreModelScorer> score_model_scorer(const Config& config, const
   LlamaForScore reward = load_scoring_model(config, model_directory(context, config.models.reward, "reward_model"));
   std::vector<LlamaForScore> costs;
   for (int j = 0; j < num_constraints(config); ++j) {
-    costs.push_back(load_scoring_model(config, model_directory(context, given_cost_model(config, j),
+    costs.push_back(load_scoring_model(config, model_directory(context, given_model(config.models.cost, j),
                                                                constraint_stage("cost_model", j, config))));
   }
   return std::make_unique<ScoreModelScorer>(std::move(reward), std::move(costs), tokenizer.eos_id());
@@ -155,14 +155,15 @@ std::unique_ptr<Scorer> pipeline_scorer(const Config& config, const StageContext
   if (config.pipeline == "mocan") return score_model_scorer(config, context, tokenizer);
   std::vector<DpoModel> safety;
   for (int j = 0; j < num_constraints(config); ++j) {
-    safety.push_back({load_policy_model(config, context.artifact(constraint_stage("safety_dpo", j, config)) / "model"),
-                      config.pecan.safety_dpo.loss.beta});
+    const fs::path directory = model_directory(context, given_model(config.models.safety_dpo, j),
+                                               constraint_stage("safety_dpo", j, config));
+    safety.push_back({load_policy_model(config, directory), config.pecan.safety_dpo.loss.beta});
   }
+  const fs::path helpfulness = model_directory(context, config.models.helpfulness_dpo, "helpfulness_dpo");
   return std::make_unique<ImplicitRewardScorer>(
       load_policy_model(config, reference_directory(config, context)),
-      DpoModel{load_policy_model(config, context.artifact("helpfulness_dpo") / "model"),
-               config.pecan.helpfulness_dpo.loss.beta},
-      std::move(safety), tokenizer.eos_id());
+      DpoModel{load_policy_model(config, helpfulness), config.pecan.helpfulness_dpo.loss.beta}, std::move(safety),
+      tokenizer.eos_id());
 }
 
 Tokenizer load_tokenizer(const StageContext& context) {
@@ -304,8 +305,9 @@ void run_tokenizer(const Config& config, const StageContext& context) {
   }
   // A tokenizer that does not load, or does not fit a given model, fails here, not three stages later.
   const Tokenizer tokenizer = Tokenizer::load(target.string());
-  std::vector<std::string> given_models = {config.models.policy, config.models.reward};
+  std::vector<std::string> given_models = {config.models.policy, config.models.reward, config.models.helpfulness_dpo};
   given_models.insert(given_models.end(), config.models.cost.begin(), config.models.cost.end());
+  given_models.insert(given_models.end(), config.models.safety_dpo.begin(), config.models.safety_dpo.end());
   for (const std::string& given : given_models) {
     if (given.empty()) continue;
     const fs::path given_config = fs::path(given) / "config.json";
@@ -594,12 +596,14 @@ std::vector<Stage> pipeline_stages(const Config& config) {
   }
   std::vector<std::string> scorers = with(reward, cost);
   if (pecan) {
-    add("helpfulness_dpo", with({"data", "tokenizer"}, reference), [&config](const StageContext& c) {
-      run_dpo(config, c, config.pecan.helpfulness_dpo, read_preference_pairs(c.artifact("data") / "pairs_train.jsonl"),
-              PreferenceLabel::kBetter);
-    });
-    scorers = {"helpfulness_dpo"};
-    for (int j = 0; j < m; ++j) {
+    scorers = trained(config.models.helpfulness_dpo, "helpfulness_dpo");
+    if (config.models.helpfulness_dpo.empty()) {
+      add("helpfulness_dpo", with({"data", "tokenizer"}, reference), [&config](const StageContext& c) {
+        run_dpo(config, c, config.pecan.helpfulness_dpo,
+                read_preference_pairs(c.artifact("data") / "pairs_train.jsonl"), PreferenceLabel::kBetter);
+      });
+    }
+    for (int j = 0; j < m && config.models.safety_dpo.empty(); ++j) {
       scorers.push_back(constraint_stage("safety_dpo", j, config));
       add(scorers.back(), with({"data", "tokenizer"}, reference), [&config, j](const StageContext& c) {
         run_dpo(config, c, config.pecan.safety_dpo, constraint_pairs(c, j), PreferenceLabel::kSafer);
