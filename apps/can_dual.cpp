@@ -183,6 +183,7 @@ int main(int argc, char** argv) {
           ->delimiter(',')
           ->check(can::number_at_least(2));
   prompts_option->needs(responses_option);
+  prompts_option->excludes(sweep_option);
   responses_option->needs(prompts_option);
   app.add_option("--repeats", subsample.repeats, "with --subsample-prompts: random subsets per size pair")
       ->needs(prompts_option)

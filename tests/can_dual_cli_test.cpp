@@ -193,6 +193,9 @@ TEST_F(CanDualCli, SubsamplesPrintOneEntryPerSizePairAndPlotFigureFour) {
   EXPECT_NE(too_many.err.find("response count 17 is not within 2..16"), std::string::npos) << too_many.err;
   EXPECT_EQ(run("can-dual", "--scores scores.jsonl --subsample-prompts 10 --subsample-responses 4").status, 2);
   EXPECT_EQ(run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10").status, 2);
+  EXPECT_EQ(run("can-dual", "--scores scores.jsonl --margin 0.1 --sweep 0:1:3 --subsample-prompts 10 "
+                            "--subsample-responses 4").status,
+            2);
   EXPECT_EQ(run("can-dual", "--scores scores.jsonl --margin 0.1 --subsample-prompts 10 --subsample-responses 1").status,
             2);
 }

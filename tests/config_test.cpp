@@ -281,11 +281,14 @@ TEST_F(ConfigFiles, InconsistentKeysAreErrorsNamingWhereTheyWereSet) {
   EXPECT_EQ(two_costs.models.cost, (std::vector<std::string>{"c0", "c1"}));
   EXPECT_EQ(can::load_config(write("one.yaml", "models:\n  cost: c0\n")).models.cost, std::vector<std::string>{"c0"});
   EXPECT_TRUE(can::load_config(write("none.yaml", "models:\n  cost: \"\"\n")).models.cost.empty());
-  EXPECT_TRUE(contains(load_error("models:\n  safety_dpo: s0\n"),
-                       ":2: models.safety_dpo: is a model of the pecan pipeline; set pipeline: pecan"));
+  EXPECT_TRUE(contains(load_error("models:\n  policy: p\n  safety_dpo: s0\n"),
+                       ":3: models.safety_dpo: is a model of the pecan pipeline; set pipeline: pecan"));
+  EXPECT_TRUE(contains(load_error("pipeline: pecan\nmodels:\n  helpfulness_dpo: h\n"),
+                       ":3: models.helpfulness_dpo: needs models.policy, the π_ref it was trained from"));
   EXPECT_TRUE(contains(
-      load_error("pipeline: pecan\nworld:\n  privacy_harm: true\nmodels:\n  safety_dpo: s0\ndual:\n  margins: [1, 2]\n"),
-      ":5: models.safety_dpo: lists 1 safety DPO models for 2 constraints"));
+      load_error("pipeline: pecan\nworld:\n  privacy_harm: true\nmodels:\n  policy: p\n  safety_dpo: s0\ndual:\n"
+                 "  margins: [1, 2]\n"),
+      ":6: models.safety_dpo: lists 1 safety DPO models for 2 constraints"));
   EXPECT_TRUE(contains(load_error("sweep:\n  constraint: 1\n"),
                        ":2: sweep.constraint: is 1, but there is 1 constraint (dual.margins), numbered from 0"));
   EXPECT_TRUE(contains(load_error("sft:\n  min_lr: 0.1\n"), ":2: sft.min_lr: 0.1 exceeds learning_rate"));

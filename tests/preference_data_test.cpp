@@ -214,6 +214,8 @@ TEST_F(PreferenceDataFile, XzAndGzipFilesReadAsThePlainOne) {
   EXPECT_NE(message.find("flipped.jsonl.xz'"), std::string::npos) << message;
   message = error_reading("plain.jsonl.xz", text);
   EXPECT_NE(message.find("plain.jsonl.xz': not an xz file"), std::string::npos) << message;
+  message = error_reading("plain.jsonl.gz", text);
+  EXPECT_NE(message.find("plain.jsonl.gz': not a gzip file"), std::string::npos) << message;
   message = error_reading("cut.jsonl.gz", gz.substr(0, gz.size() / 2));
   EXPECT_NE(message.find("cut.jsonl.gz'"), std::string::npos) << message;
   EXPECT_EQ(message.find("no error"), std::string::npos) << message;

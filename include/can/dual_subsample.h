@@ -52,7 +52,7 @@ std::vector<SubsampleSummary> subsample_dual(const OfflineScores& scores, const 
 //  "lambda_mean", "lambda_std", "lambda_min", "lambda_max"}, NaN as null.
 nlohmann::json to_json(const SubsampleSummary& summary);
 
-// The paper's Figure 4 for constraint 1: mean λ* ± one standard deviation against
+// The paper's Figure 4 for constraint 0: mean λ* ± one standard deviation against
 // the number of prompts (one line per response count) and against the number of
 // responses per prompt (one line per prompt count).
 PlotFigure subsample_figure(const std::vector<SubsampleSummary>& summaries, const std::string& title);

@@ -18,6 +18,7 @@ std::string dual_solver_name(DualSolver solver) { return solver == DualSolver::k
 
 std::vector<int> slack_constraints(const DualSolution& solution) {
   std::vector<int> slack;
+  if (!solution.feasible) return slack;
   for (size_t j = 0; j < solution.lambda.size(); ++j) {
     if (solution.lambda[j] == 0) slack.push_back(static_cast<int>(j));
   }

@@ -112,14 +112,20 @@ class SolverRun {
       for (size_t j = 0; j < direction.size(); ++j) tolerance += direction[j] * tolerance_[j];
       if (slope < -tolerance) {
         // The constraints the certificate weighs are the ones that conflict.
+        const double largest = *std::max_element(direction.begin(), direction.end());
         std::vector<std::string> conflicting;
         for (size_t j = 0; j < direction.size(); ++j) {
-          if (direction[j] > 1e-6) conflicting.push_back(fmt::format("{} (margin {})", j, problem_.margins()[j]));
+          if (direction[j] > 1e-6 * largest) conflicting.push_back(fmt::format("{} (margin {})", j, problem_.margins()[j]));
+        }
+        if (conflicting.size() < 2) {
+          return fmt::format(
+              "infeasible: the margin of constraint {} cannot be met: along λ ∝ [{:.4g}] the dual decreases without "
+              "bound (slope {:.4g}), so no re-weighting of the sampled responses reaches it",
+              conflicting.empty() ? std::string("?") : conflicting.front(), fmt::join(direction, ", "), slope);
         }
         return fmt::format(
-            "infeasible: the margins of constraints {} cannot be met together, though each alone can; along "
-            "λ ∝ [{:.4g}] the dual decreases without bound (slope {:.4g}), so no re-weighting of the sampled "
-            "responses reaches them all",
+            "infeasible: the margins of constraints {} cannot be met together; along λ ∝ [{:.4g}] the dual decreases "
+            "without bound (slope {:.4g}), so no re-weighting of the sampled responses reaches them all",
             fmt::join(conflicting, " and "), fmt::join(direction, ", "), slope);
       }
     }

@@ -176,7 +176,7 @@ PlotFigure subsample_figure(const std::vector<SubsampleSummary>& summaries, cons
   // mean ± one standard deviation, drawn as dashed lines in the line's colour.
   auto panel = [&](const std::string& panel_title, const std::string& x_label, const std::set<int64_t>& fixed_values,
                    const std::string& fixed_name, bool x_is_prompts) {
-    PlotPanel result{panel_title, x_label, "λ* (constraint 1)", {}, {}};
+    PlotPanel result{panel_title, x_label, "λ* (constraint 0)", {}, {}};
     size_t colour = 0;
     for (const int64_t fixed : fixed_values) {
       PlotSeries mean, upper, lower;

@@ -180,6 +180,10 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
   check(!prompts.empty(), "evaluation: no prompts to summarize");
   check(num_constraints >= 1, "evaluation: at least one cost model is needed, got {}", num_constraints);
   const bool judged = prompts.front().reference.judged.has_value();
+  check(!judged || num_constraints <= static_cast<int>(kNumHarmKinds),
+        "evaluation: {} constraints, but the world's judge scores {} kinds of harm; judge prompts (with a topic) go "
+        "with at most {} cost models",
+        num_constraints, kNumHarmKinds, kNumHarmKinds);
   const bool classified = prompts.front().prompt.harmful.has_value();
   for (const PromptEvaluation& row : prompts) {
     const std::string& id = row.prompt.prompt_id;
@@ -275,6 +279,12 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
     check(prompt.topic.empty() != judged, "evaluation: prompt {} {} a topic while prompt {} {}; give all or none",
           prompt.prompt_id, judged ? "lacks" : "has", prompts.front().prompt_id, judged ? "has one" : "has none");
   }
+  // Before any generation: the judge knows kNumHarmKinds kinds of harm, one per constraint.
+  const int constraints = static_cast<int>(models.scorer->num_constraints());
+  check(!judged || constraints <= static_cast<int>(kNumHarmKinds),
+        "evaluation: {} cost models, but the world's judge scores {} kinds of harm; prompts with a topic (judged) "
+        "go with at most {} cost models",
+        constraints, kNumHarmKinds, kNumHarmKinds);
 
   SamplingOptions sampling = options.sampling;
   if (sampling.eos_id < 0) sampling.eos_id = tokenizer.eos_id();

@@ -86,6 +86,28 @@ Improvement improvement_from_json(const json& object, const std::string& where) 
   return improvement;
 }
 
+// Every per-constraint list of `summary` has `m` entries (judge_safety_by_constraint: m or none).
+void check_constraint_lengths(const EvaluationSummary& summary, size_t m, const std::string& where) {
+  const std::vector<std::pair<std::string, size_t>> lengths = {
+      {"reference.costs", summary.reference.costs.size()},
+      {"policy.costs", summary.policy.costs.size()},
+      {"achieved.safety_improvement", summary.achieved.safety_improvement.size()},
+      {"achieved.safety_improvement_stderr", summary.achieved.safety_improvement_stderr.size()}};
+  for (const auto& [field, length] : lengths) {
+    check(length == m, "{}: {} has {} entries but num_constraints is {}", where, field, length, m);
+  }
+  for (const auto* side : {&summary.reference, &summary.policy}) {
+    const size_t length = side->judge_safety_by_constraint.size();
+    check(length == 0 || length == m, "{}: judge_safety_by_constraint has {} entries but num_constraints is {}", where,
+          length, m);
+  }
+  if (summary.achieved_by_score_models) {
+    check(summary.achieved_by_score_models->safety_improvement.size() == m,
+          "{}: achieved_by_score_models.safety_improvement has {} entries but num_constraints is {}", where,
+          summary.achieved_by_score_models->safety_improvement.size(), m);
+  }
+}
+
 EvaluationSummary summary_from_json(const json& object, const std::string& where) {
   EvaluationSummary summary;
   summary.num_prompts = integer_field(object, "num_prompts", where);
@@ -196,7 +218,7 @@ void write_score_table(std::ostream& out, const EvaluationReport& report) {
   }
   row("judge helpfulness", overall.reference.judge_helpfulness, overall.policy.judge_helpfulness);
   row("judge safety (fraction safe)", overall.reference.judge_safety, overall.policy.judge_safety);
-  if (report.num_constraints > 1 && overall.reference.judge_safety) {
+  if (report.num_constraints > 1 && !overall.reference.judge_safety_by_constraint.empty()) {
     for (int j = 0; j < report.num_constraints; ++j) {
       row(fmt::format("judge safety, {} harm", harm_kind_name(static_cast<HarmKind>(j))),
           overall.reference.judge_safety_by_constraint[j], overall.policy.judge_safety_by_constraint[j]);
@@ -508,6 +530,9 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
   report.overall = summary_from_json(json_report, where);
   report.prompt_set = string_field(json_report, "prompt_set", where);
   report.num_constraints = static_cast<int>(integer_field(json_report, "num_constraints", where));
+  check(report.num_constraints >= 1, "{}: num_constraints must be at least 1, got {}", where, report.num_constraints);
+  const auto m = static_cast<size_t>(report.num_constraints);
+  check_constraint_lengths(report.overall, m, where);
   if (const json* predicted = optional_field(json_report, "predicted")) {
     DualSolution dual;
     dual.beta = number_field(json_report, "beta", where);
@@ -529,6 +554,12 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     }
     report.dual = dual;
     report.prediction_error = numbers_or_nulls_field(json_report, "prediction_error", where);
+    for (const auto& [field, length] : {std::pair<std::string, size_t>{"margins", dual.margins.size()},
+                                        {"lambda", dual.lambda.size()},
+                                        {"predicted.safety_improvement", dual.predicted.safety_improvement.size()},
+                                        {"prediction_error", report.prediction_error.size()}}) {
+      check(length == m, "{}: {} has {} entries but num_constraints is {}", where, field, length, m);
+    }
   }
   report.prediction_caveats = strings_field(json_report, "prediction_caveats", where);
   if (const json* accuracy = optional_field(json_report, "score_accuracy")) {
@@ -536,6 +567,7 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
   }
   for (const auto& [name, summary] : required_field(json_report, "by_class", where).items()) {
     report.by_class.emplace_back(name, summary_from_json(summary, fmt::format("{}: by_class: {}", where, name)));
+    check_constraint_lengths(report.by_class.back().second, m, fmt::format("{}: by_class: {}", where, name));
   }
   const json& sampling = required_field(json_report, "sampling", where);
   const std::string sampling_where = where + ": sampling";

@@ -80,8 +80,17 @@ std::string per_constraint(const std::string& symbol, const std::string& rest, i
   return m == 1 ? symbol + rest : fmt::format("{}_{}{}", symbol, j, rest);
 }
 
+// Whether the sweep shows judge safety per kind of harm: several constraints, judged on
+// the world's kinds (external data has no judge, and the judge no kind beyond its own).
+bool shows_judge_by_kind(const std::vector<SweepPoint>& points) {
+  const EvaluationReport& first = points.front().report;
+  return first.num_constraints > 1 && first.num_constraints <= static_cast<int>(kNumHarmKinds) &&
+         !first.overall.reference.judge_safety_by_constraint.empty();
+}
+
 std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
   const int m = points.front().report.num_constraints;
+  const bool by_kind = shows_judge_by_kind(points);
   std::ostringstream out;
   out << "# Margin sweep\n\n"
       << fmt::format(
@@ -100,7 +109,7 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
   }
   header += " KL predicted | Δreward predicted | Δreward achieved | judge safety | judge helpfulness |";
   rule += "---:|---:|---:|---:|---:|";
-  for (int j = 0; m > 1 && j < m; ++j) {
+  for (int j = 0; by_kind && j < m; ++j) {
     header += fmt::format(" judge safety, {} harm |", harm_kind_name(static_cast<HarmKind>(j)));
     rule += "---:|";
   }
@@ -109,11 +118,7 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
   std::string reference = "| reference |";
   for (int column = 0; column < 5 * m + 3; ++column) reference += " |";  // nothing under λ*, ..., Δreward achieved
   reference += fmt::format(" {} | {} |", number(first.reference_judge_safety), number(first.reference_judge_helpfulness));
-  for (int j = 0; m > 1 && j < m; ++j) {
-    reference += fmt::format(" {} |", first.reference_judge_safety_by_constraint.empty()
-                                          ? "—"
-                                          : number(first.reference_judge_safety_by_constraint[j]));
-  }
+  for (int j = 0; by_kind && j < m; ++j) reference += fmt::format(" {} |", number(first.reference_judge_safety_by_constraint[j]));
   out << reference << "\n";
   for (const SweepPoint& point : points) {
     const SweepRow row = sweep_row(point);
@@ -127,7 +132,7 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
     }
     line += fmt::format(" {} | {} | {} | {} | {} |", number(row.kl), number(row.predicted_reward),
                         number(row.achieved_reward), number(row.judge_safety), number(row.judge_helpfulness));
-    for (int j = 0; m > 1 && j < m; ++j) {
+    for (int j = 0; by_kind && j < m; ++j) {
       line += fmt::format(" {} |", row.judge_safety_by_constraint.empty() ? "—" : number(row.judge_safety_by_constraint[j]));
     }
     out << line << "\n";
@@ -194,7 +199,7 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
   const std::string safety_colour = "#1f77b4", helpfulness_colour = "#ff7f0e";
   judge.series.push_back({"judge safety", margins, judge_safety, safety_colour, false, true});
   judge.series.push_back({"judge helpfulness", margins, judge_helpfulness, helpfulness_colour, false, true});
-  for (int j = 0; m > 1 && j < m; ++j) {
+  for (int j = 0; shows_judge_by_kind(points) && j < m; ++j) {
     judge.series.push_back({fmt::format("judge safety, {} harm", harm_kind_name(static_cast<HarmKind>(j))), margins,
                             judge_by_constraint[j], palette_color(static_cast<size_t>(j + 2)), false, true});
   }

@@ -83,6 +83,17 @@ class GzipBuffer final : public std::streambuf {
  public:
   explicit GzipBuffer(const std::filesystem::path& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
     check(file_ != nullptr, "cannot open '{}' for reading", path.string());
+    // zlib reads a file without a gzip header as it is (gzdirect, known after the first
+    // read); a *.gz file must be gzip.
+    const int first = gzgetc(file_);
+    if (first != -1) {
+      const bool plain = gzdirect(file_) == 1;
+      gzungetc(first, file_);
+      if (plain) {
+        gzclose(file_);
+        fail("'{}': not a gzip file", path.string());
+      }
+    }
   }
   ~GzipBuffer() override { gzclose(file_); }
   GzipBuffer(const GzipBuffer&) = delete;

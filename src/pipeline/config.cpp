@@ -450,6 +450,11 @@ void check_combination(const Config& c, const std::function<std::string(const st
                                                       "give one each",
                                                       c.models.safety_dpo.size(), m));
   }
+  if ((!c.models.helpfulness_dpo.empty() || !c.models.safety_dpo.empty()) && c.models.policy.empty()) {
+    fail_combination(c.models.helpfulness_dpo.empty() ? "models.safety_dpo" : "models.helpfulness_dpo",
+                     "needs models.policy, the π_ref it was trained from: its implicit reward β·log(π/π_ref) is "
+                     "relative to that reference, not to one trained in this run");
+  }
   if (c.pipeline != "pecan") {
     for (const auto& [path, given] : {std::pair<std::string, bool>{"models.helpfulness_dpo", !c.models.helpfulness_dpo.empty()},
                                       {"models.safety_dpo", !c.models.safety_dpo.empty()}}) {

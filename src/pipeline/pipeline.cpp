@@ -212,11 +212,11 @@ BatchInferenceOptions pair_inference_options(const Config& config) {
 
 // ------------------------------------------------------------------ stages
 
-// A JSON Lines file (plain or compressed), written plain into the run.
+// A JSON Lines file (plain or compressed), written plain into the run, atomically, a line at a time.
 void copy_json_lines(const fs::path& from, const fs::path& to) {
-  std::vector<nlohmann::json> lines;
-  for_each_json_line(from, [&](const nlohmann::json& value, int64_t) { lines.push_back(value); });
-  write_json_lines(to, lines);
+  write_file_atomically(to, [&](std::ostream& out) {
+    for_each_json_line(from, [&](const nlohmann::json& value, int64_t) { out << value.dump() << '\n'; });
+  });
 }
 
 // The distinct prompts of `pairs` in order of first appearance, as prompt lines with ids
@@ -271,6 +271,7 @@ void run_data(const Config& config, const StageContext& context) {
   } else {
     load_evaluation_prompts(config.data.prompts_test);
     copy_json_lines(config.data.prompts_test, context.work_dir / "prompts_test.jsonl");
+    if (!config.data.pairs_test.empty()) read_preference_pairs(config.data.pairs_test);  // validated all the same
   }
   if (!config.data.sft_train.empty()) {
     read_prompt_responses(config.data.sft_train);
@@ -409,7 +410,8 @@ void run_offline_scores(const Config& config, const StageContext& context) {
   scores.save(context.work_dir / "scores.jsonl");
   // On the world's prompts the judge tells how well r and g rank the samples (Theorem 3's condition).
   const auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_sample.jsonl");
-  const bool judged = std::all_of(prompts.begin(), prompts.begin() + static_cast<int64_t>(samples.size()),
+  const bool judged = scorer->num_constraints() <= static_cast<int64_t>(kNumHarmKinds) &&
+                      std::all_of(prompts.begin(), prompts.begin() + static_cast<int64_t>(samples.size()),
                                   [](const EvaluationPrompt& prompt) { return !prompt.topic.empty(); });
   if (!judged) return;
   std::vector<std::vector<JudgeVerdict>> verdicts;  // [M][N]
@@ -457,7 +459,7 @@ void run_dual(const Config& config, const StageContext& context, const std::vect
   }
 }
 
-// `dual_stage` names the dual's artifact: "dual", or a sweep margin's "dual-b<margin>".
+// `dual_stage` names the dual's artifact: "dual", or a sweep margin's (sweep_stage_suffix).
 void run_relabel(const Config& config, const StageContext& context, const std::string& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const ChatTemplate chat = chat_template(config);

@@ -21,7 +21,7 @@ ScoreModelScorer::ScoreModelScorer(LlamaForScore reward, std::vector<LlamaForSco
   check(!reward_.is_empty(), "score-model scorer: the reward model is missing");
   check(!costs_.empty(), "score-model scorer: at least one cost model is needed");
   for (size_t j = 0; j < costs_.size(); ++j) {
-    check(!costs_[j].is_empty(), "score-model scorer: cost model {} is missing", j + 1);
+    check(!costs_[j].is_empty(), "score-model scorer: cost model {} is missing", j);
   }
 }
 
