@@ -98,7 +98,9 @@ nlohmann::json preference_pair_to_json(const PreferencePair& pair) {
                           {"is_response_0_safe", labels.is_response_0_safe},
                           {"is_response_1_safe", labels.is_response_1_safe}};
   };
-  json["safety_labels"] = {labels_json({pair.safer_response_id, pair.is_response_0_safe, pair.is_response_1_safe})};
+  // json::array explicitly: a braced list of one json is a copy with some compilers (clang), an array with others.
+  json["safety_labels"] =
+      nlohmann::json::array({labels_json({pair.safer_response_id, pair.is_response_0_safe, pair.is_response_1_safe})});
   for (const auto& labels : pair.more_safety_labels) json["safety_labels"].push_back(labels_json(labels));
   return json;
 }
