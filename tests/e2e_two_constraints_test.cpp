@@ -75,6 +75,16 @@ void expect_report_per_constraint(const fs::path& run_dir) {
   }
 }
 
+// Removing the last two stages and resuming gives the report byte for byte again.
+void expect_resume_reproduces_report(const fs::path& run_dir, const std::string& extra) {
+  const std::string report = can::read_text_file(run_dir / "eval" / "report.json");
+  can::remove_tree(run_dir / "dpo");
+  can::remove_tree(run_dir / "eval");
+  const auto resumed = run_command(can_train(run_dir) + extra + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(can::read_text_file(run_dir / "eval" / "report.json"), report);
+}
+
 TEST(TwoConstraints, TinyMocanTrainsACostModelPerConstraintBindsBothAndResumesToTheSameReport) {
   can::testing::TemporaryDirectory directory;
   const fs::path run_dir = directory.path() / "mocan";
@@ -95,11 +105,7 @@ TEST(TwoConstraints, TinyMocanTrainsACostModelPerConstraintBindsBothAndResumesTo
   expect_report_per_constraint(run_dir);
 
   const std::string report = can::read_text_file(run_dir / "eval" / "report.json");
-  can::remove_tree(run_dir / "dpo");
-  can::remove_tree(run_dir / "eval");
-  const auto resumed = run_command(can_train(run_dir) + " --resume");
-  ASSERT_EQ(resumed.status, 0) << resumed.output;
-  EXPECT_EQ(can::read_text_file(run_dir / "eval" / "report.json"), report);
+  expect_resume_reproduces_report(run_dir, "");
 
   // Sweeping constraint 1 keeps constraint 0 at its margin; at the configured margin the
   // sweep's policy is the run's own.
@@ -138,12 +144,7 @@ TEST(TwoConstraints, TinyPecanTrainsASafetyDpoModelPerConstraintAndBindsBoth) {
   EXPECT_EQ(report.at("achieved").at("safety_unit"), "implicit_reward");
   EXPECT_EQ(report.at("achieved_by_score_models").at("safety_improvement").size(), 2u);
 
-  const std::string report_text = can::read_text_file(run_dir / "eval" / "report.json");
-  can::remove_tree(run_dir / "dpo");
-  can::remove_tree(run_dir / "eval");
-  const auto resumed = run_command(can_train(run_dir) + " --set pipeline=pecan --resume");
-  ASSERT_EQ(resumed.status, 0) << resumed.output;
-  EXPECT_EQ(can::read_text_file(run_dir / "eval" / "report.json"), report_text);
+  expect_resume_reproduces_report(run_dir, " --set pipeline=pecan");
 
   // The pre-aligned models given as directories (models.helpfulness_dpo, models.safety_dpo, one
   // per constraint) replace their stages, and the dual comes out the same.
