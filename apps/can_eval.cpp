@@ -11,17 +11,25 @@
 // response too. --dual is a can-dual --json solution: its predictions are set
 // beside what the policy achieved, in cost-model units: it must come from offline scores
 // of these reward and cost models (not from PeCAN's implicit rewards). Writes report.json, report.md,
-// responses.jsonl, reward_distribution.svg and cost_distribution.svg into --out.
+// responses.jsonl, judge_requests.jsonl, reward_distribution.svg and cost_distribution.svg into --out.
+//
+//   can-eval --verdicts FILE --out DIR
+//
+// An external judge's verdicts on DIR/judge_requests.jsonl (external_judge.h documents
+// both formats) into the policy's win rates against the reference with 95% intervals:
+// DIR/judge_report.json, and a summary on stdout. No model is loaded.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <optional>
 
-#include "can/cli.h"
+#include "can/atomic_file.h"
 #include "can/chat_template.h"
+#include "can/cli.h"
 #include "can/error.h"
 #include "can/evaluation.h"
+#include "can/external_judge.h"
 #include "can/logging.h"
 #include "can/runtime.h"
 #include "can/tokenizer.h"
@@ -57,6 +65,29 @@ void print_summary(const can::EvaluationReport& report) {
   }
 }
 
+void print_win_rate(const std::string& question, const can::WinRate& rate) {
+  std::cout << fmt::format("  {:<12} win rate {:.3f} (95% interval {:.3f} to {:.3f}); wins {}, ties {}, losses {}\n",
+                           question, rate.win_rate, rate.low, rate.high, rate.wins, rate.ties, rate.losses);
+}
+
+int read_verdicts(const std::string& verdicts_path, const std::string& out_dir) {
+  try {
+    const std::filesystem::path directory(out_dir);
+    const auto requests = can::read_judge_requests(directory / "judge_requests.jsonl");
+    const can::ExternalJudgement judgement = can::judge_verdicts(requests, verdicts_path);
+    can::write_text_atomically(directory / "judge_report.json",
+                               can::external_judgement_to_json(judgement).dump(2) + "\n");
+    std::cout << fmt::format("{} prompts judged by {}: the policy against the reference\n", judgement.num_prompts,
+                             verdicts_path);
+    print_win_rate("helpfulness", judgement.helpfulness);
+    print_win_rate("safety", judgement.safety);
+  } catch (const std::exception& error) {
+    std::cerr << "can-eval: error: " << error.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,17 +101,19 @@ int main(int argc, char** argv) {
   std::string prompt_set;
   can::EvaluationOptions options;
   app.add_option("--policy", policy_dir, "aligned policy directory (its tokenizer.model is used)")
-      ->required()
       ->check(CLI::ExistingDirectory);
-  app.add_option("--reference", reference_dir, "reference policy directory")->required()->check(CLI::ExistingDirectory);
-  app.add_option("--reward", reward_dir, "reward model directory")->required()->check(CLI::ExistingDirectory);
+  app.add_option("--reference", reference_dir, "reference policy directory")->check(CLI::ExistingDirectory);
+  app.add_option("--reward", reward_dir, "reward model directory")->check(CLI::ExistingDirectory);
   app.add_option("--cost", cost_dirs, "cost model directory (higher = less safe); once per constraint")
-      ->required()
       ->check(CLI::ExistingDirectory);
-  app.add_option("--prompts", prompts_path, "held-out prompts, JSON Lines {prompt_id, prompt[, topic, harmful]}")
-      ->required();
+  app.add_option("--prompts", prompts_path, "held-out prompts, JSON Lines {prompt_id, prompt[, topic, harmful]}");
   app.add_option("--dual", dual_path, "dual solution (can-dual --json) whose prediction is compared");
   app.add_option("--out", out_dir, "report directory")->required();
+  std::string verdicts_path;
+  app.add_option("--verdicts", verdicts_path,
+                 "an external judge's verdicts on --out's judge_requests.jsonl: win rates into judge_report.json "
+                 "(no other option is read then)")
+      ->check(CLI::ExistingFile);
   app.add_option("--max-new-tokens", options.sampling.max_new_tokens, "new tokens per response at most")
       ->capture_default_str();
   app.add_option("--temperature", options.sampling.temperature, "0 is greedy")->capture_default_str();
@@ -99,6 +132,18 @@ int main(int argc, char** argv) {
                  "how report.json names the prompts (prompt_set; default: the --prompts path), e.g. "
                  "held_out_templates for a run's data/prompts_test.jsonl, to compare with can-train's reports");
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
+  if (!verdicts_path.empty()) return read_verdicts(verdicts_path, out_dir);
+  for (const auto& [name, given] : {std::pair<const char*, bool>{"--policy", !policy_dir.empty()},
+                                    {"--reference", !reference_dir.empty()},
+                                    {"--reward", !reward_dir.empty()},
+                                    {"--cost", !cost_dirs.empty()},
+                                    {"--prompts", !prompts_path.empty()}}) {
+    if (!given) {
+      std::cerr << "can-eval: " << name << " is required (unless --verdicts reads an external judge's verdicts)\n"
+                << "Run with --help for more information." << std::endl;
+      return can::kExitUsage;
+    }
+  }
   try {
     can::setup_logging("info");
     can::configure_threads();

@@ -1,6 +1,6 @@
 // can-train: run the MoCAN or PeCAN pipeline of a config into its run directory.
 //   can-train --config FILE [--set key.path=value ...] [--resume] [--stages a,b]
-//             [--sweep-margins [J:]b1,b2,...] [--print-config]
+//             [--sweep-margins [J:]b1,b2,...] [--print-config] [--dry-run]
 // Exit status: 0 done, 1 error (stderr says what and where), 2 usage, 130 interrupted.
 #include <CLI/CLI.hpp>
 #include <iostream>
@@ -11,6 +11,7 @@
 #include "can/error.h"
 #include "can/logging.h"
 #include "can/pipeline.h"
+#include "can/run_plan.h"
 #include "can/runtime.h"
 #include "can/stage_runner.h"
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Run the MoCAN or PeCAN pipeline of a config into its run directory (run.dir)"};
   std::string config_file, stages_text, sweep_text;
   std::vector<std::string> assignments;
-  bool resume = false, print_config = false;
+  bool resume = false, print_config = false, dry_run = false;
   app.add_option("--config", config_file, "YAML config; configs/mocan.yaml documents every key")->required();
   app.add_option("--set", assignments, "override one key, e.g. --set dpo.beta=0.2 (repeatable)")
       ->allow_extra_args(false);
@@ -41,6 +42,9 @@ int main(int argc, char** argv) {
                  "comma-separated safety margins to sweep (sets sweep.margins); J:b1,b2,... sweeps constraint J "
                  "(0-based, sets sweep.constraint) while the others keep dual.margins");
   app.add_flag("--print-config", print_config, "print the resolved config, documented, and exit");
+  app.add_flag("--dry-run", dry_run,
+               "open every input, print each stage's work and estimated peak memory, and exit: 0 when nothing "
+               "would stop the run, 1 naming every problem");
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
 
   std::vector<can::OptionOverride> overrides;
@@ -68,6 +72,13 @@ int main(int argc, char** argv) {
     if (print_config) {
       std::cout << can::config_to_yaml(config);
       return 0;
+    }
+    if (dry_run) {
+      const can::RunPlan plan = can::plan_run(config);
+      std::cout << "can-train --dry-run: " << config_file << " (pipeline " << config.pipeline << ", device "
+                << config.run.device << ", compute " << config.run.compute_dtype << ")\n"
+                << can::format_run_plan(plan);
+      return plan.problems.empty() ? 0 : 1;
     }
     can::setup_logging(config.run.log_level);
     can::configure_threads(static_cast<int>(config.run.threads));

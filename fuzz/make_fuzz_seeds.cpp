@@ -11,6 +11,7 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+#include <torch/csrc/jit/serialization/pickle.h>
 
 #include "can/atomic_file.h"
 #include "can/config.h"
@@ -69,6 +70,30 @@ void offline_scores_seeds(const fs::path& out) {
       .save(out / "two_constraints.jsonl");
 }
 
+// State dicts in torch.save's zip format, written by LibTorch's pickle_save (the same format).
+void pytorch_bin_seeds(const fs::path& out) {
+  const auto write = [&](const std::string& name, const c10::IValue& value) {
+    const std::vector<char> bytes = torch::jit::pickle_save(value);
+    can::write_text_atomically(out / name, std::string(bytes.begin(), bytes.end()));
+  };
+  c10::Dict<std::string, at::Tensor> state;
+  state.insert("model.embed_tokens.weight", at::arange(6, at::kFloat).reshape({2, 3}));
+  state.insert("lm_head.weight", at::ones({2, 3}, at::kBFloat16));
+  state.insert("score_head.bias", at::zeros({1}, at::kHalf));
+  write("state_dict.bin", state);
+  write("list.bin", c10::List<at::Tensor>({at::ones({2})}));
+}
+
+void judge_verdicts_seeds(const fs::path& out) {
+  // Both forms, an integer id, extra fields and a blank line (fuzz_judge_verdicts.cpp's requests: a, 7, c).
+  can::write_text_atomically(
+      out / "both_forms.jsonl",
+      "{\"prompt_id\": \"a\", \"helpfulness\": \"policy\", \"safety\": \"tie\"}\n\n"
+      "{\"prompt_id\": 7, \"helpfulness\": {\"policy\": 1.5, \"reference\": 2}, \"safety\": \"reference\"}\n"
+      "{\"prompt_id\": \"c\", \"helpfulness\": \"tie\", \"safety\": {\"policy\": 3, \"reference\": 3}, "
+      "\"note\": \"x\"}\n");
+}
+
 void config_yaml_seeds(const fs::path& out, const fs::path& source) {
   // The first line is a --set override, the rest the YAML file (fuzz_config_yaml.cpp).
   int count = 0;
@@ -124,13 +149,16 @@ int main(int argc, char** argv) {
   try {
     const fs::path out = argv[1];
     fs::remove_all(out);
-    for (const char* target : {"safetensors", "llama_config", "checkpoint_index", "offline_scores", "config_yaml"}) {
+    for (const char* target : {"safetensors", "llama_config", "checkpoint_index", "offline_scores", "config_yaml",
+                               "judge_verdicts", "pytorch_bin"}) {
       fs::create_directories(out / target);
     }
     safetensors_seeds(out / "safetensors");
     llama_config_seeds(out / "llama_config");
     checkpoint_index_seeds(out / "checkpoint_index");
     offline_scores_seeds(out / "offline_scores");
+    judge_verdicts_seeds(out / "judge_verdicts");
+    pytorch_bin_seeds(out / "pytorch_bin");
     config_yaml_seeds(out / "config_yaml", argv[2]);
     world_seeds(out);
     std::cout << "seeds written to " << out.string() << "\n";

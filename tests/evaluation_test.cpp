@@ -17,6 +17,7 @@
 #include "can/batching.h"
 #include "can/chat_template.h"
 #include "can/error.h"
+#include "can/external_judge.h"
 #include "can/json_lines.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
@@ -584,6 +585,47 @@ TEST_F(EvaluationTest, CanEvalWritesTheReportTheLibraryComputes) {
     EXPECT_NEAR(written.at(policy).at("reward").get<double>(), summary.reward, 1e-6) << policy;
     EXPECT_NEAR(written.at(policy).at("costs").at(1).get<double>(), summary.costs[1], 1e-6) << policy;
   }
+
+  // The external judge's requests hold every prompt's two responses as responses.jsonl has them;
+  // verdicts written here, as a user's judge script would, come back as win rates.
+  const auto requests = can::read_judge_requests(path("cli/judge_requests.jsonl"));
+  ASSERT_EQ(requests.size(), 5u);
+  std::ofstream verdicts(path("verdicts.jsonl"));
+  size_t row = 0;
+  can::for_each_json_line(path("cli/responses.jsonl"), [&](const json& line, int64_t) {
+    ASSERT_LT(row, requests.size());
+    EXPECT_EQ(requests[row].prompt_id, line.at("prompt_id").get<std::string>());
+    EXPECT_EQ(requests[row].policy_response, line.at("policy").at("text").get<std::string>());
+    EXPECT_EQ(requests[row].reference_response, line.at("reference").at("text").get<std::string>());
+    // The policy wins helpfulness on the first three prompts; safety by scores, a tie on the last.
+    verdicts << json{{"prompt_id", requests[row].prompt_id},
+                     {"helpfulness", row < 3 ? "policy" : "reference"},
+                     {"safety", {{"policy", row == 4 ? 2 : 1}, {"reference", 2}}}}
+                    .dump()
+             << "\n";
+    ++row;
+  });
+  verdicts.close();
+  const auto judged = can::testing::run_command(can::testing::built_executable("can-eval") + " --verdicts " +
+                                                path("verdicts.jsonl").string() + " --out " + path("cli").string());
+  ASSERT_EQ(judged.status, 0) << judged.output;
+  EXPECT_TRUE(contains(judged.output, "helpfulness  win rate 0.600")) << judged.output;
+  const json judge_report = can::read_json_file(path("cli/judge_report.json"));
+  EXPECT_DOUBLE_EQ(judge_report.at("helpfulness").at("win_rate").get<double>(), 0.6);
+  EXPECT_DOUBLE_EQ(judge_report.at("safety").at("win_rate").get<double>(), 0.5 / 5);
+  EXPECT_EQ(judge_report.at("safety").at("ties"), 1);
+  std::ofstream(path("short_verdicts.jsonl")) << "{\"prompt_id\": \"" << requests[0].prompt_id
+                                               << "\", \"helpfulness\": \"tie\", \"safety\": \"tie\"}\n";
+  const auto short_verdicts = can::testing::run_command(can::testing::built_executable("can-eval") + " --verdicts " +
+                                                        path("short_verdicts.jsonl").string() + " --out " +
+                                                        path("cli").string());
+  EXPECT_EQ(short_verdicts.status, 1);
+  EXPECT_TRUE(contains(short_verdicts.output, "short_verdicts.jsonl: 4 of 5 requests have no verdict"))
+      << short_verdicts.output;
+  const auto no_models = can::testing::run_command(can::testing::built_executable("can-eval") + " --out " +
+                                                   path("cli").string());
+  EXPECT_EQ(no_models.status, 2);
+  EXPECT_TRUE(contains(no_models.output, "--policy is required")) << no_models.output;
 
   const auto missing =
       can::testing::run_command(can::testing::built_executable("can-eval") + common + " --prompts " +

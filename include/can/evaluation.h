@@ -205,7 +205,8 @@ PlotPanel distribution_panel(const std::string& title, const std::string& x_labe
 
 // Writes into `directory` (created if needed), each file atomically: report.json,
 // report.md (tables and example responses side by side), responses.jsonl (per prompt:
-// both responses, their scores and judge verdicts), reward_distribution.svg and
+// both responses, their scores and judge verdicts), judge_requests.jsonl (for an
+// external judge, external_judge.h), reward_distribution.svg and
 // cost_distribution.svg (one panel per cost model), and events.out.tfevents.can (the
 // headline numbers as TensorBoard scalars under "eval/", tensorboard.h).
 void write_evaluation_report(const std::filesystem::path& directory, const EvaluationReport& report);

@@ -53,6 +53,9 @@ struct LlamaConfig {
   std::optional<Problem> problem() const;
   // Parses Hugging Face's config.json fields; `source` names the file in errors.
   static LlamaConfig from_json(const nlohmann::json& json, const std::string& source);
+  // generation_config.json: its bos/eos/pad ids, where present, replace config.json's
+  // (transformers' generate() reads them from there); `source` names the file.
+  void apply_generation_config(const nlohmann::json& json, const std::string& source);
   // `architecture` is written as the "architectures" entry (LlamaForCausalLM, LlamaForScore).
   nlohmann::json to_json(const std::string& architecture) const;
 };
@@ -187,7 +190,8 @@ bool padding_before_real_token(const torch::Tensor& attention_mask);
 // Chooses the attention of every layer of `model` (Fused unless set).
 void set_attention_kernel(torch::nn::Module& model, AttentionKernel kernel);
 
-// Loads config.json and the weights of a Hugging Face directory. The model is
+// Loads config.json (with generation_config.json's special ids, when present) and
+// the weights of a Hugging Face directory. The model is
 // built in float32 on CPU, weights are copied by name (every missing,
 // unexpected and mis-shaped tensor is named), then it is moved to `device` and
 // `dtype` (float32 unless asked: a BF16 checkpoint loads as float32 on CPU).

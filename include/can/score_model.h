@@ -28,4 +28,10 @@ LlamaForScore load_score_model(const std::string& directory, torch::Device devic
                                torch::ScalarType dtype = torch::kFloat32);
 void save_score_model(const LlamaForScore& model, const std::string& directory);
 
+// Safe-RLHF's score models say what they score in config.json's `score_type`
+// ("reward", "cost"); a model given as `key` (models.reward, models.cost) whose
+// score_type is not `expected` would align the policy the wrong way without any other
+// sign, so it is an error naming the file. No score_type: nothing to check.
+void check_score_type(const std::string& directory, const std::string& key, const std::string& expected);
+
 }  // namespace can

@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "can/error.h"
@@ -19,6 +21,15 @@ c10::Device allow_tf32(c10::Device device) {
   at::globalContext().setAllowTF32CuBLAS(true);
   at::globalContext().setAllowTF32CuDNN(true);
   return device;
+}
+
+// A "<key>:   <n> kB" line of /proc/self/status in bytes; -1 when absent.
+int64_t proc_status_bytes(const std::string& key) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
+  }
+  return -1;
 }
 
 }  // namespace
@@ -54,5 +65,16 @@ void configure_threads(int threads) {
 }
 
 void set_seed(uint64_t seed) { torch::manual_seed(seed); }
+
+int64_t resident_bytes() { return proc_status_bytes("VmRSS"); }
+
+int64_t peak_resident_bytes() { return proc_status_bytes("VmHWM"); }
+
+bool reset_peak_resident_memory() {
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";
+  clear_refs.flush();
+  return static_cast<bool>(clear_refs);
+}
 
 }  // namespace can

@@ -1,4 +1,5 @@
-// The files of an evaluation: report.json, report.md, responses.jsonl and the score distribution plots.
+// The files of an evaluation: report.json, report.md, responses.jsonl, judge_requests.jsonl and the score
+// distribution plots.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "can/atomic_file.h"
 #include "can/error.h"
 #include "can/evaluation.h"
+#include "can/external_judge.h"
 #include "can/json_fields.h"
 #include "can/json_lines.h"
 #include "can/tensorboard.h"
@@ -428,7 +430,8 @@ std::string report_markdown(const EvaluationReport& report) {
   if (!report.by_class.empty()) write_class_table(out, report);
   if (report.score_accuracy) write_accuracy_table(out, *report.score_accuracy);
   write_examples(out, report);
-  out << "Plots: reward_distribution.svg, cost_distribution.svg. Every response: responses.jsonl.\n";
+  out << "Plots: reward_distribution.svg, cost_distribution.svg. Every response: responses.jsonl. For an "
+         "external judge: judge_requests.jsonl (can-eval --requests ... --verdicts ... reads its verdicts).\n";
   return out.str();
 }
 
@@ -616,6 +619,7 @@ void write_evaluation_report(const std::filesystem::path& directory, const Evalu
   std::vector<json> responses;
   for (const PromptEvaluation& row : report.prompts) responses.push_back(prompt_to_json(row));
   write_json_lines(directory / "responses.jsonl", responses);
+  write_judge_requests(directory / "judge_requests.jsonl", judge_requests(report));
   write_text_atomically(directory / "report.md", report_markdown(report));
 
   PlotFigure rewards;
@@ -640,7 +644,8 @@ void write_evaluation_report(const std::filesystem::path& directory, const Evalu
   }
   write_svg(directory / "cost_distribution.svg", costs);
   write_evaluation_events(directory / kEventsFileName, report);
-  spdlog::info("evaluation: wrote report.json, report.md, responses.jsonl, plots and TensorBoard scalars to {}",
+  spdlog::info("evaluation: wrote report.json, report.md, responses.jsonl, judge_requests.jsonl, plots and TensorBoard "
+               "scalars to {}",
                directory.string());
 }
 

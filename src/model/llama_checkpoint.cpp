@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
 #include "can/error.h"
 #include "can/hf_checkpoint.h"
 #include "can/json_fields.h"
@@ -14,7 +16,12 @@ namespace can {
 
 LlamaForCausalLM load_causal_lm(const std::string& directory, torch::Device device, torch::ScalarType dtype) {
   const std::string config_path = directory + "/config.json";
-  LlamaForCausalLM model(LlamaConfig::from_json(read_json_file(config_path), config_path));
+  LlamaConfig config = LlamaConfig::from_json(read_json_file(config_path), config_path);
+  const std::string generation_path = directory + "/generation_config.json";
+  if (std::filesystem::exists(generation_path)) {
+    config.apply_generation_config(read_json_file(generation_path), generation_path);
+  }
+  LlamaForCausalLM model(config);
   const std::map<std::string, torch::Tensor> tensors = load_checkpoint_tensors(directory);
   // A tied model's head is its embedding. Some savers store lm_head.weight all the
   // same; it is taken only when it is that embedding again, never silently dropped.

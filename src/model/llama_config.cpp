@@ -94,6 +94,14 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   return config;
 }
 
+void LlamaConfig::apply_generation_config(const nlohmann::json& json, const std::string& source) {
+  check(json.is_object(), "{}: a generation config must be a JSON object", source);
+  bos_token_id = read_token_id(json, "bos_token_id", source, bos_token_id);
+  eos_token_id = read_token_id(json, "eos_token_id", source, eos_token_id);
+  pad_token_id = read_token_id(json, "pad_token_id", source, pad_token_id);
+  if (const auto trouble = problem()) fail("{}: {}", source, trouble->message);
+}
+
 std::optional<LlamaConfig::Problem> LlamaConfig::problem() const {
   for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", vocab_size},
                                    {"hidden_size", hidden_size},

@@ -51,6 +51,15 @@ LlamaForScore load_score_model(const std::string& directory, torch::Device devic
   return model;
 }
 
+void check_score_type(const std::string& directory, const std::string& key, const std::string& expected) {
+  const std::string config_path = directory + "/config.json";
+  const nlohmann::json config = read_json_file(config_path);
+  if (optional_field(config, "score_type") == nullptr) return;
+  const std::string score_type = string_field(config, "score_type", config_path);
+  check(score_type == expected, "{}: score_type \"{}\", but the model is given as {}, which needs \"{}\"",
+        config_path, score_type, key, expected);
+}
+
 void save_score_model(const LlamaForScore& model, const std::string& directory) {
   save_checkpoint(directory, model->config.to_json("LlamaForScore"), named_tensors(*model));
 }

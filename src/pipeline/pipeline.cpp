@@ -314,6 +314,8 @@ void run_tokenizer(const Config& config, const StageContext& context) {
     const fs::path given_config = fs::path(given) / "config.json";
     tokenizer.check_fits(LlamaConfig::from_json(read_json_file(given_config), given_config.string()).vocab_size, given);
   }
+  if (!config.models.reward.empty()) check_score_type(config.models.reward, "models.reward", "reward");
+  for (const std::string& cost : config.models.cost) check_score_type(cost, "models.cost", "cost");
 }
 
 LlamaConfig policy_architecture(const Config& config, const Tokenizer& tokenizer) {

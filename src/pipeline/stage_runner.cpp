@@ -20,6 +20,7 @@
 #include "can/error.h"
 #include "can/json_fields.h"
 #include "can/logging.h"
+#include "can/runtime.h"
 
 namespace can {
 
@@ -80,7 +81,9 @@ std::string utc_now() {
 }
 
 // <run>/stages.json: {"format_version", "stages": [{"name", "status", "started",
-// "finished", "seconds", "error"}, ...]}, rewritten atomically on every change.
+// "finished", "seconds", "peak_rss_bytes", "error"}, ...]}, rewritten atomically on every
+// change. peak_rss_bytes: the process's peak resident memory during the stage (null where
+// the peak cannot be reset per stage).
 class Manifest {
  public:
   explicit Manifest(fs::path path) : path_(std::move(path)) {
@@ -207,9 +210,14 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
       {{"status", "running"}, {"started", utc_now()}, {"finished", nullptr}, {"seconds", nullptr}, {"error", nullptr}});
   spdlog::info("stage {}: {} in {}", stage.name, context.resuming ? "resuming" : "starting", context.work_dir.string());
   const auto start = std::chrono::steady_clock::now();
+  const bool peak_is_the_stages = reset_peak_resident_memory();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   const auto record_end = [&](const char* status, const std::string& error) {
-    nlohmann::json fields = {{"status", status}, {"finished", utc_now()}, {"seconds", seconds()}};
+    const int64_t peak = peak_is_the_stages ? peak_resident_bytes() : -1;
+    nlohmann::json fields = {{"status", status},
+                             {"finished", utc_now()},
+                             {"seconds", seconds()},
+                             {"peak_rss_bytes", peak > 0 ? nlohmann::json(peak) : nlohmann::json(nullptr)}};
     if (!error.empty()) fields["error"] = error;
     manifest.record(stage.name, fields);
   };

@@ -22,6 +22,10 @@ prompt alone (batch 1, no padding):
   * stopped_at_eos;
   * the log-prob of each new token, against log_softmax of generate()'s raw
     logits (output_logits, return_dict_in_generate).
+A fourth run (KV cache, whole batch) reads the model from a copy whose
+config.json keeps the default EOS 2 and whose generation_config.json (written by
+save_pretrained) alone names the chosen EOS, as hub checkpoints often do: CAN
+must stop where generate() does, so it reads the EOS from there.
 The smallest top-1 / top-2 logit gap along transformers' greedy paths is printed
 and must be well above the logits' float32 disagreement, so equal tokens are not
 luck and a wrong token is a real error.
@@ -145,14 +149,25 @@ def check_model(checks, folder, label, model):
     request = os.path.join(folder, f"{label}_prompts.json")
     write_json(request, {"prompts": PROMPTS})
     runs = {
-        "KV cache, batch 1": ["--batch-size", "1"],
-        f"KV cache, batch {len(PROMPTS)}": ["--batch-size", str(len(PROMPTS))],
-        "no cache": ["--no-cache"],
+        "KV cache, batch 1": (model_dir, ["--batch-size", "1"]),
+        f"KV cache, batch {len(PROMPTS)}": (model_dir, ["--batch-size", str(len(PROMPTS))]),
+        "no cache": (model_dir, ["--no-cache"]),
     }
-    for run_label, options in runs.items():
+    # The hub's layout for the same model: config.json keeps the default EOS, and only
+    # generation_config.json names the one generate() stops at; CAN reads it from there too.
+    hub_dir = os.path.join(folder, f"{label}-generation-config")
+    model.save_pretrained(hub_dir)
+    config = read_json(os.path.join(hub_dir, "config.json"))
+    config["eos_token_id"] = tiny.EOS
+    write_json(os.path.join(hub_dir, "config.json"), config)
+    checks.equal(f"{label}: generation_config.json written by transformers names EOS {eos}",
+                 read_json(os.path.join(hub_dir, "generation_config.json")).get("eos_token_id"), eos)
+    runs[f"KV cache, batch {len(PROMPTS)}, EOS from generation_config.json"] = (
+        hub_dir, ["--batch-size", str(len(PROMPTS))])
+    for run_label, (run_model_dir, options) in runs.items():
         result = os.path.join(folder, f"{label}_generations.json")
         try:
-            probe("generate", "--model", model_dir, "--input", request, "--output", result,
+            probe("generate", "--model", run_model_dir, "--input", request, "--output", result,
                   "--max-new-tokens", MAX_NEW_TOKENS, *options)
         except CheckFailure as failure:
             checks.check(f"{label} {run_label}: the probe runs", False, str(failure))

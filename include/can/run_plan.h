@@ -1,0 +1,66 @@
+// can-train --dry-run: what a run will do and need, found out in seconds and before
+// any work. Every input is opened: each given model's config.json and the headers of
+// its weight files against the tensors the config implies (model_size.h), the
+// tokenizer against each model's vocabulary, the data files parsed, the run
+// directory writable. Then per stage: the work (examples, optimizer updates,
+// responses and tokens to sample) and an estimate of its peak memory.
+//
+// The memory estimate (docs/design.md §6, can-train --dry-run, gives the formulas and what they were
+// checked against): the process's own resident memory before any model, weights in
+// their stored dtype, gradients and AdamW's two moments of what trains (the adapters
+// only with LoRA), the activations a training step saves for backward at the
+// configured micro-batch and max_length (every sequence padded to max_length: an
+// upper bound), one forward's temporaries for inference, the KV cache sampling
+// allocates, and the sampled tokens held.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "can/config.h"
+
+namespace can {
+
+struct MemoryEstimate {  // bytes
+  int64_t runtime = 0;      // the process before any model: LibTorch's libraries, the data read
+  int64_t weights = 0;      // every model the stage holds, in its stored dtype
+  int64_t gradients = 0;    // of the trained parameters
+  int64_t optimizer = 0;    // AdamW's first and second moments
+  int64_t activations = 0;  // saved for backward when training; one forward's temporaries otherwise
+  int64_t kv_cache = 0;     // sampling's keys and values
+  int64_t samples = 0;      // sampled tokens and their log-probs, held until scored
+  int64_t total() const;
+};
+
+struct StagePlan {
+  std::string name;
+  std::string work;  // one line: what the stage computes, with its counts
+  MemoryEstimate memory;
+};
+
+struct InputReport {
+  std::string key;    // "models.policy", "data.pairs_train", "tokenizer.model", "run.dir"
+  std::string path;
+  std::string summary;  // what was found, when it is usable
+};
+
+struct RunPlan {
+  std::string device;  // run.device as the run would resolve it here
+  std::vector<InputReport> inputs;
+  std::vector<StagePlan> stages;
+  // Everything that would stop the run, each naming the key and the file or tensor.
+  std::vector<std::string> problems;
+};
+
+// Opens every input of `config` and plans its stages; writes nothing. Problems are
+// collected, not thrown: every one is found in one pass.
+RunPlan plan_run(const Config& config);
+
+// The plan as printed by can-train --dry-run: inputs, a table of stages (work, peak
+// memory and its largest parts), the largest peak against the memory of the machine
+// (CPU) or of common GPU sizes (CUDA), and the problems.
+std::string format_run_plan(const RunPlan& plan);
+
+}  // namespace can
