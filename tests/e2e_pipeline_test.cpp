@@ -2,6 +2,7 @@
 // (a tiny world and tiny models; about 20 s a run).
 // Checks every stage's artifact, the dual's solution, the report's fields, and
 // that rerunning the last stages with --resume reproduces the report exactly.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "assertions.h"
 #include "can/atomic_file.h"
 #include "can/json_fields.h"
 #include "can/json_lines.h"
@@ -22,6 +24,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using can::testing::contains;
 using can::testing::run_command;
 
 // configs/tiny-*.yaml: every stage runs, none for long. Their margin 0.01 is about
@@ -65,7 +68,8 @@ void expect_report_fields(const fs::path& run_dir) {
   EXPECT_EQ(report.at("margins"), nlohmann::json::array({0.01}));
   EXPECT_EQ(report.at("lambda"), can::read_json_file(run_dir / "dual" / "dual.json").at("lambda"));
   EXPECT_EQ(report.at("num_prompts").get<int>(), 24);
-  for (const char* file : {"report.md", "responses.jsonl", "reward_distribution.svg", "cost_distribution.svg"}) {
+  for (const char* file :
+       {"report.md", "responses.jsonl", "judge_requests.jsonl", "reward_distribution.svg", "cost_distribution.svg"}) {
     EXPECT_TRUE(fs::exists(run_dir / "eval" / file)) << file;
   }
   // The prediction and what it is compared with share a unit; the world's judge ranks the offline samples
@@ -96,6 +100,20 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
   EXPECT_EQ(can::read_preference_pairs(run_dir / "relabel" / "pairs.jsonl").size(), 240u);
   expect_binding_dual(run_dir);
   expect_report_fields(run_dir);
+  // Every stage records its peak memory; --dry-run's plan counts the optimizer updates each trainer made.
+  for (const auto& stage : stages.at("stages")) {
+    EXPECT_GT(stage.at("peak_rss_bytes").get<int64_t>(), 50'000'000) << stage.at("name");
+  }
+  const auto plan = run_command(can_train("configs/tiny-mocan.yaml", directory.path() / "unused") + " --dry-run");
+  ASSERT_EQ(plan.status, 0) << plan.output;
+  for (const char* stage : {"reference", "reward_model", "cost_model", "dpo"}) {
+    int64_t updates = 0;
+    can::for_each_json_line(run_dir / stage / "metrics.jsonl", [&](const nlohmann::json& line, int64_t) {
+      if (line.contains("step")) updates = std::max(updates, line.at("step").get<int64_t>());
+    });
+    EXPECT_TRUE(contains(plan.output, fmt::format("{} optimizer updates", updates))) << stage << "\n" << plan.output;
+  }
+  EXPECT_FALSE(fs::exists(directory.path() / "unused"));
 
   // Redo the last two stages: --resume skips the finished ones and the report comes out the same.
   const std::string report = can::read_text_file(run_dir / "eval" / "report.json");

@@ -58,6 +58,24 @@ struct RunPlan {
 // collected, not thrown: every one is found in one pass.
 RunPlan plan_run(const Config& config);
 
+// The activation memory formulas of the estimate, in bytes per token of one sequence.
+// Their coefficients are measured, not derived: bench/bench_activation_memory.cpp
+// measures a training step's and a forward's peak on LibTorch's CPU allocator for
+// shapes from hidden 64 to 512 and vocabularies of 400 and 8,000, and these formulas
+// stay within 25% of every one (bench/results/dry-run-memory.md). A training step
+// (forward, backward; float32): per decoder layer 10H + 4.5I float32 elements (what
+// the layer saves for backward and what its backward allocates beside; the fused
+// attention keeps no T×T weights), then 12H + 4V for the final norm and the causal
+// LM's logits, log-softmax and their gradients (a score model: 12H). bfloat16 compute
+// keeps a bfloat16 copy of each matmul input beside: ×1.5 (not measured: no GPU yet).
+// Activation checkpointing keeps H per layer and recomputes one layer at a time.
+int64_t training_activation_bytes_per_token(const LlamaConfig& architecture, bool causal_lm, bool checkpointing,
+                                            bool bfloat16_compute);
+// One forward without gradients: one layer's temporaries at a time (8H + 5I float32
+// elements, measured likewise) and, when log-probs are taken, the logits and their
+// log-softmax (2V).
+int64_t inference_activation_bytes_per_token(const LlamaConfig& architecture, bool logits);
+
 // The plan as printed by can-train --dry-run: inputs, a table of stages (work, peak
 // memory and its largest parts), the largest peak against the memory of the machine
 // (CPU) or of common GPU sizes (CUDA), and the problems.

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <malloc.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,7 +40,7 @@ namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-std::string gib(int64_t bytes) { return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / kGiB); }
+std::string gib(int64_t bytes) { return fmt::format("{:.3f} GiB", static_cast<double>(bytes) / kGiB); }
 
 std::string count(int64_t value) {
   std::string digits = std::to_string(value), grouped;
@@ -59,9 +61,31 @@ struct RunInputs {
   int64_t train_pairs = 0;
   int64_t sample_prompts = 0;  // after sampling.num_prompts
   int64_t test_prompts = 0;    // after eval.num_prompts
-  int64_t longest_prompt_tokens = 0;  // of the sample and test prompts, chat-formatted, BOS included
-  bool prompt_tokens_exact = false;   // counted by the tokenizer; else bytes, an upper bound
+  // Of the sample and test prompts, chat-formatted, BOS included: counted by the tokenizer (given, or
+  // trained here as the run would on the world), else bytes + 1, an upper bound.
+  int64_t longest_prompt_tokens = 0;
 };
+
+// This process's resident memory once LibTorch has computed: a forward, backward and
+// AdamW step of a tiny model pages in the kernels and thread pools every stage uses.
+int64_t warmed_up_resident_bytes() {
+  LlamaConfig tiny;
+  tiny.vocab_size = 64;
+  tiny.hidden_size = 16;
+  tiny.intermediate_size = 32;
+  tiny.num_hidden_layers = 1;
+  tiny.num_attention_heads = 2;
+  tiny.num_key_value_heads = 1;
+  {
+    LlamaForCausalLM model(tiny);
+    torch::optim::AdamW optimizer(model->parameters());
+    const torch::Tensor ids = torch::randint(0, tiny.vocab_size, {2, 8});  // [B, T]
+    model(ids, torch::ones_like(ids)).log_softmax(-1).mean().backward();
+    optimizer.step();
+  }
+  malloc_trim(0);
+  return resident_bytes();
+}
 
 class Planner {
  public:
@@ -193,8 +217,29 @@ class Planner {
     inputs_.longest_prompt_tokens = std::max(inputs_.longest_prompt_tokens, tokens);
   }
 
+  // The tokenizer the run's tokenizer stage trains on the world's corpus (seconds, in a
+  // temporary folder removed after): prompts are then counted in its tokens exactly.
+  void train_world_tokenizer(const SyntheticWorld& world) {
+    const fs::path folder = fs::temp_directory_path() / fmt::format("can-dry-run-{}", ::getpid());
+    fs::create_directories(folder);
+    try {
+      std::ofstream corpus(folder / "corpus.txt");
+      for (const std::string& text : world.corpus) corpus << text << '\n';
+      corpus.close();
+      TokenizerTrainOptions options;
+      options.input_file = (folder / "corpus.txt").string();
+      options.model_prefix = (folder / "tokenizer").string();
+      options.vocab_size = static_cast<int>(config_.tokenizer.vocab_size);
+      Tokenizer::train(options);
+      tokenizer_ = Tokenizer::load((folder / "tokenizer.model").string());
+    } catch (...) {
+      fs::remove_all(folder);
+      throw;
+    }
+    fs::remove_all(folder);
+  }
+
   void check_data() {
-    inputs_.prompt_tokens_exact = tokenizer_.has_value();
     if (config_.world.enabled) {
       attempt("world", [&] {
         WorldOptions options = config_.world.options;
@@ -204,6 +249,7 @@ class Planner {
         inputs_.train_pairs = static_cast<int64_t>(world.pairs.size());
         inputs_.sample_prompts = std::min<int64_t>(config_.sampling.num_prompts, world.train_prompts.size());
         inputs_.test_prompts = std::min<int64_t>(config_.eval.num_prompts, world.test_prompts.size());
+        if (!tokenizer_) train_world_tokenizer(world);
         for (const WorldPrompt& prompt : world.train_prompts) measure_prompt(prompt.text);
         for (const WorldPrompt& prompt : world.test_prompts) measure_prompt(prompt.text);
         plan_.inputs.push_back({"world", "(embedded)",
@@ -284,29 +330,15 @@ class Planner {
 
   int64_t frozen_bytes() const { return config_.run.compute_dtype == "bfloat16" ? 2 : 4; }
 
-  // Activations a training step saves for backward, per token of one sequence: per
-  // decoder layer the residual stream and the two RMSNorms' outputs (4H), query,
-  // key, value and the attention's output (2H + 2KD; the fused kernel keeps no T×T
-  // weights), the MLP's gate, up, SiLU and product (4I); then the final norm and, for
-  // the causal LM, the logits, their log-softmax and its gradient (3V), all float32
-  // (bfloat16 compute keeps a bfloat16 copy of each matmul input beside: ×1.5).
-  // With activation checkpointing a layer keeps only its input (H), and one layer at
-  // a time holds the rest during its recomputation.
   int64_t training_activation_bytes(const LlamaConfig& a, ModelKind kind, int64_t sequences, int64_t length,
                                     bool checkpointing) const {
-    const double layer = 6.0 * a.hidden_size + 2.0 * a.num_key_value_heads * a.head_dim() + 4.0 * a.intermediate_size;
-    const double head = kind == ModelKind::kCausalLm ? 3.0 * a.vocab_size : a.hidden_size;
-    const double per_token = checkpointing ? a.num_hidden_layers * a.hidden_size + layer + head
-                                           : a.num_hidden_layers * layer + head;
-    const double element = config_.run.compute_dtype == "bfloat16" ? 6.0 : 4.0;
-    return static_cast<int64_t>(per_token * element * static_cast<double>(sequences * length));
+    return training_activation_bytes_per_token(a, kind == ModelKind::kCausalLm, checkpointing,
+                                               config_.run.compute_dtype == "bfloat16") *
+           sequences * length;
   }
 
-  // One forward without gradients holds one layer's temporaries at a time (2H + 2I
-  // per token, float32) and, for log-probs, the logits and their log-softmax (2V).
   static int64_t inference_activation_bytes(const LlamaConfig& a, bool logits, int64_t sequences, int64_t length) {
-    const double per_token = 2.0 * a.hidden_size + 2.0 * a.intermediate_size + (logits ? 2.0 * a.vocab_size : 0.0);
-    return static_cast<int64_t>(per_token * 4.0 * static_cast<double>(sequences * length));
+    return inference_activation_bytes_per_token(a, logits) * sequences * length;
   }
 
   LlamaConfig architecture_of(const std::string& key) const {
@@ -434,20 +466,24 @@ class Planner {
       stage.memory.weights = 2 * weight_bytes(inputs_.policy, ModelKind::kCausalLm, frozen_bytes()) +
                              score_model_weight_bytes() + (pecan ? pecan_model_weight_bytes() : 0);
     }
-    stage.memory.runtime = runtime_bytes_;
     return stage;
   }
 
   void plan_stages() {
-    runtime_bytes_ = std::max<int64_t>(0, resident_bytes());
-    for (const Stage& stage : pipeline_stages(config_)) plan_.stages.push_back(plan_stage(stage.name));
+    // data and tokenizer compute nothing with LibTorch: the process as it is; every other stage pages in
+    // LibTorch's kernels and thread pools.
+    const int64_t cold = std::max<int64_t>(0, resident_bytes());
+    const int64_t warm = std::max<int64_t>(0, warmed_up_resident_bytes());
+    for (const Stage& stage : pipeline_stages(config_)) {
+      plan_.stages.push_back(plan_stage(stage.name));
+      plan_.stages.back().memory.runtime = stage.name == "data" || stage.name == "tokenizer" ? cold : warm;
+    }
   }
 
   const Config& config_;
   RunPlan plan_;
   RunInputs inputs_;
   std::optional<Tokenizer> tokenizer_;
-  int64_t runtime_bytes_ = 0;
 };
 
 // Total memory of this machine (MemTotal), or 0 when it cannot be read.
@@ -460,6 +496,20 @@ int64_t machine_memory_bytes() {
 }
 
 }  // namespace
+
+int64_t training_activation_bytes_per_token(const LlamaConfig& a, bool causal_lm, bool checkpointing,
+                                            bool bfloat16_compute) {
+  const double layer = 10.0 * a.hidden_size + 4.5 * a.intermediate_size;
+  const double head = 12.0 * a.hidden_size + (causal_lm ? 4.0 * a.vocab_size : 0.0);
+  const double elements = checkpointing ? a.num_hidden_layers * a.hidden_size + layer + head
+                                        : a.num_hidden_layers * layer + head;
+  return static_cast<int64_t>(elements * (bfloat16_compute ? 6.0 : 4.0));
+}
+
+int64_t inference_activation_bytes_per_token(const LlamaConfig& a, bool logits) {
+  const double elements = 8.0 * a.hidden_size + 5.0 * a.intermediate_size + (logits ? 2.0 * a.vocab_size : 0.0);
+  return static_cast<int64_t>(elements * 4.0);
+}
 
 RunPlan plan_run(const Config& config) { return Planner(config).plan(); }
 

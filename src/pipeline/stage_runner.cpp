@@ -1,6 +1,7 @@
 #include "can/stage_runner.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -210,6 +211,7 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
       {{"status", "running"}, {"started", utc_now()}, {"finished", nullptr}, {"seconds", nullptr}, {"error", nullptr}});
   spdlog::info("stage {}: {} in {}", stage.name, context.resuming ? "resuming" : "starting", context.work_dir.string());
   const auto start = std::chrono::steady_clock::now();
+  malloc_trim(0);  // heap that earlier stages freed goes back to the system, out of this stage's peak
   const bool peak_is_the_stages = reset_peak_resident_memory();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   const auto record_end = [&](const char* status, const std::string& error) {
