@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
     auto model = can::load_causal_lm(model_dir, can::select_device(device_name));
     tokenizer.check_fits(model->config.vocab_size, model_dir);
     model->eval();
+    options.vocab_limit = tokenizer.vocab_size();  // the text is decoded: no id past the tokenizer
     const auto generation = can::sample(model, {tokenizer.encode(prompt)}, options).front();
     const std::string text = tokenizer.decode(generation.tokens);
     if (json) {

@@ -595,8 +595,8 @@ TEST_F(EvaluationTest, CanEvalWritesTheReportTheLibraryComputes) {
   can::for_each_json_line(path("cli/responses.jsonl"), [&](const json& line, int64_t) {
     ASSERT_LT(row, requests.size());
     EXPECT_EQ(requests[row].prompt_id, line.at("prompt_id").get<std::string>());
-    EXPECT_EQ(requests[row].policy_response, line.at("policy").at("text").get<std::string>());
-    EXPECT_EQ(requests[row].reference_response, line.at("reference").at("text").get<std::string>());
+    EXPECT_EQ(requests[row].policy_response, line.at("policy").at("response").get<std::string>());
+    EXPECT_EQ(requests[row].reference_response, line.at("reference").at("response").get<std::string>());
     // The policy wins helpfulness on the first three prompts; safety by scores, a tie on the last.
     verdicts << json{{"prompt_id", requests[row].prompt_id},
                      {"helpfulness", row < 3 ? "policy" : "reference"},

@@ -1,6 +1,8 @@
 #include "can/hf_checkpoint.h"
+#include "can/pytorch_bin.h"
 
 #include <gtest/gtest.h>
+#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -129,11 +131,45 @@ TEST(HfCheckpoint, IndexWithoutWeightMapIsAnError) {
                   {"model.safetensors.index.json", "\"weight_map\""});
 }
 
+// pytorch_model.bin in torch.save's zip format (LibTorch's pickle_save writes the same);
+// the header of a .bin checkpoint knows its files, not its shapes; a safetensors one both.
+TEST(HfCheckpoint, PytorchBinStateDictsLoadAndHeadersReadNoData) {
+  TemporaryDirectory directory;
+  c10::Dict<std::string, at::Tensor> state;
+  state.insert("a", at::arange(6, at::kFloat).reshape({2, 3}));
+  state.insert("b", at::ones({4}, at::kBFloat16));
+  const std::vector<char> bytes = torch::jit::pickle_save(state);
+  write_text_atomically(directory.path() / "pytorch_model.bin", std::string(bytes.begin(), bytes.end()));
+  const auto tensors = load_checkpoint_tensors(directory.path());
+  ASSERT_EQ(tensors.size(), 2u);
+  EXPECT_TRUE(at::equal(tensors.at("a"), state.at("a")));
+  EXPECT_EQ(tensors.at("b").scalar_type(), at::kBFloat16);
+  const CheckpointHeader bin = read_checkpoint_header(directory.path());
+  EXPECT_EQ(bin.files, std::vector<std::string>{"pytorch_model.bin"});
+  EXPECT_FALSE(bin.shapes_known);
+
+  write_sharded_checkpoint(directory.path(), kWeightMap);
+  const CheckpointHeader sharded = read_checkpoint_header(directory.path());  // safetensors first
+  EXPECT_TRUE(sharded.shapes_known);
+  EXPECT_EQ(sharded.files.size(), 2u);
+  EXPECT_EQ(sharded.shapes.at("model.embed_tokens.weight"), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(sharded.shapes.size(), 3u);
+
+  const std::vector<char> list = torch::jit::pickle_save(c10::List<at::Tensor>({at::ones({1})}));
+  write_text_atomically(directory.path() / "list.bin", std::string(list.begin(), list.end()));
+  expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "list.bin"); }),
+                  {"list.bin", "not a state dict"});
+  write_text_atomically(directory.path() / "text.bin", "not a zip archive");
+  expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "text.bin"); }),
+                  {"text.bin", "not a file in torch.save's zip format"});
+}
+
 TEST(HfCheckpoint, DirectoryWithoutWeightsSaysWhatWasLookedFor) {
   TemporaryDirectory directory;
   write_text_atomically(directory.path() / "config.json", "{}");
   expect_contains(error_message([&] { load_checkpoint_tensors(directory.path()); }),
-                  {directory.path().string(), "neither model.safetensors nor model.safetensors.index.json"});
+                  {directory.path().string(), "none of model.safetensors, model.safetensors.index.json, "
+                                              "pytorch_model.bin and pytorch_model.bin.index.json"});
   expect_contains(error_message([&] { load_checkpoint_tensors(directory.path() / "absent"); }),
                   {(directory.path() / "absent").string(), "does not exist"});
 }

@@ -351,6 +351,43 @@ TEST(Sampling, TopKOneIsGreedy) {
   EXPECT_EQ(can::sample(model, prompts, greedy)[0].tokens, can::sample(model, prompts, top1)[0].tokens);
 }
 
+// Rows of the head past vocab_limit (a <pad> the tokenizer lacks) are never drawn, even when
+// they dominate; the recorded log-prob stays the model's over its whole vocabulary.
+TEST(Sampling, IdsPastTheVocabLimitAreNeverDrawn) {
+  auto model = tiny_model();
+  const int64_t vocab = model->config.vocab_size, limit = vocab - 4;
+  {
+    torch::NoGradGuard no_grad;
+    model->lm_head->weight.slice(0, limit).mul_(50);  // the last four ids: the largest logits by far
+  }
+  const std::vector<std::vector<int64_t>> prompts = {{1, 3, 4}, {1, 7}};
+  can::SamplingOptions options;
+  options.max_new_tokens = 12;
+  options.eos_id = vocab;  // never produced
+  options.temperature = 0;
+  bool dominated = false;
+  for (const auto& generation : can::sample(model, prompts, options)) {
+    for (int64_t token : generation.tokens) dominated |= token >= limit;
+  }
+  ASSERT_TRUE(dominated) << "the scaled rows do not win greedy decoding, so the test shows nothing";
+  options.vocab_limit = limit;
+  for (const double temperature : {0.0, 1.0}) {
+    options.temperature = temperature;
+    for (const auto& generation : can::sample(model, prompts, options)) {
+      for (int64_t token : generation.tokens) EXPECT_LT(token, limit) << "temperature " << temperature;
+    }
+  }
+  // The log-prob recorded for a greedy token is under the full vocabulary: below log(1) by the excluded mass.
+  options.temperature = 0;
+  const auto generation = can::sample(model, {{1, 3, 4}}, options).front();
+  const auto no_cache = can::sample_without_cache(model, {{1, 3, 4}}, options).front();
+  EXPECT_EQ(generation.tokens, no_cache.tokens);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor ids = torch::tensor(std::vector<int64_t>{1, 3, 4}).unsqueeze(0);
+  const torch::Tensor full = model(ids, torch::ones_like(ids)).select(1, -1).log_softmax(-1)[0];  // [V]
+  EXPECT_NEAR(generation.logprobs[0], full[generation.tokens[0]].item<double>(), 1e-5);
+}
+
 // The greedy continuations of `prompts` without any EOS, as the no-cache reference decodes them.
 std::vector<std::vector<int64_t>> greedy_reference(can::LlamaForCausalLM& model,
                                                    const std::vector<std::vector<int64_t>>& prompts, int64_t steps) {

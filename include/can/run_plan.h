@@ -62,12 +62,13 @@ RunPlan plan_run(const Config& config);
 // Their coefficients are measured, not derived: bench/bench_activation_memory.cpp
 // measures a training step's and a forward's peak on LibTorch's CPU allocator for
 // shapes from hidden 64 to 512 and vocabularies of 400 and 8,000, and these formulas
-// stay within 25% of every one (bench/results/dry-run-memory.md). A training step
+// stay within 15% of every one (bench/results/dry-run-memory.md). A training step
 // (forward, backward; float32): per decoder layer 10H + 4.5I float32 elements (what
 // the layer saves for backward and what its backward allocates beside; the fused
-// attention keeps no T×T weights), then 12H + 4V for the final norm and the causal
-// LM's logits, log-softmax and their gradients (a score model: 12H). bfloat16 compute
-// keeps a bfloat16 copy of each matmul input beside: ×1.5 (not measured: no GPU yet).
+// attention keeps no T×T weights), then 22H + 3V for the embedding's output, the final
+// norm and the causal LM's logits, log-softmax and their gradients (a score model:
+// 22H). bfloat16 compute keeps a bfloat16 copy of each matmul input beside: ×1.5 (not
+// measured: no GPU yet).
 // Activation checkpointing keeps H per layer and recomputes one layer at a time.
 int64_t training_activation_bytes_per_token(const LlamaConfig& architecture, bool causal_lm, bool checkpointing,
                                             bool bfloat16_compute);

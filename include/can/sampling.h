@@ -16,6 +16,11 @@ struct SamplingOptions {
   uint64_t seed = 0;         // seeds LibTorch's generators at the start of the call
   int64_t eos_id = -1;       // -1: the model's eos_token_id
   int64_t batch_size = 32;   // prompts decoded together
+  // > 0: ids from vocab_limit on are never drawn, greedy or sampled: the model's rows past
+  // its tokenizer's pieces (Alpaca-7B's added <pad> = 32000 over 32,000 pieces), which no
+  // text can hold. Their probability is left out of the draw, not of the recorded log-probs.
+  // 0: every id of the model.
+  int64_t vocab_limit = 0;
 };
 
 struct Generation {

@@ -288,6 +288,7 @@ EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& toke
 
   SamplingOptions sampling = options.sampling;
   if (sampling.eos_id < 0) sampling.eos_id = tokenizer.eos_id();
+  sampling.vocab_limit = tokenizer.vocab_size();  // responses are decoded to text and judged
   std::vector<std::vector<int64_t>> prompt_ids;
   for (const EvaluationPrompt& prompt : prompts)
     prompt_ids.push_back(tokenize_prompt(tokenizer, chat_template, prompt.prompt));

@@ -20,6 +20,7 @@ void validate(const LlamaForCausalLM& model, const std::vector<std::vector<int64
   check(options.top_p > 0 && options.top_p <= 1, "sampling: top_p must be in (0, 1], got {}", options.top_p);
   check(options.top_k >= 0, "sampling: top_k must be >= 0, got {}", options.top_k);
   check(options.batch_size > 0, "sampling: batch_size must be positive, got {}", options.batch_size);
+  check(options.vocab_limit >= 0, "sampling: vocab_limit must be >= 0, got {}", options.vocab_limit);
   const int64_t limit = model->config.max_position_embeddings;
   for (size_t i = 0; i < prompts.size(); ++i) {
     check(!prompts[i].empty(), "sampling: prompt {} is empty (it needs at least a BOS token)", i);
@@ -58,8 +59,13 @@ torch::Tensor draw_noise(int64_t rows, int64_t vocab, torch::Device device) {
 // (the exponential race, what torch::multinomial does for one sample) without
 // multinomial's host-side validity check, and with noise the caller controls.
 torch::Tensor choose_tokens(const torch::Tensor& logits, const torch::Tensor& noise, const SamplingOptions& options) {
-  if (options.temperature == 0) return logits.argmax(-1);
-  torch::Tensor scaled = logits / options.temperature;
+  torch::Tensor allowed = logits;  // [B, V]
+  if (options.vocab_limit > 0 && options.vocab_limit < logits.size(-1)) {
+    allowed = logits.clone();
+    allowed.slice(-1, options.vocab_limit).fill_(-std::numeric_limits<float>::infinity());
+  }
+  if (options.temperature == 0) return allowed.argmax(-1);
+  torch::Tensor scaled = allowed / options.temperature;
   if (options.top_k > 0 && options.top_k < scaled.size(-1)) {
     const torch::Tensor kth = std::get<0>(scaled.topk(options.top_k, -1)).select(-1, options.top_k - 1);  // [B]
     scaled = scaled.masked_fill(scaled < kth.unsqueeze(-1), -std::numeric_limits<float>::infinity());

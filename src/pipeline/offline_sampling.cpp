@@ -52,6 +52,7 @@ std::vector<SampledPrompt> sample_responses(LlamaForCausalLM& policy, const Toke
   }
   SamplingOptions sampling = options;
   sampling.eos_id = tokenizer.eos_id();
+  sampling.vocab_limit = tokenizer.vocab_size();  // responses are decoded to text
   std::vector<Generation> generations = sample(policy, repeated, sampling);
   for (size_t i = 0; i < samples.size(); ++i) {
     for (int64_t k = 0; k < responses_per_prompt; ++k) {

@@ -500,7 +500,7 @@ int64_t machine_memory_bytes() {
 int64_t training_activation_bytes_per_token(const LlamaConfig& a, bool causal_lm, bool checkpointing,
                                             bool bfloat16_compute) {
   const double layer = 10.0 * a.hidden_size + 4.5 * a.intermediate_size;
-  const double head = 12.0 * a.hidden_size + (causal_lm ? 4.0 * a.vocab_size : 0.0);
+  const double head = 22.0 * a.hidden_size + (causal_lm ? 3.0 * a.vocab_size : 0.0);
   const double elements = checkpointing ? a.num_hidden_layers * a.hidden_size + layer + head
                                         : a.num_hidden_layers * layer + head;
   return static_cast<int64_t>(elements * (bfloat16_compute ? 6.0 : 4.0));

@@ -52,6 +52,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import LlamaForCausalLM, LlamaModel  # noqa: E402
 
 import tiny_causal_lm as tiny  # noqa: E402
+from hub_layouts import beaver_config, save_bin_shards  # noqa: E402
 
 # --- TOLERANCES -----------------------------------------------------------------
 # Logits and scores, float32 on both sides from the same weights: only the order
@@ -62,24 +63,6 @@ OUTPUT_ATOL = 1e-4
 
 IDS = torch.tensor([[1, 17, 45, 99, 3, 64, 81, 12], [1, 250, 3, 64, 81, 12, 200, 7]])
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
-
-
-def save_bin_shards(state, folder, shards):
-    """The state dict in `shards` torch.save files named and indexed as transformers 4 wrote them."""
-    names = list(state)
-    if shards == 1:
-        torch.save(state, os.path.join(folder, "pytorch_model.bin"))
-        return
-    weight_map, total = {}, 0
-    for k in range(shards):
-        part = names[k * len(names) // shards:(k + 1) * len(names) // shards]
-        file = f"pytorch_model-{k + 1:05d}-of-{shards:05d}.bin"
-        torch.save({name: state[name] for name in part}, os.path.join(folder, file))
-        for name in part:
-            weight_map[name] = file
-            total += state[name].numel() * state[name].element_size()
-    write_json(os.path.join(folder, "pytorch_model.bin.index.json"),
-               {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def bin_folder(root, label, model, shards, dtype=torch.float32):
@@ -145,10 +128,7 @@ def check_score_model(checks, root):
     folder = os.path.join(root, label)
     backbone.save_pretrained(folder)
     os.remove(os.path.join(folder, "model.safetensors"))
-    saved = read_json(os.path.join(folder, "config.json"))
-    saved.update({"architectures": ["LlamaModelForScore"], "score_dim": 1, "score_type": "cost", "bias": False,
-                  "do_normalize": False})
-    write_json(os.path.join(folder, "config.json"), saved)
+    beaver_config(folder, "cost")
     state = {f"model.{name}": tensor for name, tensor in backbone.state_dict().items()}
     state["score_head.weight"] = head.weight.detach().clone()
     save_bin_shards(state, folder, 2)
