@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -101,9 +102,21 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
   expect_binding_dual(run_dir);
   expect_report_fields(run_dir);
   // Every stage records its peak memory; --dry-run's plan counts the optimizer updates each trainer made.
+  std::map<std::string, nlohmann::json> compute;  // each stage's compute counts
   for (const auto& stage : stages.at("stages")) {
     EXPECT_GT(stage.at("peak_rss_bytes").get<int64_t>(), 50'000'000) << stage.at("name");
+    compute[stage.at("name").get<std::string>()] = stage.at("compute");
   }
+  EXPECT_EQ(compute.at("dual"), (nlohmann::json{{"forward_tokens", 0}, {"backward_tokens", 0}, {"sampled_tokens", 0},
+                                                {"optimizer_updates", 0}}));
+  int64_t evaluated_tokens = 0;  // both policies' responses
+  can::for_each_json_line(run_dir / "eval" / "responses.jsonl", [&](const nlohmann::json& line, int64_t) {
+    evaluated_tokens += line.at("reference").at("num_tokens").get<int64_t>() +
+                        line.at("policy").at("num_tokens").get<int64_t>();
+  });
+  EXPECT_EQ(compute.at("eval").at("sampled_tokens").get<int64_t>(), evaluated_tokens);
+  EXPECT_EQ(compute.at("eval").at("backward_tokens").get<int64_t>(), 0);
+  EXPECT_GT(compute.at("offline_scores").at("sampled_tokens").get<int64_t>(), 0);
   const auto plan = run_command(can_train("configs/tiny-mocan.yaml", directory.path() / "unused") + " --dry-run");
   ASSERT_EQ(plan.status, 0) << plan.output;
   for (const char* stage : {"reference", "reward_model", "cost_model", "dpo"}) {
@@ -112,6 +125,8 @@ TEST(EndToEnd, TinyMocanRunsEveryStageAndResumesToTheSameReport) {
       if (line.contains("step")) updates = std::max(updates, line.at("step").get<int64_t>());
     });
     EXPECT_TRUE(contains(plan.output, fmt::format("{} optimizer updates", updates))) << stage << "\n" << plan.output;
+    EXPECT_EQ(compute.at(stage).at("optimizer_updates").get<int64_t>(), updates) << stage;
+    EXPECT_GT(compute.at(stage).at("backward_tokens").get<int64_t>(), 0) << stage;
   }
   EXPECT_FALSE(fs::exists(directory.path() / "unused"));
 

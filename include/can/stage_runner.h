@@ -3,7 +3,7 @@
 //   <run>/config.resolved.yaml   every key of the config, written at the start
 //   <run>/can-train.log          the log of every invocation, appended
 //   <run>/stages.json            per stage: status (running, done, failed, interrupted), start, end, seconds,
-//                                peak resident memory
+//                                peak resident memory, compute counts (compute_counts.h)
 //   <run>/can-train.lock         the advisory lock of the process writing the run (its process id)
 //   <run>/<stage>.partial/       the work directory of a stage that has not finished
 //   <run>/<stage>/               a finished stage's artifact

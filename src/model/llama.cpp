@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "can/compute_counts.h"
 #include "can/error.h"
 #include "model/activation_checkpointing.h"
 
@@ -182,6 +183,7 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config_) : config(config_) {
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                       KVCache* cache) {
   const int64_t steps = input_ids.size(1);
+  count_forward_tokens(input_ids.numel(), torch::GradMode::is_enabled());
   const int64_t past = cache != nullptr ? cache->length : 0;
   const int64_t keys = past + steps;
   check(attention_mask.dim() == 2 && attention_mask.size(0) == input_ids.size(0) && attention_mask.size(1) == keys,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "can/compute_counts.h"
 #include "can/error.h"
 #include "can/model_weights.h"
 
@@ -194,6 +195,7 @@ std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::v
     const size_t count = std::min<size_t>(options.batch_size, prompts.size() - first);
     sample_batch(model, prompts, first, count, options, out);
   }
+  for (const Generation& generation : out) count_sampled_tokens(static_cast<int64_t>(generation.tokens.size()));
   return out;
 }
 
@@ -221,6 +223,7 @@ std::vector<Generation> sample_without_cache(LlamaForCausalLM& model, const std:
         break;
       }
     }
+    count_sampled_tokens(static_cast<int64_t>(out[i].tokens.size()));
   }
   return out;
 }

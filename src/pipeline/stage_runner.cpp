@@ -18,6 +18,7 @@
 #include <set>
 
 #include "can/atomic_file.h"
+#include "can/compute_counts.h"
 #include "can/error.h"
 #include "can/json_fields.h"
 #include "can/logging.h"
@@ -82,9 +83,10 @@ std::string utc_now() {
 }
 
 // <run>/stages.json: {"format_version", "stages": [{"name", "status", "started",
-// "finished", "seconds", "peak_rss_bytes", "error"}, ...]}, rewritten atomically on every
-// change. peak_rss_bytes: the process's peak resident memory during the stage (null where
-// the peak cannot be reset per stage).
+// "finished", "seconds", "peak_rss_bytes", "compute", "error"}, ...]}, rewritten atomically
+// on every change. peak_rss_bytes: the process's peak resident memory during the stage (null
+// where the peak cannot be reset per stage); compute: its ComputeCounts (compute_counts.h)
+// in this invocation (a resumed stage counts what it did after resuming).
 class Manifest {
  public:
   explicit Manifest(fs::path path) : path_(std::move(path)) {
@@ -213,13 +215,20 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
   const auto start = std::chrono::steady_clock::now();
   malloc_trim(0);  // heap that earlier stages freed goes back to the system, out of this stage's peak
   const bool peak_is_the_stages = reset_peak_resident_memory();
+  reset_compute_counts();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   const auto record_end = [&](const char* status, const std::string& error) {
     const int64_t peak = peak_is_the_stages ? peak_resident_bytes() : -1;
+    const ComputeCounts counts = compute_counts();
     nlohmann::json fields = {{"status", status},
                              {"finished", utc_now()},
                              {"seconds", seconds()},
-                             {"peak_rss_bytes", peak > 0 ? nlohmann::json(peak) : nlohmann::json(nullptr)}};
+                             {"peak_rss_bytes", peak > 0 ? nlohmann::json(peak) : nlohmann::json(nullptr)},
+                             {"compute",
+                              {{"forward_tokens", counts.forward_tokens},
+                               {"backward_tokens", counts.backward_tokens},
+                               {"sampled_tokens", counts.sampled_tokens},
+                               {"optimizer_updates", counts.optimizer_updates}}}};
     if (!error.empty()) fields["error"] = error;
     manifest.record(stage.name, fields);
   };

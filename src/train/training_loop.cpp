@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "can/atomic_file.h"
+#include "can/compute_counts.h"
 #include "can/epoch_shuffler.h"
 #include "can/hf_checkpoint.h"
 #include "can/metrics_writer.h"
@@ -239,6 +240,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
           stage, step + 1, std::isfinite(loss) ? "grad_norm" : "loss", loss, grad_norm, last_good_checkpoint());
     }
     adamw_step(*optimizer);
+    count_optimizer_update();
     const auto trained_until = std::chrono::steady_clock::now();  // tokens/s leaves out evaluation and saving
     ++step;
     window.updates += 1;
