@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (dry_run) {
-      const can::RunPlan plan = can::plan_run(config);
+      const can::RunPlan plan = can::plan_run(config, selection);
       std::cout << "can-train --dry-run: " << config_file << " (pipeline " << config.pipeline << ", device "
                 << config.run.device << ", compute " << config.run.compute_dtype << ")\n"
                 << can::format_run_plan(plan);

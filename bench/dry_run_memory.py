@@ -34,6 +34,8 @@ def main():
                 stages = json.load(source)["stages"]
         print(f"\n{config} {' '.join(sets)}\n\n| stage | measured peak | estimate | estimate / measured |\n|---|---:|---:|---:|")
         for stage in stages:
+            if stage["peak_rss_bytes"] is None:
+                raise SystemExit(f"{config}: stage {stage['name']} has no peak (the kernel refused to reset it)")
             measured = stage["peak_rss_bytes"] / 2**30
             ratio = estimates[stage["name"]] / measured
             worst = max(worst, ratio, 1 / ratio)

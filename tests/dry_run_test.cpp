@@ -49,6 +49,30 @@ TEST(DryRun, TheTinyConfigIsPlannedAndNothingIsWritten) {
   EXPECT_TRUE(contains(result.output, "no problems found")) << result.output;
   EXPECT_TRUE(contains(result.output, "this machine has")) << result.output;
   EXPECT_FALSE(fs::exists(run_dir));
+  // Nothing left behind: the writability probe, the tokenizer trained in a temporary folder.
+  fs::create_directories(directory.path() / "tmp");
+  const auto private_tmp = can::testing::run_command(
+      fmt::format("cd '{0}' && TMPDIR='{0}/tmp' '{1}' --dry-run --config '{2}' --set run.dir='{3}'",
+                  directory.path().string(), fs::absolute(can::testing::built_executable("can-train")).string(),
+                  can::testing::source_file("configs/tiny-mocan.yaml"), run_dir.string()));
+  ASSERT_EQ(private_tmp.status, 0) << private_tmp.output;
+  EXPECT_TRUE(fs::is_empty(directory.path() / "tmp"));
+  EXPECT_EQ(std::distance(fs::directory_iterator(directory.path()), fs::directory_iterator()), 1);  // tmp/ only
+}
+
+TEST(DryRun, ARunDirectoryInUseNeedsResumeAndTheSameConfig) {
+  can::testing::TemporaryDirectory directory;
+  const fs::path run_dir = directory.path() / "run";
+  fs::create_directories(run_dir);
+  can::write_text_atomically(run_dir / "stages.json", "{}");
+  const std::string config = can::testing::source_file("configs/tiny-mocan.yaml");
+  const auto fresh = dry_run(directory.path(), fmt::format("--config '{}' --set run.dir='{}'", config, run_dir.string()));
+  EXPECT_EQ(fresh.status, 1) << fresh.output;
+  EXPECT_TRUE(contains(fresh.output, "is not empty; pass --resume")) << fresh.output;
+  const auto resumed = dry_run(directory.path(), fmt::format("--config '{}' --set run.dir='{}' --resume", config,
+                                                             run_dir.string()));
+  EXPECT_EQ(resumed.status, 1) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "has no config.resolved.yaml")) << resumed.output;
 }
 
 TEST(DryRun, ThePaperConfigWithNothingDownloadedNamesEveryMissingInput) {

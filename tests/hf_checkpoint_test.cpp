@@ -155,6 +155,31 @@ TEST(HfCheckpoint, PytorchBinStateDictsLoadAndHeadersReadNoData) {
   EXPECT_EQ(sharded.shapes.at("model.embed_tokens.weight"), (std::vector<int64_t>{3, 2}));
   EXPECT_EQ(sharded.shapes.size(), 3u);
 
+  // Shards with pytorch_model.bin.index.json: checked against the index as safetensors shards are.
+  TemporaryDirectory sharded_bin;
+  const auto save_shard = [&](const std::string& file, const std::vector<std::string>& names) {
+    c10::Dict<std::string, at::Tensor> shard;
+    for (const auto& name : names) shard.insert(name, at::full({2}, static_cast<double>(name.size())));
+    const std::vector<char> shard_bytes = torch::jit::pickle_save(shard);
+    write_text_atomically(sharded_bin.path() / file, std::string(shard_bytes.begin(), shard_bytes.end()));
+  };
+  save_shard("pytorch_model-00001-of-00002.bin", {"a", "bb"});
+  save_shard("pytorch_model-00002-of-00002.bin", {"ccc"});
+  nlohmann::json index = {{"metadata", {{"total_size", 24}}},
+                          {"weight_map",
+                           {{"a", "pytorch_model-00001-of-00002.bin"},
+                            {"bb", "pytorch_model-00001-of-00002.bin"},
+                            {"ccc", "pytorch_model-00002-of-00002.bin"}}}};
+  write_text_atomically(sharded_bin.path() / "pytorch_model.bin.index.json", index.dump());
+  const auto from_shards = load_checkpoint_tensors(sharded_bin.path());
+  ASSERT_EQ(from_shards.size(), 3u);
+  EXPECT_EQ(from_shards.at("ccc")[0].item<float>(), 3.0f);
+  EXPECT_EQ(read_checkpoint_header(sharded_bin.path()).files.size(), 2u);
+  index["weight_map"]["dd"] = "pytorch_model-00002-of-00002.bin";
+  write_text_atomically(sharded_bin.path() / "pytorch_model.bin.index.json", index.dump());
+  expect_contains(error_message([&] { load_checkpoint_tensors(sharded_bin.path()); }),
+                  {"pytorch_model.bin.index.json", "'dd'", "pytorch_model-00002-of-00002.bin", "does not hold it"});
+
   const std::vector<char> list = torch::jit::pickle_save(c10::List<at::Tensor>({at::ones({1})}));
   write_text_atomically(directory.path() / "list.bin", std::string(list.begin(), list.end()));
   expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "list.bin"); }),

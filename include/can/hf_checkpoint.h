@@ -26,7 +26,8 @@ std::map<std::string, at::Tensor> load_checkpoint_tensors(const std::filesystem:
 // the layout's file names, and every tensor's shape by name for safetensors. A .bin
 // checkpoint's shapes are in its pickle, which only a full load reads: its archives
 // are opened and checked (pytorch_bin.h), and `shapes` is empty. The same errors as
-// load_checkpoint_tensors for a missing, corrupt or inconsistent layout.
+// load_checkpoint_tensors for a missing or corrupt layout, and for safetensors shards
+// that disagree with their index (.bin shards are checked against it when loaded).
 struct CheckpointHeader {
   std::vector<std::string> files;  // the weight files, relative to the directory
   bool shapes_known = false;       // false for .bin

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "can/config.h"
+#include "can/stage_runner.h"
 
 namespace can {
 
@@ -47,16 +48,20 @@ struct InputReport {
 };
 
 struct RunPlan {
-  std::string device;  // run.device as the run would resolve it here
+  std::string device;  // run.device as the run would resolve it here ("auto": cuda or cpu)
   std::vector<InputReport> inputs;
   std::vector<StagePlan> stages;
   // Everything that would stop the run, each naming the key and the file or tensor.
   std::vector<std::string> problems;
 };
 
-// Opens every input of `config` and plans its stages; writes nothing. Problems are
-// collected, not thrown: every one is found in one pass.
-RunPlan plan_run(const Config& config);
+// Opens every input of `config` and plans the selected stages (all when
+// selection.stages is empty), checking that the run may start as selected
+// (check_run_can_start). Writes nothing of the run: only a probe file in run.dir (or its
+// nearest existing parent), removed at once, and on the world the tokenizer it trains in
+// a temporary folder, removed after. Problems are collected, not thrown: every one is
+// found in one pass.
+RunPlan plan_run(const Config& config, const StageSelection& selection);
 
 // The activation memory formulas of the estimate, in bytes per token of one sequence.
 // Their coefficients are measured, not derived: bench/bench_activation_memory.cpp

@@ -55,4 +55,8 @@ struct StageSelection {
 // neither has finished nor is selected before it. Rethrows what a stage throws.
 void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection);
 
+// What run_stages checks before it runs a stage (all but the lock), writing nothing:
+// for can-train --dry-run.
+void check_run_can_start(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection);
+
 }  // namespace can

@@ -431,7 +431,7 @@ std::string report_markdown(const EvaluationReport& report) {
   if (report.score_accuracy) write_accuracy_table(out, *report.score_accuracy);
   write_examples(out, report);
   out << "Plots: reward_distribution.svg, cost_distribution.svg. Every response: responses.jsonl. For an "
-         "external judge: judge_requests.jsonl (can-eval --requests ... --verdicts ... reads its verdicts).\n";
+         "external judge: judge_requests.jsonl (can-eval --verdicts FILE --out DIR reads its verdicts).\n";
   return out.str();
 }
 

@@ -28,6 +28,27 @@ std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_archive(const std::
   return archive;
 }
 
+// The unpickler takes a tensor's offset, sizes and strides from the file as they are: a
+// view reaching past its storage would be read out of bounds when copied into a model.
+void check_inside_storage(const at::Tensor& tensor, const std::string& file, const std::string& name) {
+  int64_t last = tensor.storage_offset();  // the last element the view reaches, in elements
+  check(last >= 0, "{}: tensor '{}' has a negative storage offset", file, name);
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    check(tensor.size(d) >= 0 && tensor.stride(d) >= 0, "{}: tensor '{}' has a negative size or stride", file, name);
+    if (tensor.size(d) == 0) return;  // an empty view reads nothing
+    int64_t reach = 0;
+    check(!__builtin_mul_overflow(tensor.size(d) - 1, tensor.stride(d), &reach) &&
+              !__builtin_add_overflow(last, reach, &last),
+          "{}: tensor '{}' has sizes and strides beyond any storage", file, name);
+  }
+  int64_t needed = 0;
+  check(!__builtin_mul_overflow(last + 1, static_cast<int64_t>(tensor.element_size()), &needed),
+        "{}: tensor '{}' has sizes and strides beyond any storage", file, name);
+  check(static_cast<uint64_t>(needed) <= tensor.storage().nbytes(),
+        "{}: tensor '{}' of shape {} reaches byte {} of a storage of {} bytes: the file is damaged", file, name,
+        c10::str(tensor.sizes()), needed, tensor.storage().nbytes());
+}
+
 }  // namespace
 
 void check_pytorch_bin_archive(const std::filesystem::path& path) { open_archive(path); }
@@ -56,7 +77,9 @@ std::map<std::string, at::Tensor> load_pytorch_bin(const std::filesystem::path& 
           entry.key().tagKind());
     const std::string name = entry.key().toStringRef();
     check(entry.value().isTensor(), "{}: entry '{}' is a {}, not a tensor", file, name, entry.value().tagKind());
-    tensors.emplace(name, entry.value().toTensor());
+    const at::Tensor tensor = entry.value().toTensor();
+    check_inside_storage(tensor, file, name);
+    tensors.emplace(name, tensor);
   }
   return tensors;
 }

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -25,6 +24,7 @@
 #include "can/preference_data.h"
 #include "can/runtime.h"
 #include "can/score_model.h"
+#include "can/stage_runner.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
 
@@ -89,10 +89,10 @@ int64_t warmed_up_resident_bytes() {
 
 class Planner {
  public:
-  explicit Planner(const Config& config) : config_(config) {}
+  Planner(const Config& config, const StageSelection& selection) : config_(config), selection_(selection) {}
 
   RunPlan plan() {
-    plan_.device = config_.run.device;
+    plan_.device = config_.run.device == "auto" ? (torch::cuda::is_available() ? "cuda" : "cpu") : config_.run.device;
     inputs_.policy = config_.policy;
     check_models();
     check_tokenizer();
@@ -119,7 +119,15 @@ class Planner {
       const fs::path config_path = fs::path(directory) / "config.json";
       check(fs::is_directory(directory), "model directory '{}' does not exist", directory);
       check(fs::exists(config_path), "'{}' has no config.json", directory);
-      const LlamaConfig architecture = LlamaConfig::from_json(read_json_file(config_path), config_path.string());
+      const nlohmann::json json = read_json_file(config_path);
+      LlamaConfig architecture = LlamaConfig::from_json(json, config_path.string());
+      const fs::path generation_path = fs::path(directory) / "generation_config.json";
+      if (kind == ModelKind::kCausalLm && fs::exists(generation_path)) {
+        architecture.apply_generation_config(read_json_file(generation_path), generation_path.string());
+      }
+      check(kind != ModelKind::kScore || !json.value("do_normalize", false),
+            "{}: do_normalize is true, but CAN reads raw scores only (Safe-RLHF's normalizer is not supported)",
+            config_path.string());
       inputs_.given[key] = architecture;
       const CheckpointHeader header = read_checkpoint_header(directory);
       std::string summary = fmt::format("{} parameters, {} file(s)",
@@ -150,8 +158,10 @@ class Planner {
       }
     }
     for (const auto& [name, shape] : found) {
-      const bool allowed = name.rfind("normalizer.", 0) == 0 ||
-                           (name == "lm_head.weight" && kind == ModelKind::kCausalLm && architecture.tie_word_embeddings);
+      // What the loaders ignore: Safe-RLHF's normalizer statistics, a tied model's stored head.
+      const bool allowed = (kind == ModelKind::kScore &&
+                            (name == "normalizer.mean" || name == "normalizer.var" || name == "normalizer.count")) ||
+                           (kind == ModelKind::kCausalLm && name == "lm_head.weight" && architecture.tie_word_embeddings);
       if (expected.count(name) == 0 && !allowed) unexpected.push_back(name);
     }
     const auto report = [&](const std::vector<std::string>& names, const char* what) {
@@ -252,6 +262,9 @@ class Planner {
         if (!tokenizer_) train_world_tokenizer(world);
         for (const WorldPrompt& prompt : world.train_prompts) measure_prompt(prompt.text);
         for (const WorldPrompt& prompt : world.test_prompts) measure_prompt(prompt.text);
+        if (config_.eval.same_template_prompts) {
+          for (const WorldPrompt& prompt : world.same_template_test_prompts) measure_prompt(prompt.text);
+        }
         plan_.inputs.push_back({"world", "(embedded)",
                                 fmt::format("{} pairs, {} SFT examples, {} train and {} test prompts",
                                             count(inputs_.train_pairs), count(inputs_.sft_examples),
@@ -303,21 +316,20 @@ class Planner {
     for (const auto& prompt : test_prompts) measure_prompt(prompt);
   }
 
-  // run.dir is created by the run: it, or its nearest existing parent, must take a new file.
+  // run.dir is created by the run: it, or its nearest existing parent, must take a new file (a probe,
+  // removed at once); and the run must be allowed to start there (stage_runner.h).
   void check_run_directory() {
     attempt("run.dir", [&] {
       fs::path existing = fs::absolute(config_.run.dir);
       while (!fs::exists(existing)) existing = existing.parent_path();
       check(fs::is_directory(existing), "'{}' is not a directory", existing.string());
       const fs::path probe = existing / fmt::format(".can-dry-run-{}", ::getpid());
-      {
-        std::ofstream out(probe);
-        check(static_cast<bool>(out << "probe"), "'{}' is not writable", existing.string());
-      }
-      fs::remove(probe);
-      const bool started = fs::exists(fs::path(config_.run.dir) / "stages.json");
-      plan_.inputs.push_back({"run.dir", config_.run.dir,
-                              started ? "holds a run: continue it with --resume" : "writable"});
+      const bool written = static_cast<bool>(std::ofstream(probe) << "probe");
+      std::error_code ignored;
+      fs::remove(probe, ignored);
+      check(written, "'{}' is not writable", existing.string());
+      check_run_can_start(config_, pipeline_stages(config_), selection_);
+      plan_.inputs.push_back({"run.dir", config_.run.dir, selection_.resume ? "resumed" : "writable"});
     });
   }
 
@@ -465,6 +477,8 @@ class Planner {
       stage.memory = sampling_memory(inputs_.policy, eval_sampling);
       stage.memory.weights = 2 * weight_bytes(inputs_.policy, ModelKind::kCausalLm, frozen_bytes()) +
                              score_model_weight_bytes() + (pecan ? pecan_model_weight_bytes() : 0);
+    } else {
+      fail("--dry-run: no plan for stage '{}'", name);
     }
     return stage;
   }
@@ -474,13 +488,18 @@ class Planner {
     // LibTorch's kernels and thread pools.
     const int64_t cold = std::max<int64_t>(0, resident_bytes());
     const int64_t warm = std::max<int64_t>(0, warmed_up_resident_bytes());
-    for (const Stage& stage : pipeline_stages(config_)) {
+    std::vector<Stage> stages;
+    if (!attempt("pipeline", [&] { stages = pipeline_stages(config_); })) return;
+    const std::set<std::string> selected(selection_.stages.begin(), selection_.stages.end());
+    for (const Stage& stage : stages) {
+      if (!selected.empty() && selected.count(stage.name) == 0) continue;
       plan_.stages.push_back(plan_stage(stage.name));
       plan_.stages.back().memory.runtime = stage.name == "data" || stage.name == "tokenizer" ? cold : warm;
     }
   }
 
   const Config& config_;
+  const StageSelection& selection_;
   RunPlan plan_;
   RunInputs inputs_;
   std::optional<Tokenizer> tokenizer_;
@@ -511,7 +530,7 @@ int64_t inference_activation_bytes_per_token(const LlamaConfig& a, bool logits) 
   return static_cast<int64_t>(elements * 4.0);
 }
 
-RunPlan plan_run(const Config& config) { return Planner(config).plan(); }
+RunPlan plan_run(const Config& config, const StageSelection& selection) { return Planner(config, selection).plan(); }
 
 std::string format_run_plan(const RunPlan& plan) {
   std::ostringstream out;
@@ -539,9 +558,10 @@ std::string format_run_plan(const RunPlan& plan) {
     out << fmt::format("\nlargest peak: {} in stage {} (the process's own {} included)\n", gib(peak), largest->name,
                        gib(largest->memory.runtime));
     if (plan.device.rfind("cuda", 0) == 0) {
-      out << "on one GPU of";
+      const int64_t on_gpu = peak - largest->memory.runtime;  // the process's own part is host memory
+      out << fmt::format("on the GPU {} (the process's own part stays in host memory); on one GPU of", gib(on_gpu));
       for (const int gigabytes : {24, 40, 48, 80, 141}) {
-        const bool fits = static_cast<double>(peak) <= gigabytes * 1e9 * 0.95;  // 5% for CUDA's context and caching
+        const bool fits = static_cast<double>(on_gpu) <= gigabytes * 1e9 * 0.95;  // 5% for CUDA's context and caching
         out << fmt::format(" {} GB: {};", gigabytes, fits ? "fits" : "does not fit");
       }
       out << "\n";

@@ -210,7 +210,13 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
   fs::create_directories(context.work_dir);
   manifest.record(
       stage.name,
-      {{"status", "running"}, {"started", utc_now()}, {"finished", nullptr}, {"seconds", nullptr}, {"error", nullptr}});
+      {{"status", "running"},
+       {"started", utc_now()},
+       {"finished", nullptr},
+       {"seconds", nullptr},
+       {"peak_rss_bytes", nullptr},
+       {"compute", nullptr},
+       {"error", nullptr}});
   spdlog::info("stage {}: {} in {}", stage.name, context.resuming ? "resuming" : "starting", context.work_dir.string());
   const auto start = std::chrono::steady_clock::now();
   malloc_trim(0);  // heap that earlier stages freed goes back to the system, out of this stage's peak
@@ -260,15 +266,12 @@ fs::path StageContext::artifact(const std::string& stage) const {
   return run_dir / stage;
 }
 
-void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection) {
+void check_run_can_start(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection) {
   check_pipeline(stages);
   const std::set<std::string> selected = select(stages, selection, config.pipeline);
   const fs::path run_dir = config.run.dir;
   check(!fs::exists(run_dir) || fs::is_directory(run_dir), "run.dir {} exists and is not a directory",
         run_dir.string());
-  // Before anything of an existing run is read: a second process on it stops here.
-  std::optional<RunLock> lock;
-  if (fs::exists(run_dir)) lock.emplace(run_dir / kLockFile);
   bool has_content = false;
   if (fs::exists(run_dir)) {
     for (const auto& entry : fs::directory_iterator(run_dir)) has_content |= entry.path().filename() != kLockFile;
@@ -279,6 +282,18 @@ void run_stages(const Config& config, const std::vector<Stage>& stages, const St
         run_dir.string());
   if (selection.resume && has_content) check_unchanged_config(config, run_dir);
   check_inputs(stages, selected, run_dir);
+}
+
+void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection) {
+  check_pipeline(stages);
+  const std::set<std::string> selected = select(stages, selection, config.pipeline);
+  const fs::path run_dir = config.run.dir;
+  check(!fs::exists(run_dir) || fs::is_directory(run_dir), "run.dir {} exists and is not a directory",
+        run_dir.string());
+  // Before anything of an existing run is read: a second process on it stops here.
+  std::optional<RunLock> lock;
+  if (fs::exists(run_dir)) lock.emplace(run_dir / kLockFile);
+  check_run_can_start(config, stages, selection);
 
   fs::create_directories(run_dir);
   if (!lock) lock.emplace(run_dir / kLockFile);
