@@ -34,6 +34,14 @@ class ExternalJudgeTest : public ::testing::Test {
   can::testing::TemporaryDirectory directory_;
 };
 
+// Wilson's 95% score interval at p with n prompts, written out.
+std::pair<double, double> wilson(double p, double n) {
+  const double z = 1.959963984540054, denominator = 1 + z * z / n;
+  const double centre = (p + z * z / (2 * n)) / denominator;
+  const double half = z / denominator * std::sqrt(p * (1 - p) / n + z * z / (4 * n * n));
+  return {centre - half, centre + half};
+}
+
 TEST(WinRate, ClosedFormMeanStandardErrorAndInterval) {
   // Outcomes 1, 1, 1/2, 0: mean 5/8; deviations 3/8, 3/8, -1/8, -5/8, squares summing to 11/16;
   // sample variance 11/48; standard error sqrt(11/48 / 4).
@@ -42,21 +50,23 @@ TEST(WinRate, ClosedFormMeanStandardErrorAndInterval) {
   EXPECT_EQ(rate.ties, 1);
   EXPECT_EQ(rate.losses, 1);
   EXPECT_DOUBLE_EQ(rate.win_rate, 0.625);
-  const double standard_error = std::sqrt(11.0 / 48.0 / 4.0);
-  EXPECT_DOUBLE_EQ(rate.standard_error, standard_error);
-  EXPECT_DOUBLE_EQ(rate.low, 0.625 - 1.96 * standard_error);
-  EXPECT_EQ(rate.high, 1.0);  // 0.625 + 0.469 clipped
-  // Identical policies tie everywhere: exactly 1/2 with no spread.
+  EXPECT_DOUBLE_EQ(rate.standard_error, std::sqrt(11.0 / 48.0 / 4.0));
+  EXPECT_NEAR(rate.low, wilson(0.625, 4).first, 1e-12);
+  EXPECT_NEAR(rate.high, wilson(0.625, 4).second, 1e-12);
+  // All five prompts won gives [5 / (5 + z²), 1] = [0.566, 1], never the point [1, 1].
+  const can::WinRate sweep = can::win_rate({1, 1, 1, 1, 1});
+  EXPECT_EQ(sweep.standard_error, 0.0);
+  EXPECT_NEAR(sweep.low, 5.0 / (5.0 + 1.959963984540054 * 1.959963984540054), 1e-12);
+  EXPECT_DOUBLE_EQ(sweep.high, 1.0);
+  // Identical policies tie everywhere: exactly 1/2, an interval around it.
   const can::WinRate ties = can::win_rate({0.5, 0.5, 0.5});
   EXPECT_EQ(ties.win_rate, 0.5);
-  EXPECT_EQ(ties.standard_error, 0.0);
-  EXPECT_EQ(ties.low, 0.5);
-  EXPECT_EQ(ties.high, 0.5);
-  // One prompt gives no spread to estimate: no standard error, the whole interval.
+  EXPECT_NEAR(ties.low + ties.high, 1.0, 1e-12);
+  EXPECT_LT(ties.low, 0.5);
+  // One prompt: no standard error.
   const can::WinRate one = can::win_rate({1});
   EXPECT_TRUE(std::isnan(one.standard_error));
-  EXPECT_EQ(one.low, 0.0);
-  EXPECT_EQ(one.high, 1.0);
+  EXPECT_GT(one.high, one.low);
 }
 
 TEST_F(ExternalJudgeTest, RequestsRoundTripThroughTheirFile) {

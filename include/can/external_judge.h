@@ -37,8 +37,9 @@ std::vector<JudgeRequest> read_judge_requests(const std::filesystem::path& path)
 
 // The policy's win rate against the reference on one question. A prompt's outcome is
 // 1 (the policy's response preferred), 1/2 (tie) or 0; the win rate is their mean, its
-// standard error their sample standard deviation / √n, and the 95% interval
-// win_rate ± 1.96 standard errors (the normal approximation), clipped to [0, 1].
+// standard error their sample standard deviation / √n, and the 95% interval Wilson's
+// score interval at the win rate (z = 1.95996, the normal's 0.975 quantile), which stays inside [0, 1] and does not
+// shrink to a point when every outcome is the same; ties make it conservative.
 struct WinRate {
   int64_t wins = 0, ties = 0, losses = 0;
   double win_rate = 0;

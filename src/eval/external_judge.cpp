@@ -93,10 +93,14 @@ WinRate win_rate(const std::vector<double>& outcomes) {
   for (double outcome : outcomes) squares += (outcome - rate.win_rate) * (outcome - rate.win_rate);
   rate.standard_error =
       outcomes.size() < 2 ? std::numeric_limits<double>::quiet_NaN() : std::sqrt(squares / (n - 1) / n);
-  // One prompt says nothing about the spread: the interval is all of [0, 1].
-  const double half_width = std::isnan(rate.standard_error) ? 1.0 : 1.96 * rate.standard_error;
-  rate.low = std::max(0.0, rate.win_rate - half_width);
-  rate.high = std::min(1.0, rate.win_rate + half_width);
+  // Wilson's score interval at the win rate: never narrower than the data allow (all wins on
+  // five prompts give [0.57, 1], not [1, 1]); ties, which shrink the spread, make it conservative.
+  constexpr double z = 1.959963984540054;  // the standard normal's 0.975 quantile
+  const double centre = (rate.win_rate + z * z / (2 * n)) / (1 + z * z / n);
+  const double half_width =
+      z * std::sqrt(rate.win_rate * (1 - rate.win_rate) / n + z * z / (4 * n * n)) / (1 + z * z / n);
+  rate.low = std::max(0.0, centre - half_width);
+  rate.high = std::min(1.0, centre + half_width);
   return rate;
 }
 
