@@ -1,6 +1,7 @@
 // The stages of the MoCAN and PeCAN pipelines (docs/design.md §3), for can-train.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,10 @@ std::vector<Stage> pipeline_stages(const Config& config);
 // each as a warning; report.json and report.md carry them. (A low effective sample size
 // is the dual's own warning.)
 std::vector<std::string> prediction_caveats(const Config& config);
+
+// The examples a trainer's stage holds out of `examples` for its evaluation metrics:
+// 5%, at least one, never all.
+int64_t holdout_size(int64_t examples);
 
 // "-b<margin>", the margin in its shortest exact decimal form; with several
 // constraints "-c<j>-b<margin>", j = sweep.constraint.

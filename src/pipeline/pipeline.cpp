@@ -53,6 +53,10 @@
 
 namespace can {
 
+int64_t holdout_size(int64_t examples) {
+  return std::min(examples - 1, std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(examples) * 0.05)));
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -69,11 +73,11 @@ TrainingOptions training_options(const TrainingOptions& configured, const Config
   return options;
 }
 
-// The last `fraction` of the examples (at least one, never all) are held out for
-// the trainers' evaluation metrics; the rest are trained on.
+// The last holdout_size(n) examples are held out for the trainers' evaluation metrics;
+// the rest are trained on.
 template <typename T>
-std::pair<std::vector<T>, std::vector<T>> split_holdout(std::vector<T> examples, double fraction = 0.05) {
-  const size_t held = std::min(examples.size() - 1, std::max<size_t>(1, examples.size() * fraction));
+std::pair<std::vector<T>, std::vector<T>> split_holdout(std::vector<T> examples) {
+  const auto held = static_cast<size_t>(holdout_size(static_cast<int64_t>(examples.size())));
   std::vector<T> holdout(examples.end() - held, examples.end());
   examples.resize(examples.size() - held);
   return {std::move(examples), std::move(holdout)};

@@ -407,7 +407,7 @@ class Planner {
   }
 
   static int64_t updates(int64_t examples, const TrainingOptions& training) {
-    const int64_t trained = examples - std::min(examples - 1, std::max<int64_t>(1, examples / 20));  // split_holdout
+    const int64_t trained = examples - holdout_size(examples);
     const int64_t batch = training.micro_batch_size * training.gradient_accumulation_steps;
     return training.epochs * ((trained + batch - 1) / batch);
   }
