@@ -212,8 +212,8 @@ class Planner {
     });
     if (!tokenizer_) return;
     if (config_.models.policy.empty()) inputs_.policy.vocab_size = tokenizer_->vocab_size();
-    for (const auto& [model_key, architecture] : inputs_.given) {
-      attempt(model_key, [&] { tokenizer_->check_fits(architecture.vocab_size, model_key); });
+    for (const auto& given : inputs_.given) {  // (clang 14 cannot capture structured bindings)
+      attempt(given.first, [&] { tokenizer_->check_fits(given.second.vocab_size, given.first); });
     }
   }
 
