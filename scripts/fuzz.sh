@@ -25,7 +25,12 @@ done
 cmake --build build-fuzz -j "$(nproc)" --target can_fuzz_seeds "${targets[@]/#/fuzz_}"
 build-fuzz/can_fuzz_seeds build-fuzz/fuzz-seeds . > /dev/null
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:symbolize=1
+# allocator_may_return_null: an allocation ASan cannot serve (a damaged file's size field asking LibTorch
+# for gigabytes) throws std::bad_alloc as it would outside ASan, and must end in a can::Error like any
+# other bad input; without it ASan aborts there.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:symbolize=1:allocator_may_return_null=1
+# The sanitizer suite's suppressions: leaks inside libraries that are not instrumented, each with its reason.
+export LSAN_OPTIONS=suppressions=$PWD/scripts/sanitizer-suppressions/lsan.txt:print_suppressions=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OMP_NUM_THREADS=1
 failed=()

@@ -25,6 +25,14 @@ std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_archive(const std::
     fail("{}: not a file in torch.save's zip format: {}", file, error.what());
   }
   check(archive->hasRecord("data.pkl"), "{}: a zip archive without data.pkl, so not written by torch.save", file);
+  // torch.save stores its records uncompressed: one that claims more bytes than the file
+  // holds is damaged, and LibTorch would allocate what it claims before reading it.
+  const auto file_size = std::filesystem::file_size(path);
+  for (const std::string& record : archive->getAllRecords()) {
+    const size_t size = archive->getRecordSize(record);
+    check(size <= file_size, "{}: record '{}' claims {} bytes in a file of {}: the file is damaged", file, record,
+          size, file_size);
+  }
   return archive;
 }
 
