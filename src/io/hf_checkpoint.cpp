@@ -45,6 +45,7 @@ std::map<std::string, std::vector<std::string>> read_index(const fs::path& direc
   check(index.is_object() && index.contains("weight_map") && index.at("weight_map").is_object(),
         "{}: expected an object with a \"weight_map\" object {{tensor name: shard file}}", index_file);
   weight_map = index.at("weight_map");
+  check(!weight_map.empty(), "{}: the \"weight_map\" lists no tensors", index_file);
   std::map<std::string, std::vector<std::string>> tensors_by_shard;
   for (const auto& [tensor_name, shard] : weight_map.items()) {
     check(shard.is_string(), "{}: weight_map entry of tensor '{}' is {}, not a shard file name", index_file,

@@ -17,21 +17,23 @@ std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_archive(const std::
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> archive;
   try {
     archive = std::make_unique<caffe2::serialize::PyTorchStreamReader>(file);
+    check(archive->hasRecord("data.pkl"), "{}: a zip archive without data.pkl, so not written by torch.save", file);
+    // torch.save stores its records uncompressed: one that claims more bytes than the file
+    // holds is damaged, and LibTorch would allocate what it claims before reading it.
+    const auto file_size = std::filesystem::file_size(path);
+    for (const std::string& record : archive->getAllRecords()) {
+      const size_t size = archive->getRecordSize(record);
+      check(size <= file_size, "{}: record '{}' claims {} bytes in a file of {}: the file is damaged", file, record,
+            size, file_size);
+    }
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& error) {
-    fail("{}: not a file in torch.save's zip format (PyTorch >= 1.6; the older format is not read: load and save "
-         "it again with a current PyTorch, or convert it to safetensors): {}",
+    fail("{}: not a file in torch.save's zip format, or a damaged one (PyTorch >= 1.6 writes it; the older format "
+         "is not read: load and save it again with a current PyTorch, or convert it to safetensors): {}",
          file, error.what_without_backtrace());
   } catch (const std::exception& error) {
     fail("{}: not a file in torch.save's zip format: {}", file, error.what());
-  }
-  check(archive->hasRecord("data.pkl"), "{}: a zip archive without data.pkl, so not written by torch.save", file);
-  // torch.save stores its records uncompressed: one that claims more bytes than the file
-  // holds is damaged, and LibTorch would allocate what it claims before reading it.
-  const auto file_size = std::filesystem::file_size(path);
-  for (const std::string& record : archive->getAllRecords()) {
-    const size_t size = archive->getRecordSize(record);
-    check(size <= file_size, "{}: record '{}' claims {} bytes in a file of {}: the file is damaged", file, record,
-          size, file_size);
   }
   return archive;
 }
