@@ -60,11 +60,10 @@ torch::Tensor draw_noise(int64_t rows, int64_t vocab, torch::Device device) {
 // (the exponential race, what torch::multinomial does for one sample) without
 // multinomial's host-side validity check, and with noise the caller controls.
 torch::Tensor choose_tokens(const torch::Tensor& logits, const torch::Tensor& noise, const SamplingOptions& options) {
-  torch::Tensor allowed = logits;  // [B, V]
-  if (options.vocab_limit > 0 && options.vocab_limit < logits.size(-1)) {
-    allowed = logits.clone();
-    allowed.slice(-1, options.vocab_limit).fill_(-std::numeric_limits<float>::infinity());
-  }
+  // The excluded ids are the vocabulary's tail: choosing among a view of the rest gives the same
+  // ids, and the same probabilities as masking the tail, without a copy per step.
+  const bool limited = options.vocab_limit > 0 && options.vocab_limit < logits.size(-1);
+  const torch::Tensor allowed = limited ? logits.slice(-1, 0, options.vocab_limit) : logits;  // [B, V']
   if (options.temperature == 0) return allowed.argmax(-1);
   torch::Tensor scaled = allowed / options.temperature;
   if (options.top_k > 0 && options.top_k < scaled.size(-1)) {
@@ -80,7 +79,7 @@ torch::Tensor choose_tokens(const torch::Tensor& logits, const torch::Tensor& no
     const torch::Tensor drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
     scaled = scaled.masked_fill(drop, -std::numeric_limits<float>::infinity());
   }
-  return (scaled.softmax(-1) / noise).argmax(-1);
+  return (scaled.softmax(-1) / (limited ? noise.slice(-1, 0, options.vocab_limit) : noise)).argmax(-1);
 }
 
 int64_t resolve_eos(const LlamaForCausalLM& model, const SamplingOptions& options) {
