@@ -4,8 +4,8 @@
 #   1. scripts/check-cuda-build.sh   every target compiled and linked against the CUDA LibTorch (no GPU)
 #   2. scripts/kill-resume-check.sh  SIGINT during DPO, --resume, byte-identical results (with and without LoRA)
 #   3. scripts/kill-anywhere.sh      SIGKILL at 20 random moments of tiny MoCAN, of tiny PeCAN and of tiny
-#                                    MoCAN with two constraints, each resumed, every artifact compared with
-#                                    an uninterrupted run
+#                                    MoCAN with two constraints, and at 12 of tiny primal-dual, each
+#                                    resumed, every artifact compared with an uninterrupted run
 #   4. scripts/kill-at-syscalls.sh   SIGKILL (by strace) at 24 writes, fsyncs and renames of tiny MoCAN and
 #                                    of tiny PeCAN, each resumed and compared
 #   5. scripts/full-disk-check.sh    a tmpfs that fills in each stage of tiny MoCAN and of tiny PeCAN, then
@@ -33,6 +33,7 @@ run kill-resume-lora env EXTRA="--set lora.rank=4 --set lora.dropout=0.1" bash s
 run kill-anywhere-mocan bash scripts/kill-anywhere.sh configs/tiny-mocan.yaml 20
 run kill-anywhere-pecan bash scripts/kill-anywhere.sh configs/tiny-pecan.yaml 20
 run kill-anywhere-two-constraints bash scripts/kill-anywhere.sh configs/tiny-mocan-two-constraints.yaml 20
+run kill-anywhere-primal-dual env PIPELINE=primal_dual bash scripts/kill-anywhere.sh configs/tiny-mocan.yaml 12
 run kill-at-syscalls-mocan bash scripts/kill-at-syscalls.sh configs/tiny-mocan.yaml 24
 run kill-at-syscalls-pecan bash scripts/kill-at-syscalls.sh configs/tiny-pecan.yaml 24
 run full-disk-mocan bash scripts/full-disk-check.sh configs/tiny-mocan.yaml

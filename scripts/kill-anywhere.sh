@@ -4,13 +4,16 @@
 # --resume, and checks that every artifact of the killed-and-resumed run equals the
 # uninterrupted run's (scripts/compare-runs.py: byte for byte, timings aside).
 #   bash scripts/kill-anywhere.sh [CONFIG] [KILLS]   # defaults: configs/tiny-mocan.yaml, 20
+# PIPELINE, when set, overrides the config's pipeline (e.g. PIPELINE=primal_dual).
 # SEED (default 1) seeds the moments; the kills are spread over every stage (below).
 # Exits non-zero on any difference, or when a resumed run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:-configs/tiny-mocan.yaml}
 kills=${2:-20}
-name=$(basename "$config" .yaml)
+name=$(basename "$config" .yaml)${PIPELINE:+-$PIPELINE}
+pipeline=()
+[ -n "${PIPELINE:-}" ] && pipeline=(--set pipeline="$PIPELINE")
 export OMP_NUM_THREADS=1
 mkdir -p runs
 a=runs/kill-anywhere-$name-a
@@ -18,7 +21,7 @@ b=runs/kill-anywhere-$name-b
 rm -rf "$a" "$b" "$a.log" "$b.log" "$b.attempt"
 
 start=$(date +%s%N)
-build/can-train --config "$config" --set run.dir="$a" > "$a.log" 2>&1
+build/can-train --config "$config" "${pipeline[@]}" --set run.dir="$a" > "$a.log" 2>&1
 seconds=$(awk -v ns=$(( $(date +%s%N) - start )) 'BEGIN { printf "%.2f", ns / 1e9 }')
 echo "kill-anywhere: $config uninterrupted in ${seconds} s"
 
@@ -33,7 +36,7 @@ landed=0
 resume=""
 attempt() {  # starts one attempt in the background; its log goes to $b.attempt, then into $b.log
   : > "$b.attempt"
-  build/can-train --config "$config" --set run.dir="$b" $resume > "$b.attempt" 2>&1 &
+  build/can-train --config "$config" "${pipeline[@]}" --set run.dir="$b" $resume > "$b.attempt" 2>&1 &
   pid=$!
   resume="--resume"
 }

@@ -26,6 +26,7 @@
 #include "can/lora.h"
 #include "can/losses.h"
 #include "can/offline_sampling.h"
+#include "can/primal_dual.h"
 #include "can/relabel.h"
 #include "can/synthetic_world.h"
 #include "can/training_loop.h"
@@ -103,7 +104,7 @@ struct SweepOptions {
 // seed) are filled by the stage that runs.
 struct Config {
   RunOptions run;
-  std::string pipeline = "mocan";  // mocan, pecan
+  std::string pipeline = "mocan";  // mocan, pecan, primal_dual
   WorldSource world;
   DataFiles data;
   ModelDirectories models;
@@ -126,6 +127,7 @@ struct Config {
   RelabelOptions relabel;
   EvaluationStageOptions eval;
   SweepOptions sweep;
+  PrimalDualOptions primal_dual;  // pipeline primal_dual's rounds
 };
 
 // m, the number of safety constraints: one margin each in dual.margins.

@@ -20,11 +20,16 @@ class Tokenizer;
 struct DpoTrainingOptions {
   DpoOptions loss;                                   // β, label smoothing, sigmoid or IPO
   PreferenceLabel label = PreferenceLabel::kBetter;  // which id names the chosen response
+  // π_ref when training does not start from it (the primal-dual pipeline's later rounds
+  // continue from the last round's policy); null: `model` as it is on entry. Only its
+  // log-probs are read, before the first update.
+  LlamaForCausalLM* reference = nullptr;
 };
 
-// `model` holds the reference weights on entry, also when resuming (the reference
-// log-probs are read or computed from them before the loop loads the checkpoint),
-// and the trained policy on return. With LoRA adapters attached (lora.h; fresh
+// `model` holds the weights training starts from on entry, also when resuming, and the
+// trained policy on return. The reference log-probs are read or computed from
+// dpo.reference, or without one from `model` on entry, before the loop loads a
+// checkpoint. With LoRA adapters attached (lora.h; fresh
 // ones, also when resuming) only they train: every other parameter is frozen,
 // the reference log-probs come from the model with its adapters disabled,
 // checkpoints hold the adapters (PEFT layout) and the optimizer state of them

@@ -1,4 +1,5 @@
-// The stages of the MoCAN and PeCAN pipelines (docs/design.md §3), for can-train.
+// The stages of the MoCAN and PeCAN pipelines and of the primal-dual baseline
+// (docs/design.md §3), for can-train.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,8 @@ namespace can {
 // "safety_dpo_<j>"). With sweep.margins, the stages dual, relabel, dpo and eval are
 // repeated once per margin b of constraint sweep.constraint and named with
 // sweep_stage_suffix ("dual-b0.5", ..., "eval-b0.5"); an infeasible margin stops the
-// run at its dual.
+// run at its dual. The primal_dual pipeline runs MoCAN's stages up to the score models,
+// then "round-0" … "round-<R−1>" (primal_dual.h) and "eval".
 std::vector<Stage> pipeline_stages(const Config& config);
 
 // What in the config voids the dual's prediction, one sentence each: the prediction

@@ -3,7 +3,8 @@
 //   <run>/config.resolved.yaml   every key of the config, written at the start
 //   <run>/can-train.log          the log of every invocation, appended
 //   <run>/stages.json            per stage: status (running, done, failed, interrupted), start, end, seconds,
-//                                peak resident memory, compute counts (compute_counts.h)
+//                                peak resident memory, compute counts (compute_counts.h), and what
+//                                the stage adds (StageContext::summary)
 //   <run>/can-train.lock         the advisory lock of the process writing the run (its process id)
 //   <run>/<stage>.partial/       the work directory of a stage that has not finished
 //   <run>/<stage>/               a finished stage's artifact
@@ -19,6 +20,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,9 @@ struct StageContext {
   std::filesystem::path run_dir;
   std::filesystem::path work_dir;  // <run>/<stage>.partial/, exists; becomes <run>/<stage>/ on success
   bool resuming = false;           // work_dir holds what an earlier, unfinished attempt left
+  // What the stage adds to its entry in stages.json, under "summary" (an empty object
+  // adds nothing): the primal-dual rounds' λ and estimated constraints.
+  nlohmann::json* summary = nullptr;
 
   // <run>/<stage>/ of a finished stage; an error naming the stage when it has not finished.
   std::filesystem::path artifact(const std::string& stage) const;

@@ -55,6 +55,10 @@ struct TrainingOptions {
   // Recompute each decoder layer in backward instead of keeping its activations;
   // the trainers (sft_trainer.h, score_model_trainer.h, dpo_trainer.h) set it on the model.
   bool activation_checkpointing = false;
+  // Optimizer updates of the run when > 0, instead of epochs × updates per epoch: the data
+  // order runs on through as many epochs as that takes (Hugging Face's max_steps). Not a
+  // config key: the primal-dual pipeline's rounds set it (primal_dual.updates_per_round).
+  int64_t max_steps = 0;
   bool resume = false;               // continue from <output_dir>/checkpoints/latest when it exists
   std::filesystem::path output_dir;  // metrics.jsonl, checkpoints/, model/
 };
@@ -103,7 +107,7 @@ struct TrainingSummary {
 // update and the value, before the update is applied; the last checkpoint stays.
 TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& options);
 
-// Optimizer updates of the whole run.
+// Optimizer updates of the whole run: max_steps when it is set.
 int64_t total_training_steps(int64_t num_examples, const TrainingOptions& options);
 
 // Mean loss ("loss") and metrics over examples [0, num_examples) in order, in

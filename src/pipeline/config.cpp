@@ -173,9 +173,11 @@ ConfigSchema build_schema() {
         &C::run, &RunOptions::compute_dtype)
       .one_of({"float32", "bfloat16"});
 
-  s.add("pipeline", "mocan: reward and cost models score the samples; pecan: helpfulness and safety DPO models do",
+  s.add("pipeline",
+        "mocan: reward and cost models score the samples; pecan: helpfulness and safety DPO models do; "
+        "primal_dual: the iterative baseline MoCAN replaces (section primal_dual)",
         &C::pipeline)
-      .one_of({"mocan", "pecan"});
+      .one_of({"mocan", "pecan", "primal_dual"});
 
   s.section("world",
             "The embedded synthetic safety world, built in the run: prompts, preference pairs, SFT data, a judge.");
@@ -358,6 +360,24 @@ ConfigSchema build_schema() {
         &C::sweep, &SweepOptions::constraint)
       .at_least(0)
       .without_effect_on_artifacts();
+
+  s.section("primal_dual",
+            "The iterative primal-dual baseline (pipeline: primal_dual), on MoCAN's models and pairs: each round "
+            "samples the current policy on the sampling prompts, steps λ ← max(0, λ − η(E_π[g] − E_ref[g] − b)), "
+            "re-labels the pairs with r + λᵀg and runs DPO (section dpo) from the current policy against π_ref.");
+  using P = PrimalDualOptions;
+  s.add("primal_dual.lambda_init", "λ₀ of every constraint", &C::primal_dual, &P::lambda_init).at_least(0);
+  s.add("primal_dual.step_size", "η, the dual step per unit of the constraint's shortfall", &C::primal_dual,
+        &P::step_size)
+      .above(0);
+  s.add("primal_dual.rounds", "rounds of sampling, dual step, re-labelling and DPO", &C::primal_dual, &P::rounds)
+      .at_least(1);
+  s.add("primal_dual.responses_per_prompt",
+        "responses sampled from the current policy per sampling prompt (sampling.num_prompts of them), each round",
+        &C::primal_dual, &P::responses_per_prompt)
+      .at_least(1);
+  s.add("primal_dual.updates_per_round", "DPO optimizer updates per round", &C::primal_dual, &P::updates_per_round)
+      .at_least(1);
   return s;
 }
 
@@ -460,6 +480,9 @@ void check_combination(const Config& c, const std::function<std::string(const st
                                       {"models.safety_dpo", !c.models.safety_dpo.empty()}}) {
       if (given) fail_combination(path, "is a model of the pecan pipeline; set pipeline: pecan, or leave it empty");
     }
+  }
+  if (c.pipeline == "primal_dual" && !c.sweep.margins.empty()) {
+    fail_combination("sweep.margins", "sweeps the one-shot pipelines; a primal-dual run aligns for dual.margins");
   }
   if (c.sweep.constraint >= static_cast<int64_t>(m)) {
     fail_combination("sweep.constraint", fmt::format("is {}, but there {} {} constraint{} (dual.margins), numbered from 0",

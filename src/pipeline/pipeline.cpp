@@ -1,4 +1,5 @@
-// The MoCAN and PeCAN pipelines (docs/design.md §3) as ordered stages of can-train.
+// The MoCAN and PeCAN pipelines and the primal-dual baseline (docs/design.md §3) as
+// ordered stages of can-train.
 // Each stage reads earlier stages' artifacts and writes its own into its work
 // directory (stage_runner.h). Artifacts:
 //   data/            pairs_train.jsonl, sft_train.jsonl, prompts_sample.jsonl, prompts_test.jsonl, corpus.txt
@@ -13,6 +14,8 @@
 //   relabel/         pairs.jsonl (better_response_id = the pseudo-preference), probabilities.jsonl
 //   dpo/             model/ (the aligned policy, LoRA merged), adapter/ (PEFT adapters, with LoRA), metrics.jsonl
 //   eval/            report.json, report.md, responses.jsonl, plots
+//   round-<k>/       (primal_dual) responses.jsonl, scores.jsonl, pair_scores.jsonl (round 0), pairs.jsonl,
+//                    round.json (primal_dual.h), model/, adapter/ (with LoRA), metrics.jsonl
 // A model directory given in config.models replaces the stage that would train it.
 #include "can/json_fields.h"
 #include "can/pipeline.h"
@@ -24,6 +27,7 @@
 #include <array>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -41,6 +45,7 @@
 #include "can/lora.h"
 #include "can/model_weights.h"
 #include "can/offline_sampling.h"
+#include "can/primal_dual.h"
 #include "can/relabel.h"
 #include "can/runtime.h"
 #include "can/score_accuracy.h"
@@ -156,7 +161,7 @@ std::unique_ptr<ScoreModelScorer> score_model_scorer(const Config& config, const
 // The pipeline's r and g: score models (mocan), or the implicit rewards of PeCAN's pre-aligned models.
 std::unique_ptr<Scorer> pipeline_scorer(const Config& config, const StageContext& context,
                                         const Tokenizer& tokenizer) {
-  if (config.pipeline == "mocan") return score_model_scorer(config, context, tokenizer);
+  if (config.pipeline != "pecan") return score_model_scorer(config, context, tokenizer);
   std::vector<DpoModel> safety;
   for (int j = 0; j < num_constraints(config); ++j) {
     const fs::path directory = model_directory(context, given_model(config.models.safety_dpo, j),
@@ -372,29 +377,43 @@ void run_score_model(const Config& config, const StageContext& context, const Tr
                                  training_options(training, config, context)));
 }
 
-// DPO from the reference weights on `pairs`, preferring the response `label` names.
-// With lora.rank > 0 only adapters train; model/ gets the merged weights (what
-// later stages load) and adapter/ the adapters alone, in PEFT's layout.
-void run_dpo(const Config& config, const StageContext& context, const DpoStageOptions& dpo,
-             const std::vector<PreferencePair>& pairs, PreferenceLabel label) {
+// DPO on `pairs`, preferring the response `label` names, from the weights in `start`
+// (π_ref's folder, or the primal-dual pipeline's last round) against π_ref. With
+// lora.rank > 0 only adapters train: model/ gets the merged weights (what later
+// stages load) and adapter/ the adapters alone, in PEFT's layout, on `start`.
+void run_dpo_from(const Config& config, const StageContext& context, const DpoOptions& loss,
+                  const TrainingOptions& training, const std::vector<PreferencePair>& pairs, PreferenceLabel label,
+                  const fs::path& start) {
   const Tokenizer tokenizer = load_tokenizer(context);
   const fs::path reference = reference_directory(config, context);
-  LlamaForCausalLM model = load_causal_lm(reference.string(), device(config));  // float32 master weights
+  LlamaForCausalLM model = load_causal_lm(start.string(), device(config));  // float32 master weights
   apply_compute_dtype(config, *model);
+  DpoTrainingOptions options{loss, label};
+  LlamaForCausalLM reference_model{nullptr};  // π_ref, when training does not start from it
+  if (start != reference) {
+    reference_model = load_policy_model(config, reference);
+    options.reference = &reference_model;
+  }
   const bool lora = config.lora.rank > 0;
   if (lora) {
     set_seed(static_cast<uint64_t>(config.run.seed));  // the adapters' initialisation, the same when resuming
     attach_lora(*model, config.lora);
   }
   auto [train, holdout] = split_holdout(pairs);
-  const auto summary = train_dpo(model, tokenizer, chat_template(config), train, holdout,
-                                 training_options(dpo.training, config, context), {dpo.loss, label});
+  const auto summary = train_dpo(model, tokenizer, chat_template(config), train, holdout, training, options);
   if (lora) {
     write_directory_atomically(context.work_dir / "adapter", [&](const fs::path& directory) {
-      save_lora_adapters(*model, directory, fs::absolute(reference).string());
+      save_lora_adapters(*model, directory, fs::absolute(start).string());
     });
   }
   finish_training(context, summary);
+}
+
+// DPO of π_ref: the aligned policy, and PeCAN's pre-aligned models.
+void run_dpo(const Config& config, const StageContext& context, const DpoStageOptions& dpo,
+             const std::vector<PreferencePair>& pairs, PreferenceLabel label) {
+  run_dpo_from(config, context, dpo.loss, training_options(dpo.training, config, context), pairs, label,
+               reference_directory(config, context));
 }
 
 void run_offline_scores(const Config& config, const StageContext& context) {
@@ -492,11 +511,13 @@ void run_relabel(const Config& config, const StageContext& context, const std::s
                pairs.size(), nlohmann::json(dual.lambda).dump(), changed, 100.0 * changed / pairs.size());
 }
 
-void run_eval(const Config& config, const StageContext& context, const std::string& dpo_stage,
-              const std::string& dual_stage) {
+// The policy in <policy_stage>/model against π_ref, with the prediction of <dual_stage>/dual.json
+// when there is one (the primal-dual pipeline predicts nothing).
+void run_eval(const Config& config, const StageContext& context, const std::string& policy_stage,
+              const std::optional<std::string>& dual_stage) {
   const Tokenizer tokenizer = load_tokenizer(context);
   EvaluationModels models;
-  models.policy = load_policy_model(config, context.artifact(dpo_stage) / "model");
+  models.policy = load_policy_model(config, context.artifact(policy_stage) / "model");
   models.reference = load_policy_model(config, reference_directory(config, context));
   models.scorer = score_model_scorer(config, context, tokenizer);
   // PeCAN's prediction is in the implicit rewards' unit: achieved is measured in it too.
@@ -505,10 +526,13 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   options.sampling.batch_size = config.sampling.generation.batch_size;
   options.sampling.seed = static_cast<uint64_t>(config.run.seed);
   options.scoring = sampled_inference_options(config);
-  const DualSolution dual = read_dual_solution(context.artifact(dual_stage) / "dual.json");
+  std::optional<DualSolution> dual;
   std::optional<ScoreAccuracy> accuracy;
-  if (const fs::path file = context.artifact("offline_scores") / "accuracy.json"; fs::exists(file)) {
-    accuracy = read_score_accuracy(file);
+  if (dual_stage) {
+    dual = read_dual_solution(context.artifact(*dual_stage) / "dual.json");
+    if (const fs::path file = context.artifact("offline_scores") / "accuracy.json"; fs::exists(file)) {
+      accuracy = read_score_accuracy(file);
+    }
   }
   // The held-out prompts (the world's: held-out templates and topics), and with
   // eval.same_template_prompts new prompts of the sample prompts' own templates.
@@ -523,10 +547,130 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
     spdlog::info("evaluation on {} ({} prompts)", prompt_set, prompts.size());
     auto report = evaluate_policy(models, tokenizer, chat_template(config), prompts, options, dual);
     report.prompt_set = prompt_set;
-    report.prediction_caveats = prediction_caveats(config);
+    if (dual) report.prediction_caveats = prediction_caveats(config);
     report.score_accuracy = accuracy;
     write_evaluation_report(directory, report);
   }
+}
+
+// ------------------------------------------------------------------ the primal-dual baseline
+
+std::string round_stage(int64_t k) { return fmt::format("round-{}", k); }
+
+// The pairs' two responses scored by r and g, as offline scores with two responses per
+// "prompt" (its id: the pair's index): round 0 scores them, later rounds read them.
+OfflineScores score_pairs(const Config& config, const StageContext& context, const Tokenizer& tokenizer,
+                          const std::vector<PreferencePair>& pairs) {
+  const auto scorer = score_model_scorer(config, context, tokenizer);
+  const ChatTemplate chat = chat_template(config);
+  std::array<SequenceScores, 2> scores;
+  for (int response = 0; response < 2; ++response) {
+    scores[response] = scorer->score(pair_sequences(pairs, response, tokenizer, chat), pair_inference_options(config));
+  }
+  const int m = num_constraints(config);
+  std::vector<std::string> ids;
+  std::vector<std::vector<double>> rewards;
+  std::vector<std::vector<std::vector<double>>> safety;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    ids.push_back(std::to_string(i));
+    rewards.push_back({scores[0].reward[i], scores[1].reward[i]});
+    auto& pair_safety = safety.emplace_back();
+    for (int j = 0; j < m; ++j) pair_safety.push_back({scores[0].safety[j][i], scores[1].safety[j][i]});
+  }
+  return OfflineScores(std::move(ids), rewards, safety);
+}
+
+// r + λᵀg of response `response` (0 or 1) of every pair, from score_pairs' table.
+std::vector<double> pair_composite_scores(const OfflineScores& pair_scores, int response,
+                                          const std::vector<double>& lambda) {
+  const int m = pair_scores.num_constraints();
+  std::vector<double> reward;
+  std::vector<std::vector<double>> safety(static_cast<size_t>(m));
+  for (int64_t i = 0; i < pair_scores.num_prompts(); ++i) {
+    const int64_t row = pair_scores.offsets()[i] + response;
+    reward.push_back(pair_scores.rewards()[row]);
+    for (int j = 0; j < m; ++j) safety[j].push_back(pair_scores.safety()[row * m + j]);
+  }
+  return composite_scores(reward, safety, lambda);
+}
+
+// Round k's first half: sample the policy it starts from (`start`) on the sampling
+// prompts, score the samples, take the dual step and re-label the pairs with the new λ.
+// Writes responses.jsonl, scores.jsonl, pair_scores.jsonl (round 0), pairs.jsonl and,
+// last, round.json.
+PrimalDualRound sample_and_relabel(const Config& config, const StageContext& context, int64_t k,
+                                   const fs::path& start) {
+  const Tokenizer tokenizer = load_tokenizer(context);
+  std::vector<SampledPrompt> samples;
+  {  // the sampling copy of the policy is released before the scorers load
+    LlamaForCausalLM policy = load_policy_model(config, start);
+    SamplingOptions sampling = config.sampling.generation;
+    sampling.seed = static_cast<uint64_t>(config.run.seed + k);  // each round draws new samples
+    const auto prompts = read_prompts(context.artifact("data") / "prompts_sample.jsonl", config.sampling.num_prompts);
+    spdlog::info("round {}: sampling {} responses for each of {} prompts from {}", k,
+                 config.primal_dual.responses_per_prompt, prompts.size(),
+                 k == 0 ? "π_ref" : fmt::format("round {}'s policy", k - 1));
+    samples = sample_responses(policy, tokenizer, chat_template(config), prompts,
+                               config.primal_dual.responses_per_prompt, sampling);
+  }
+  write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
+  const OfflineScores scores =
+      score_samples(samples, *score_model_scorer(config, context, tokenizer), sampled_inference_options(config));
+  scores.save(context.work_dir / "scores.jsonl");
+
+  PrimalDualRound round;
+  round.round = k;
+  round.margins = config.dual.margins;
+  round.samples = scores.total_responses();
+  round.policy = score_means(scores);
+  const auto pairs = read_preference_pairs(context.artifact("data") / "pairs_train.jsonl");
+  std::optional<OfflineScores> pair_scores;
+  if (k == 0) {  // the policy is π_ref: its samples give E_ref
+    round.reference = round.policy;
+    round.lambda_before.assign(round.margins.size(), config.primal_dual.lambda_init);
+    pair_scores = score_pairs(config, context, tokenizer, pairs);
+    pair_scores->save(context.work_dir / "pair_scores.jsonl");
+  } else {
+    const fs::path previous = context.artifact(round_stage(k - 1));
+    const PrimalDualRound before = read_primal_dual_round(previous / "round.json");
+    round.reference = before.reference;
+    round.lambda_before = before.lambda_after;
+    pair_scores = OfflineScores::load(context.artifact(round_stage(0)) / "pair_scores.jsonl");
+  }
+  take_dual_step(round, config.primal_dual.step_size);
+
+  RelabelOptions relabel = config.relabel;
+  relabel.seed += static_cast<uint64_t>(k);  // each round draws its own labels
+  const auto relabeled = relabel_pairs(pairs, pair_composite_scores(*pair_scores, 0, round.lambda_after),
+                                       pair_composite_scores(*pair_scores, 1, round.lambda_after), relabel);
+  write_preference_pairs(context.work_dir / "pairs.jsonl", relabeled.pairs);
+  write_primal_dual_round(context.work_dir / "round.json", round);
+  return round;
+}
+
+// Round k of the primal-dual pipeline (primal_dual.h). A resumed round whose round.json
+// exists skips to its DPO, which continues from its last checkpoint.
+void run_primal_dual_round(const Config& config, const StageContext& context, int64_t k) {
+  const fs::path start = k == 0 ? reference_directory(config, context) : context.artifact(round_stage(k - 1)) / "model";
+  const fs::path record = context.work_dir / "round.json";
+  const PrimalDualRound round = context.resuming && fs::exists(record) ? read_primal_dual_round(record)
+                                                                       : sample_and_relabel(config, context, k, start);
+  std::vector<double> improvement;  // E_π[g_j] − E_ref[g_j], estimated
+  for (size_t j = 0; j < round.margins.size(); ++j) improvement.push_back(round.policy.safety[j] - round.reference.safety[j]);
+  *context.summary = {{"lambda_before", round.lambda_before},
+                      {"lambda", round.lambda_after},
+                      {"safety_improvement", improvement},
+                      {"reward_improvement", round.policy.reward - round.reference.reward},
+                      {"constraint_values", round.constraint_values}};
+  spdlog::info("round {}: estimated safety improvement {} for margins {}; λ {} → {}", k,
+               nlohmann::json(improvement).dump(), nlohmann::json(round.margins).dump(),
+               nlohmann::json(round.lambda_before).dump(), nlohmann::json(round.lambda_after).dump());
+
+  TrainingOptions training = training_options(config.dpo.training, config, context);
+  training.max_steps = config.primal_dual.updates_per_round;
+  training.seed += static_cast<uint64_t>(k);  // each round visits the pairs in its own order
+  run_dpo_from(config, context, config.dpo.loss, training, read_preference_pairs(context.work_dir / "pairs.jsonl"),
+               PreferenceLabel::kBetter, start);
 }
 
 }  // namespace
@@ -617,6 +761,21 @@ std::vector<Stage> pipeline_stages(const Config& config) {
         run_dpo(config, c, config.pecan.safety_dpo, constraint_pairs(c, j), PreferenceLabel::kSafer);
       });
     }
+  }
+  if (config.pipeline == "primal_dual") {
+    // Rounds on MoCAN's models, then the last round's policy evaluated as MoCAN's is.
+    const auto models = with(with({"data", "tokenizer"}, reference), scorers);
+    for (int64_t k = 0; k < config.primal_dual.rounds; ++k) {
+      // Every round reads round 0's pair scores and the last round's policy and λ.
+      std::vector<std::string> inputs = models;
+      if (k >= 1) inputs.push_back(round_stage(0));
+      if (k >= 2) inputs.push_back(round_stage(k - 1));
+      add(round_stage(k), inputs,
+          [&config, k](const StageContext& c) { run_primal_dual_round(config, c, k); });
+    }
+    const std::string last = round_stage(config.primal_dual.rounds - 1);
+    add("eval", with(models, {last}), [&config, last](const StageContext& c) { run_eval(config, c, last, {}); });
+    return stages;
   }
   add("offline_scores", with(with({"data", "tokenizer"}, reference), scorers),
       [&config](const StageContext& c) { run_offline_scores(config, c); });

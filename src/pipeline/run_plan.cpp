@@ -378,7 +378,7 @@ class Planner {
 
   // The pipeline's r and g (pipeline_scorer).
   int64_t scorer_weight_bytes() const {
-    return config_.pipeline == "mocan" ? score_model_weight_bytes() : pecan_model_weight_bytes();
+    return config_.pipeline == "pecan" ? pecan_model_weight_bytes() : score_model_weight_bytes();
   }
 
   MemoryEstimate training_memory(const LlamaConfig& a, ModelKind kind, const TrainingOptions& training,
@@ -477,6 +477,17 @@ class Planner {
       stage.memory = sampling_memory(inputs_.policy, eval_sampling);
       stage.memory.weights = 2 * weight_bytes(inputs_.policy, ModelKind::kCausalLm, frozen_bytes()) +
                              score_model_weight_bytes() + (pecan ? pecan_model_weight_bytes() : 0);
+    } else if (starts("round-")) {
+      const PrimalDualOptions& rounds = config_.primal_dual;
+      const int64_t samples = inputs_.sample_prompts * rounds.responses_per_prompt;
+      stage.work = fmt::format(
+          "sample {} responses ({} prompts × {}) from the current policy and score them with {} models; DPO, {} "
+          "optimizer updates{}",
+          count(samples), count(inputs_.sample_prompts), rounds.responses_per_prompt, 1 + m,
+          count(rounds.updates_per_round), lora ? ", LoRA adapters" : "");
+      // DPO is the larger phase; from round 1 on it also holds π_ref for the reference log-probs.
+      stage.memory = training_memory(inputs_.policy, ModelKind::kCausalLm, config_.dpo.training, 2, lora);
+      stage.memory.weights += weight_bytes(inputs_.policy, ModelKind::kCausalLm, frozen_bytes());
     } else {
       fail("--dry-run: no plan for stage '{}'", name);
     }

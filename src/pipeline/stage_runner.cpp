@@ -83,7 +83,7 @@ std::string utc_now() {
 }
 
 // <run>/stages.json: {"format_version", "stages": [{"name", "status", "started",
-// "finished", "seconds", "peak_rss_bytes", "compute", "error"}, ...]}, rewritten atomically
+// "finished", "seconds", "peak_rss_bytes", "compute", "error", "summary"}, ...]}, rewritten atomically
 // on every change. peak_rss_bytes: the process's peak resident memory during the stage (null
 // where the peak cannot be reset per stage); compute: its ComputeCounts (compute_counts.h)
 // in this invocation (a resumed stage counts what it did after resuming).
@@ -207,6 +207,8 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
   context.run_dir = run_dir;
   context.work_dir = work_dir_of(run_dir, stage.name);
   context.resuming = fs::exists(context.work_dir);
+  nlohmann::json summary = nlohmann::json::object();
+  context.summary = &summary;
   fs::create_directories(context.work_dir);
   manifest.record(
       stage.name,
@@ -236,6 +238,7 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
                                {"sampled_tokens", counts.sampled_tokens},
                                {"optimizer_updates", counts.optimizer_updates}}}};
     if (!error.empty()) fields["error"] = error;
+    if (!summary.empty()) fields["summary"] = summary;
     manifest.record(stage.name, fields);
   };
   try {

@@ -39,7 +39,7 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
   auto all_rejected = train_pairs.rejected;
   all_rejected.insert(all_rejected.end(), eval_pairs.rejected.begin(), eval_pairs.rejected.end());
   const ReferenceLogprobs reference =
-      cached_reference_logprobs(model, all_chosen, all_rejected, batching, options.micro_batch_size,
+      cached_reference_logprobs(dpo.reference != nullptr ? *dpo.reference : model, all_chosen, all_rejected, batching, options.micro_batch_size,
                              options.output_dir / "reference_logprobs.safetensors");
 
   // offset: where the set's pairs start in the reference tensors.

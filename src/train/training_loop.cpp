@@ -63,6 +63,7 @@ void validate(const TrainingTask& task, const TrainingOptions& options) {
   check(!task.save_trained_weights == !task.load_trained_weights,
         "{}: a training task sets both save_trained_weights and load_trained_weights, or neither", task.stage);
   check(options.epochs >= 1, "{}: epochs must be >= 1, got {}", task.stage, options.epochs);
+  check(options.max_steps >= 0, "{}: max_steps must be >= 0, got {}", task.stage, options.max_steps);
   check(options.micro_batch_size >= 1, "{}: micro_batch_size must be >= 1, got {}", task.stage,
         options.micro_batch_size);
   check(options.gradient_accumulation_steps >= 1, "{}: gradient_accumulation_steps must be >= 1, got {}", task.stage,
@@ -129,6 +130,7 @@ bool all_finite(const std::vector<at::Tensor>& parameters) {
 }  // namespace
 
 int64_t total_training_steps(int64_t num_examples, const TrainingOptions& options) {
+  if (options.max_steps > 0) return options.max_steps;
   const int64_t micro_batches = batches_per_epoch(num_examples, options.micro_batch_size);
   return options.epochs * batches_per_epoch(micro_batches, options.gradient_accumulation_steps);
 }
