@@ -26,8 +26,8 @@ cmake --build build-fuzz -j "$(nproc)" --target can_fuzz_seeds "${targets[@]/#/f
 build-fuzz/can_fuzz_seeds build-fuzz/fuzz-seeds . > /dev/null
 
 # allocator_may_return_null: a malloc ASan cannot serve returns null, as outside ASan. (A throwing
-# operator new still aborts under ASan: fuzz_pytorch_bin finds a damaged pickle whose memo id makes
-# LibTorch's unpickler ask for 28 GB; outside ASan that ends in std::bad_alloc, refused as a can::Error.)
+# operator new still aborts under ASan; the one input known to reach it, a damaged pickle whose memo id
+# made LibTorch's unpickler ask for 28 GB, is now refused before unpickling: src/io/pytorch_bin.cpp.)
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:symbolize=1:allocator_may_return_null=1
 # The sanitizer suite's suppressions: leaks inside libraries that are not instrumented, each with its reason.
 export LSAN_OPTIONS=suppressions=$PWD/scripts/sanitizer-suppressions/lsan.txt:print_suppressions=0

@@ -2,6 +2,7 @@
 #include "can/pytorch_bin.h"
 
 #include <gtest/gtest.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
 
@@ -187,6 +188,39 @@ TEST(HfCheckpoint, PytorchBinStateDictsLoadAndHeadersReadNoData) {
   write_text_atomically(directory.path() / "text.bin", "not a zip archive");
   expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "text.bin"); }),
                   {"text.bin", "not a file in torch.save's zip format"});
+}
+
+// A torch.save archive around `pickle` as data.pkl, written by LibTorch's own archive writer.
+void write_archive_with_pickle(const std::filesystem::path& path, const std::string& pickle) {
+  std::vector<char> bytes;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) {
+    const auto* begin = static_cast<const char*>(data);
+    bytes.insert(bytes.end(), begin, begin + size);
+    return size;
+  });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  writer.writeEndOfFile();
+  write_text_atomically(path, std::string(bytes.begin(), bytes.end()));
+}
+
+// LibTorch's unpickler grows its memo table to the largest id a PUT names: a damaged
+// id (here 2^31 − 1, 32 GiB of table) is refused before it reads the pickle.
+TEST(HfCheckpoint, APytorchBinPickleNamingAMemoIdPastItsLengthIsRefusedBeforeUnpickling) {
+  TemporaryDirectory directory;
+  // A pickle's bytes from a string literal, zero bytes included.
+  const auto pickle = [](const auto& literal) { return std::string(literal, sizeof literal - 1); };
+  const std::string empty_dict = pickle("\x80\x02}");  // PROTO 2, EMPTY_DICT
+  write_archive_with_pickle(directory.path() / "damaged.bin", empty_dict + pickle("r\xff\xff\xff\x7f."));
+  expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "damaged.bin"); }),
+                  {"damaged.bin", "data.pkl names memo entry 2147483647 in a pickle of 9 bytes"});
+  // The same pickle with memo id 0 is a valid empty state dict.
+  write_archive_with_pickle(directory.path() / "empty.bin", empty_dict + pickle("r\0\0\0\0."));
+  EXPECT_TRUE(load_pytorch_bin(directory.path() / "empty.bin").empty());
+  // An id after strings of 4- and 1-byte length fields is found where it is.
+  write_archive_with_pickle(directory.path() / "late.bin",
+                            empty_dict + pickle("X\x02\0\0\0" "abq\x00\x8c\x01" "cq\x01" "0r\0\0\0\x01."));
+  expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "late.bin"); }),
+                  {"late.bin", "memo entry 16777216"});
 }
 
 TEST(HfCheckpoint, DirectoryWithoutWeightsSaysWhatWasLookedFor) {

@@ -3,6 +3,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/import_read.h>
 
+#include <cstring>
 #include <memory>
 
 #include "can/error.h"
@@ -59,6 +60,90 @@ void check_inside_storage(const at::Tensor& tensor, const std::string& file, con
         c10::str(tensor.sizes()), needed, tensor.storage().nbytes());
 }
 
+// Bytes of argument after each pickle opcode the walk below knows (protocols 0 to 5):
+// kLine ends at '\n', kTwoLines at the second, kSized1/4/8 are a 1-, 4- or 8-byte
+// little-endian length and that many bytes.
+enum class Argument { kUnknown, kNone, kFixed, kLine, kTwoLines, kSized1, kSized4, kSized8 };
+struct OpcodeArgument {
+  Argument kind = Argument::kUnknown;
+  size_t bytes = 0;  // kFixed
+};
+
+OpcodeArgument argument_of(uint8_t opcode) {
+  switch (opcode) {
+    case 0x80: case 'K': case 'h': case 'q': case 0x82: return {Argument::kFixed, 1};  // PROTO BININT1 BINGET BINPUT EXT1
+    case 'M': case 0x83: return {Argument::kFixed, 2};                                   // BININT2 EXT2
+    case 'J': case 'j': case 'r': case 0x84: return {Argument::kFixed, 4};  // BININT LONG_BINGET LONG_BINPUT EXT4
+    case 'G': case 0x95: return {Argument::kFixed, 8};                      // BINFLOAT FRAME
+    case 0x8c: case 'U': case 'C': case 0x8a: return {Argument::kSized1};   // SHORT_BIN{UNICODE,STRING,BYTES} LONG1
+    case 'X': case 'T': case 'B': case 0x8b: return {Argument::kSized4};    // BIN{UNICODE,STRING,BYTES} LONG4
+    case 0x8d: case 0x8e: case 0x96: return {Argument::kSized8};            // BINUNICODE8 BINBYTES8 BYTEARRAY8
+    case 'I': case 'L': case 'S': case 'V': case 'F': case 'P': case 'g': case 'p': return {Argument::kLine};
+    case 'c': case 'i': return {Argument::kTwoLines};  // GLOBAL INST
+    case '(': case '.': case '0': case '1': case '2': case 'N': case 'R': case 'Q': case ']': case 'a': case 'b':
+    case 'd': case '}': case 'e': case 'l': case 'o': case 's': case 't': case ')': case 'u': case 0x81: case 0x85:
+    case 0x86: case 0x87: case 0x88: case 0x89: case 0x8f: case 0x90: case 0x91: case 0x92: case 0x93: case 0x94:
+    case 0x97: case 0x98:
+      return {Argument::kNone};
+    default:
+      return {};
+  }
+}
+
+uint64_t little_endian(const uint8_t* bytes, size_t count) {
+  uint64_t value = 0;
+  for (size_t i = count; i-- > 0;) value = value << 8 | bytes[i];
+  return value;
+}
+
+// LibTorch's unpickler grows its memo table to every id a PUT names, so one damaged id
+// makes it allocate up to 2^32 entries. The pickler numbers its memo from 0, one id per
+// PUT, so a real id is below the pickle's length: walk the opcodes up to STOP and refuse
+// a larger one. The walk stops at an opcode it does not know; the unpickler refuses those.
+void check_memo_ids(const uint8_t* pickle, size_t size, const std::string& file) {
+  size_t at = 0;
+  while (at < size) {
+    const uint8_t opcode = pickle[at++];
+    const OpcodeArgument argument = argument_of(opcode);
+    if (argument.kind == Argument::kUnknown || opcode == '.') return;
+    const size_t left = size - at;
+    uint64_t length = 0;  // of the argument, after its own length field
+    switch (argument.kind) {
+      case Argument::kFixed:
+        length = argument.bytes;
+        break;
+      case Argument::kSized1:
+      case Argument::kSized4:
+      case Argument::kSized8: {
+        const size_t field = argument.kind == Argument::kSized1 ? 1 : argument.kind == Argument::kSized4 ? 4 : 8;
+        if (left < field) return;  // truncated: the unpickler says so
+        length = field + little_endian(pickle + at, field);
+        break;
+      }
+      case Argument::kLine:
+      case Argument::kTwoLines: {
+        const auto* end = static_cast<const uint8_t*>(std::memchr(pickle + at, '\n', left));
+        if (end != nullptr && argument.kind == Argument::kTwoLines) {
+          end = static_cast<const uint8_t*>(std::memchr(end + 1, '\n', size - static_cast<size_t>(end + 1 - pickle)));
+        }
+        if (end == nullptr) return;
+        length = static_cast<uint64_t>(end - (pickle + at)) + 1;
+        break;
+      }
+      default:
+        break;
+    }
+    if (length > left) return;
+    if (opcode == 'q' || opcode == 'r' || opcode == 'p') {  // BINPUT, LONG_BINPUT, PUT
+      const uint64_t id = opcode == 'p' ? std::strtoull(reinterpret_cast<const char*>(pickle + at), nullptr, 10)
+                                        : little_endian(pickle + at, opcode == 'q' ? 1 : 4);
+      check(id < size, "{}: data.pkl names memo entry {} in a pickle of {} bytes: the file is damaged", file, id,
+            size);
+    }
+    at += static_cast<size_t>(length);
+  }
+}
+
 }  // namespace
 
 void check_pytorch_bin_archive(const std::filesystem::path& path) { open_archive(path); }
@@ -68,11 +153,15 @@ std::map<std::string, at::Tensor> load_pytorch_bin(const std::filesystem::path& 
   const auto archive = open_archive(path);
   c10::IValue state;
   try {
+    const auto [pickle, pickle_size] = archive->getRecord("data.pkl");
+    check_memo_ids(static_cast<const uint8_t*>(pickle.get()), pickle_size, file);
     // The pickle in data.pkl, its tensors' storages in data/<key>, mapped to the CPU. No type resolver:
     // a class the unpickler does not know is an error, not a lookup.
     state = torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
                                               /*type_resolver=*/std::nullopt, /*obj_loader=*/std::nullopt,
                                               at::Device(at::kCPU), *archive);
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& error) {
     fail("{}: refused: CAN reads only a state dict of tensors from a .bin file, and this one holds something "
          "else, or is damaged: {}",
