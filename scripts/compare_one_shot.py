@@ -187,13 +187,13 @@ def svg(comparison):
         sy = lambda y: top + panel_h * (1 - (y - lo) / (hi - lo))
         out.append(f'<rect x="{x0}" y="{top}" width="{panel_w}" height="{panel_h}" fill="none" stroke="black"/>')
         out.append(f'<text x="{x0 + panel_w / 2}" y="{top - 8}" text-anchor="middle">{title}</text>')
-        out.append(f'<text x="{x0 + panel_w / 2}" y="{top + panel_h + 32}" text-anchor="middle">tokens through '
-                   f'forward passes (method\'s own stages)</text>')
+        out.append(f'<text x="{x0 + panel_w / 2}" y="{top + panel_h + 32}" text-anchor="middle">millions of tokens '
+                   f'through forward passes (the method\'s own stages)</text>')
         for i in range(5):
             y = lo + (hi - lo) * i / 4
             out.append(f'<text x="{x0 - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
             x = max_x * i / 4
-            out.append(f'<text x="{sx(x):.1f}" y="{top + panel_h + 16}" text-anchor="middle">{x:.3g}</text>')
+            out.append(f'<text x="{sx(x):.1f}" y="{top + panel_h + 16}" text-anchor="middle">{x / 1e6:.3g}</text>')
         out.append(f'<line x1="{x0}" x2="{x0 + panel_w}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" stroke="#bbb"/>')
         if p == 0:
             out.append(f'<line x1="{x0}" x2="{x0 + panel_w}" y1="{sy(comparison["margin"]):.1f}" '
@@ -207,16 +207,19 @@ def svg(comparison):
             for x, y in points:
                 out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#2a6fb0"/>')
             x, y = r["primal_dual"]["forward_tokens"], first(r["primal_dual"][final])
+            last_x, last_y = points[-1]
+            out.append(f'<line x1="{sx(last_x):.1f}" y1="{sy(last_y):.1f}" x2="{sx(x):.1f}" y2="{sy(y):.1f}" '
+                       f'stroke="#2a6fb0" stroke-dasharray="3,3"/>')
             out.append(f'<rect x="{sx(x) - 4:.1f}" y="{sy(y) - 4:.1f}" width="8" height="8" fill="#2a6fb0"/>')
             x, y = r["one_shot"]["forward_tokens"], first(r["one_shot"][final])
             out.append(f'<path d="M{sx(x):.1f},{sy(y) - 6:.1f} l6,10 l-12,0 z" fill="#e08a1e"/>')
     legend_y = height - 14
-    out.append(f'<circle cx="80" cy="{legend_y - 4}" r="3" fill="#2a6fb0"/><text x="90" y="{legend_y}">primal-dual '
-               f'round k: estimate from its samples (sampling prompts)</text>')
-    out.append(f'<rect x="450" y="{legend_y - 8}" width="8" height="8" fill="#2a6fb0"/><text x="464" '
+    out.append(f'<circle cx="40" cy="{legend_y - 4}" r="3" fill="#2a6fb0"/><text x="50" y="{legend_y}">primal-dual '
+               f'before round k, from the round\'s samples (sampling prompts)</text>')
+    out.append(f'<rect x="526" y="{legend_y - 8}" width="8" height="8" fill="#2a6fb0"/><text x="540" '
                f'y="{legend_y}">primal-dual, evaluated</text>')
-    out.append(f'<path d="M640,{legend_y - 10} l6,10 l-12,0 z" fill="#e08a1e"/><text x="654" y="{legend_y}">one-shot, '
-               f'evaluated (one point per seed)</text>')
+    out.append(f'<path d="M706,{legend_y - 10} l6,10 l-12,0 z" fill="#e08a1e"/><text x="720" y="{legend_y}">one-shot, '
+               f'evaluated (a point per seed)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
