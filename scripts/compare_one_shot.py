@@ -44,7 +44,12 @@ def cost(stages):
 
 def achieved(run_dir):
     report = read_json(run_dir / "eval" / "report.json")
+    # With eval.same_template_prompts, also on new prompts of the sampling prompts' own templates.
+    same = run_dir / "eval" / "same_templates" / "report.json"
+    same_templates = read_json(same)["achieved"] if same.exists() else None
     return {
+        "same_templates_safety_improvement": same_templates and same_templates["safety_improvement"],
+        "same_templates_reward_improvement": same_templates and same_templates["reward_improvement"],
         "achieved_safety_improvement": report["achieved"]["safety_improvement"],
         "achieved_safety_improvement_stderr": report["achieved"]["safety_improvement_stderr"],
         "achieved_reward_improvement": report["achieved"]["reward_improvement"],
@@ -105,12 +110,15 @@ SUMMARISED = ("wall_s", "sampled_tokens", "forward_tokens", "trained_tokens", "p
 
 
 def summarise(results, method):
-    return {key: spread([r[method][key] for r in results]) for key in SUMMARISED}
+    keys = SUMMARISED
+    if results[0][method]["same_templates_safety_improvement"] is not None:
+        keys += ("same_templates_safety_improvement", "same_templates_reward_improvement")
+    return {key: spread([r[method][key] for r in results]) for key in keys}
 
 
 def fmt(x, digits=4):
-    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1000):
-        return f"{int(x):,}"
+    if isinstance(x, int) or abs(x) >= min(1000, 10**digits):
+        return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
 
@@ -142,9 +150,25 @@ def markdown(comparison):
               "policy_updates": "policy updates", "lambda": "λ (final)",
               "achieved_safety_improvement": "achieved safety improvement",
               "achieved_reward_improvement": "achieved reward improvement",
-              "judge_safety": "judge: fraction safe", "judge_helpfulness": "judge: helpfulness"}
+              "judge_safety": "judge: fraction safe", "judge_helpfulness": "judge: helpfulness",
+              "same_templates_safety_improvement": "achieved safety improvement, same-template prompts",
+              "same_templates_reward_improvement": "achieved reward improvement, same-template prompts"}
     for key, label in labels.items():
+        if key not in methods["one_shot"]:
+            continue
         lines.append(f"| {label} | {cell(methods['one_shot'][key])} | {cell(methods['primal_dual'][key])} |")
+    lines += ["", "Per seed (safety and reward: achieved improvement ± its standard error over the evaluation's prompts):",
+              "", "| seed | one-shot λ* | one-shot safety | one-shot reward | primal-dual final λ | primal-dual safety | "
+              "primal-dual reward |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for seed, result in zip(comparison["seeds"], comparison["per_seed"]):
+        row = [str(seed)]
+        for method in ("one_shot", "primal_dual"):
+            r = result[method]
+            row += [", ".join(fmt(x) for x in r["lambda"]),
+                    ", ".join(f"{fmt(a)} ± {fmt(e, 2)}" for a, e in zip(r["achieved_safety_improvement"],
+                                                                       r["achieved_safety_improvement_stderr"])),
+                    f"{fmt(r['achieved_reward_improvement'])} ± {fmt(r['achieved_reward_improvement_stderr'], 2)}"]
+        lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## The primal-dual rounds", "",
               "Each round's estimate comes from its own samples of the policy it starts from, on the sampling "
               "prompts (round 0 samples π_ref, whose improvement is 0 by definition).", "",
