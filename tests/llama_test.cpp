@@ -648,19 +648,103 @@ TEST(LlamaConfig, ParsesHuggingFaceFieldsAndRejectsBadValues) {
   auto bad_groups = json;
   bad_groups["num_key_value_heads"] = 3;
   expect_error(bad_groups, "not a multiple of num_key_value_heads");
-  auto mistral = json;
-  mistral["model_type"] = "mistral";  // another family's config: refused, not read as Llama
-  expect_error(mistral, "model_type 'mistral' is not supported");
+  auto gemma = json;
+  gemma["model_type"] = "gemma";  // another architecture's config: refused, not read as Llama
+  expect_error(gemma, "model_type 'gemma' is not supported");
   auto scaled = json;
   scaled["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  expect_error(scaled, "rope_scaling");
+  expect_error(scaled, "rope_scaling: rope_type 'linear' is not supported");
+  auto mlp_bias = json;
+  mlp_bias["mlp_bias"] = true;
+  expect_error(mlp_bias, "mlp_bias true is not supported");
+  auto dropout = json;
+  dropout["attention_dropout"] = 0.1;
+  expect_error(dropout, "attention_dropout 0.1 is not supported");
+  auto sliding_layers = json;
+  sliding_layers["layer_types"] = {"full_attention", "sliding_attention"};
+  expect_error(sliding_layers, "layer_types lists \"sliding_attention\"");
   // transformers 5 moves rope_theta into rope_parameters.
   auto version5 = json;
   version5.erase("rope_theta");
   version5["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 5000.0}};
   EXPECT_EQ(can::LlamaConfig::from_json(version5, "config.json").rope_theta, 5000.0);
   version5["rope_parameters"]["rope_type"] = "yarn";
-  expect_error(version5, "rope_parameters");
+  expect_error(version5, "rope_parameters: rope_type 'yarn' is not supported");
+
+  // The other families: Qwen2 (q/k/v biases, its sliding window off), Mistral (no sliding window).
+  auto qwen2 = json;
+  qwen2["model_type"] = "qwen2";
+  qwen2["use_sliding_window"] = false;
+  qwen2["sliding_window"] = 4096;
+  const auto qwen = can::LlamaConfig::from_json(qwen2, "config.json");
+  EXPECT_TRUE(qwen.qkv_bias);
+  EXPECT_FALSE(qwen.o_bias);
+  EXPECT_EQ(qwen.to_json("LlamaForCausalLM").at("architectures"), nlohmann::json::array({"Qwen2ForCausalLM"}));
+  EXPECT_EQ(can::LlamaConfig::from_json(qwen.to_json("LlamaForCausalLM"), "again").to_json("LlamaForCausalLM"),
+            qwen.to_json("LlamaForCausalLM"));
+  qwen2["use_sliding_window"] = true;
+  expect_error(qwen2, "use_sliding_window true enables sliding-window attention");
+  auto mistral = json;
+  mistral["model_type"] = "mistral";
+  mistral["sliding_window"] = nullptr;
+  EXPECT_FALSE(can::LlamaConfig::from_json(mistral, "config.json").qkv_bias);
+  mistral["sliding_window"] = 4096;
+  expect_error(mistral, "sliding_window 4096 enables sliding-window attention");
+  mistral["sliding_window"] = nullptr;
+  mistral["attention_bias"] = true;
+  expect_error(mistral, "attention_bias true is not supported for model_type 'mistral'");
+  auto biased = json;
+  biased["attention_bias"] = true;  // Llama's: all four projections
+  const auto llama_biased = can::LlamaConfig::from_json(biased, "config.json");
+  EXPECT_TRUE(llama_biased.qkv_bias && llama_biased.o_bias);
+  // An explicit head_dim need not be hidden_size / heads; it must be even.
+  auto wide_heads = json;
+  wide_heads["head_dim"] = 16;
+  EXPECT_EQ(can::LlamaConfig::from_json(wide_heads, "config.json").head_dim(), 16);
+  wide_heads["head_dim"] = 15;
+  expect_error(wide_heads, "head_dim 15 must be a positive even integer");
+  // Llama 3's scaling, from transformers 5's rope_parameters or the older rope_scaling; a field missing is named.
+  auto llama3 = json;
+  llama3["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  const auto scaled3 = can::LlamaConfig::from_json(llama3, "config.json");
+  ASSERT_TRUE(scaled3.rope_scaling.has_value());
+  EXPECT_EQ(scaled3.rope_scaling->original_max_position_embeddings, 8192);
+  EXPECT_EQ(can::LlamaConfig::from_json(scaled3.to_json("LlamaForCausalLM"), "again").rope_scaling->factor, 8.0);
+  llama3["rope_scaling"].erase("low_freq_factor");
+  expect_error(llama3, "rope_scaling: missing field 'low_freq_factor'");
+}
+
+// Llama 3's frequencies by its rule, in double: wavelengths above C / low_freq_factor divided by
+// the factor, below C / high_freq_factor kept, between them interpolated in C / wavelength.
+TEST(LlamaConfig, Llama3RopeScalingStretchesLowFrequenciesAndKeepsHighOnes) {
+  can::LlamaConfig config;
+  config.hidden_size = 64;
+  config.num_attention_heads = 2;  // head_dim 32: 16 frequencies
+  config.rope_theta = 5e5;
+  config.rope_scaling = can::Llama3RopeScaling{8.0, 1.0, 4.0, 64};
+  const auto scaled = can::rotary_inverse_frequencies(config);
+  ASSERT_EQ(scaled.numel(), 16);
+  int bands[3] = {0, 0, 0};  // kept, interpolated, stretched
+  for (int64_t i = 0; i < 16; ++i) {
+    const double plain = 1.0 / std::pow(5e5, 2.0 * static_cast<double>(i) / 32.0);
+    const double wavelength = 2 * M_PI / plain;
+    double expected = plain;
+    if (wavelength > 64.0) {
+      expected = plain / 8.0;
+      ++bands[2];
+    } else if (wavelength >= 16.0) {
+      const double smooth = (64.0 / wavelength - 1.0) / (4.0 - 1.0);
+      expected = (1 - smooth) * plain / 8.0 + smooth * plain;
+      ++bands[1];
+    } else {
+      ++bands[0];
+    }
+    EXPECT_NEAR(scaled[i].item<double>(), expected, 1e-6 * expected) << "frequency " << i;
+  }
+  EXPECT_GT(bands[0], 0);
+  EXPECT_GT(bands[1], 0);
+  EXPECT_GT(bands[2], 0);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // model_size.h against the modules themselves: the names and shapes of every
 // parameter of LlamaForCausalLM (tied and untied, grouped-query) and LlamaForScore
-// (with and without the head's bias), and the LoRA adapters' parameter count.
+// (with and without the head's bias), the families' projection biases, and the LoRA
+// adapters' parameter count.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -31,6 +32,22 @@ TEST(ModelSize, CausalLmShapesAreTheModulesParameters) {
     int64_t elements = 0;
     for (const auto& parameter : model->parameters()) elements += parameter.numel();
     EXPECT_EQ(can::parameter_count(computed), elements);
+  }
+}
+
+// The families' biases (Qwen2: q, k, v; Llama's attention_bias: all four) and an explicit head_dim.
+TEST(ModelSize, BiasesAndAnExplicitHeadDimAreInTheShapes) {
+  for (const auto& [qkv, o] : {std::pair{true, false}, std::pair{true, true}}) {
+    can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/50, /*num_hidden_layers=*/2);
+    config.qkv_bias = qkv;
+    config.o_bias = o;
+    config.explicit_head_dim = 2 * config.head_dim();
+    can::LlamaForCausalLM model(config);
+    const Shapes computed = can::llama_tensor_shapes(config, can::ModelKind::kCausalLm);
+    EXPECT_EQ(computed, module_shapes(*model)) << "o_proj bias " << o;
+    EXPECT_EQ(computed.at("model.layers.1.self_attn.q_proj.bias"),
+              std::vector<int64_t>{config.num_attention_heads * config.head_dim()});
+    EXPECT_EQ(computed.count("model.layers.1.self_attn.o_proj.bias"), o ? 1u : 0u);
   }
 }
 

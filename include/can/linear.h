@@ -1,5 +1,6 @@
-// The bias-free linear layer of the Llama projections and lm_head: y = x Wᵀ,
-// with the two things large-model training needs on top of torch::nn::Linear:
+// The linear layer of the Llama-family projections and lm_head: y = x Wᵀ (+ b where
+// the family has biases: Qwen2's q, k and v projections), with the two things
+// large-model training needs on top of torch::nn::Linear:
 //  - a compute dtype: float32 master weights, products in bf16. The input and
 //    the weight are cast for the product; autograd carries the gradient back to
 //    the float32 weight. Undefined (the default) means the weight's own dtype and
@@ -8,9 +9,9 @@
 //    with A and B registered as submodules lora_A and lora_B, so that parameter
 //    names are PEFT's (`q_proj.lora_A.weight` [rank, in], `q_proj.lora_B.weight`
 //    [out, rank]). Dropout acts on the adapter's input only, in training mode.
-// The only parameter of a layer without adapter is "weight" [out, in]; it is
-// initialised as torch::nn::Linear initialises it (Kaiming-uniform, a = √5),
-// drawing the same random numbers.
+// The parameters of a layer without adapter are "weight" [out, in] and, with a bias,
+// "bias" [out]; they are initialised as torch::nn::Linear initialises them
+// (Kaiming-uniform, a = √5; the bias uniform in ±1/√in), drawing the same random numbers.
 #pragma once
 
 #include <c10/core/ScalarType.h>
@@ -24,7 +25,7 @@ namespace can {
 
 class LinearImpl : public torch::nn::Module {
  public:
-  LinearImpl(int64_t in_features, int64_t out_features);
+  LinearImpl(int64_t in_features, int64_t out_features, bool with_bias = false);
   // [..., in] -> [..., out], in compute_dtype when it is set, else in the weight's dtype.
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -41,6 +42,7 @@ class LinearImpl : public torch::nn::Module {
 
   int64_t in_features, out_features;
   torch::Tensor weight;  // [out, in]
+  torch::Tensor bias;    // [out]; undefined without one
   c10::ScalarType compute_dtype = c10::ScalarType::Undefined;
 
   std::shared_ptr<LinearImpl> lora_A;  // [rank, in]; null without adapter

@@ -23,7 +23,23 @@
 
 namespace can {
 
+// Llama 3's RoPE frequency scaling (rope_type "llama3"): wavelengths longer than
+// original_max_position_embeddings / low_freq_factor are stretched by `factor`, those
+// shorter than original_max_position_embeddings / high_freq_factor kept, those between
+// interpolated.
+struct Llama3RopeScaling {
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+// One model, several families: config.json's model_type "llama" (Llama 1, 2, 3.x),
+// "qwen2" (Qwen2, Qwen2.5: biases on the q, k and v projections) or "mistral", each
+// a setting of the fields below. A field CAN does not implement (another rope_type,
+// an enabled sliding window, MLP biases, attention dropout) is refused when read.
 struct LlamaConfig {
+  std::string model_type = "llama";
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -33,6 +49,10 @@ struct LlamaConfig {
   int64_t max_position_embeddings = 2048;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  std::optional<Llama3RopeScaling> rope_scaling = std::nullopt;  // none: plain rotary embeddings
+  int64_t explicit_head_dim = 0;  // config.json's head_dim when given; 0: hidden_size / num_attention_heads
+  bool qkv_bias = false;          // q_proj, k_proj and v_proj carry biases (Qwen2; Llama's attention_bias)
+  bool o_bias = false;            // o_proj carries one (Llama's attention_bias)
   bool tie_word_embeddings = false;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
@@ -41,7 +61,7 @@ struct LlamaConfig {
   int64_t score_dim = 1;
   bool score_bias = true;
 
-  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  int64_t head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads; }
   // The first inconsistency, naming the field it is reported on: a size that is
   // not positive, a width the heads do not divide, an odd head dimension (rotary
   // embeddings rotate halves), query heads that are not a multiple of the
@@ -56,9 +76,14 @@ struct LlamaConfig {
   // generation_config.json: its bos/eos/pad ids, where present, replace config.json's
   // (transformers' generate() reads them from there); `source` names the file.
   void apply_generation_config(const nlohmann::json& json, const std::string& source);
-  // `architecture` is written as the "architectures" entry (LlamaForCausalLM, LlamaForScore).
+  // `architecture` is written as the "architectures" entry: LlamaForScore, or
+  // LlamaForCausalLM, which is the family's own (Qwen2ForCausalLM, MistralForCausalLM).
   nlohmann::json to_json(const std::string& architecture) const;
 };
+
+// RoPE's inverse frequencies [D/2] float32, as Hugging Face computes them: 1 / θ^(2i/D),
+// then rescaled by rope_scaling when the config has one.
+torch::Tensor rotary_inverse_frequencies(const LlamaConfig& config);
 
 // Preallocated keys and values for incremental decoding.
 struct KVCache {

@@ -16,16 +16,22 @@ torch::Tensor in_dtype(const torch::Tensor& tensor, c10::ScalarType dtype) {
 
 }  // namespace
 
-LinearImpl::LinearImpl(int64_t in_features_, int64_t out_features_)
+LinearImpl::LinearImpl(int64_t in_features_, int64_t out_features_, bool with_bias)
     : in_features(in_features_), out_features(out_features_) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (with_bias) {
+    const double bound = in_features > 0 ? 1.0 / std::sqrt(static_cast<double>(in_features)) : 0.0;
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   const torch::Tensor input = in_dtype(x, compute_dtype);
-  torch::Tensor output = at::linear(input, in_dtype(weight, compute_dtype));  // [..., out]
+  torch::Tensor output =
+      at::linear(input, in_dtype(weight, compute_dtype), bias.defined() ? in_dtype(bias, compute_dtype) : bias);
   if (has_adapter() && adapter_enabled) {
     const torch::Tensor adapter_input =
         lora_dropout > 0 && is_training() ? torch::dropout(input, lora_dropout, /*train=*/true) : input;

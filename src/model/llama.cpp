@@ -109,15 +109,36 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight * normed.to(x.scalar_type());
 }
 
+torch::Tensor rotary_inverse_frequencies(const LlamaConfig& config) {
+  // Hugging Face: inv_freq = 1 / theta^(2i/D), computed in float32.
+  const int64_t dim = config.head_dim();
+  const torch::Tensor inv_freq =
+      1.0 / torch::pow(config.rope_theta, torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / dim);
+  if (!config.rope_scaling) return inv_freq;  // [D/2]
+  // Llama 3: long wavelengths (low frequencies) divided by `factor`, short ones kept, the band between
+  // interpolated linearly in original_max_position_embeddings / wavelength.
+  const Llama3RopeScaling& scaling = *config.rope_scaling;
+  const double context = static_cast<double>(scaling.original_max_position_embeddings);
+  const double low_freq_wavelength = context / scaling.low_freq_factor;
+  const double high_freq_wavelength = context / scaling.high_freq_factor;
+  const torch::Tensor wavelength = 2 * M_PI / inv_freq;
+  const torch::Tensor stretched = torch::where(wavelength > low_freq_wavelength, inv_freq / scaling.factor, inv_freq);
+  const torch::Tensor smooth =
+      (context / wavelength - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor);
+  const torch::Tensor interpolated = (1 - smooth) * stretched / scaling.factor + smooth * stretched;
+  const torch::Tensor medium = (wavelength >= high_freq_wavelength) & (wavelength <= low_freq_wavelength);
+  return torch::where(medium, interpolated, stretched);  // [D/2] float32
+}
+
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config)
     : num_heads(config.num_attention_heads),
       num_key_value_heads(config.num_key_value_heads),
       head_dim(config.head_dim()) {
   const int64_t hidden = config.hidden_size;
-  q_proj = register_module("q_proj", Linear(hidden, num_heads * head_dim));
-  k_proj = register_module("k_proj", Linear(hidden, num_key_value_heads * head_dim));
-  v_proj = register_module("v_proj", Linear(hidden, num_key_value_heads * head_dim));
-  o_proj = register_module("o_proj", Linear(num_heads * head_dim, hidden));
+  q_proj = register_module("q_proj", Linear(hidden, num_heads * head_dim, config.qkv_bias));
+  k_proj = register_module("k_proj", Linear(hidden, num_key_value_heads * head_dim, config.qkv_bias));
+  v_proj = register_module("v_proj", Linear(hidden, num_key_value_heads * head_dim, config.qkv_bias));
+  o_proj = register_module("o_proj", Linear(num_heads * head_dim, hidden, config.o_bias));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -175,9 +196,7 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config_) : config(config_) {
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(LlamaDecoderLayer(config));
   norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps));
-  // Hugging Face: inv_freq = 1 / theta^(2i/D), computed in float32.
-  const int64_t dim = config.head_dim();
-  inv_freq = 1.0 / torch::pow(config.rope_theta, torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / dim);
+  inv_freq = rotary_inverse_frequencies(config);
 }
 
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,

@@ -40,31 +40,85 @@ int64_t read_token_id(const nlohmann::json& json, const std::string& key, const 
   return read_integer(json, key, source, fallback);
 }
 
+// The rotary embedding's settings: transformers 5 writes rope_parameters {rope_type,
+// rope_theta, and the scaling's fields}; earlier versions rope_theta beside rope_scaling
+// {rope_type (or type), ...}, null without scaling.
+void read_rope(const nlohmann::json& json, const std::string& source, LlamaConfig& config) {
+  const nlohmann::json* parameters = optional_field(json, "rope_parameters");
+  const nlohmann::json* scaling = optional_field(json, "rope_scaling");
+  const std::string key = parameters != nullptr ? "rope_parameters" : "rope_scaling";
+  const nlohmann::json* rope = parameters != nullptr ? parameters : scaling;
+  config.rope_theta = parameters != nullptr ? read_number(*parameters, "rope_theta", source, 10000.0)
+                                            : read_number(json, "rope_theta", source, 10000.0);
+  if (rope == nullptr) return;
+  check(rope->is_object(), "{}: field '{}' must be an object, got {}", source, key, rope->dump());
+  const std::string where = source + ": " + key;
+  const std::string type = optional_field(*rope, "rope_type") != nullptr ? string_field(*rope, "rope_type", where)
+                           : optional_field(*rope, "type") != nullptr    ? string_field(*rope, "type", where)
+                                                                          : std::string("default");
+  if (type == "default") return;
+  check(type == "llama3",
+        "{}: rope_type '{}' is not supported: CAN implements plain rotary embeddings (\"default\") and Llama 3's "
+        "scaling (\"llama3\")",
+        where, type);
+  Llama3RopeScaling llama3;
+  llama3.factor = number_field(*rope, "factor", where);
+  llama3.low_freq_factor = number_field(*rope, "low_freq_factor", where);
+  llama3.high_freq_factor = number_field(*rope, "high_freq_factor", where);
+  llama3.original_max_position_embeddings = integer_field(*rope, "original_max_position_embeddings", where);
+  check(llama3.factor > 0 && llama3.low_freq_factor > 0 && llama3.high_freq_factor > llama3.low_freq_factor &&
+            llama3.original_max_position_embeddings > 0,
+        "{}: llama3 scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+        "original_max_position_embeddings > 0, got {}",
+        where, rope->dump());
+  config.rope_scaling = llama3;
+}
+
+// Fields that change what the model computes and that CAN does not implement: refused,
+// never silently ignored.
+void refuse_unimplemented(const nlohmann::json& json, const std::string& source, const std::string& model_type) {
+  if (optional_field(json, "hidden_act") != nullptr) {
+    check(json.at("hidden_act") == "silu", "{}: hidden_act {} is not supported (only \"silu\")", source,
+          json.at("hidden_act").dump());
+  }
+  check(!read_bool(json, "mlp_bias", source, false), "{}: mlp_bias true is not supported (the MLP has no biases)",
+        source);
+  check(read_number(json, "attention_dropout", source, 0.0) == 0.0,
+        "{}: attention_dropout {} is not supported (CAN trains without attention dropout)", source,
+        json.value("attention_dropout", nlohmann::json()).dump());
+  if (model_type != "llama") {
+    check(!read_bool(json, "attention_bias", source, false),
+          "{}: attention_bias true is not supported for model_type '{}'", source, model_type);
+  }
+  // Sliding-window attention: Qwen2 turns it on with use_sliding_window, Mistral with a sliding_window size.
+  const bool qwen_window = model_type == "qwen2" && read_bool(json, "use_sliding_window", source, false);
+  const bool mistral_window = model_type == "mistral" && optional_field(json, "sliding_window") != nullptr;
+  check(!qwen_window && !mistral_window,
+        "{}: {} enables sliding-window attention, which CAN does not implement (it attends over the whole "
+        "sequence); current {} releases leave it off",
+        source,
+        qwen_window ? "use_sliding_window true" : "sliding_window " + json.value("sliding_window", nlohmann::json()).dump(),
+        model_type == "qwen2" ? "Qwen2.5" : "Mistral");
+  if (const nlohmann::json* layer_types = optional_field(json, "layer_types")) {
+    check(layer_types->is_array(), "{}: field 'layer_types' must be an array", source);
+    for (const auto& type : *layer_types) {
+      check(type == "full_attention", "{}: layer_types lists {}, which CAN does not implement (only \"full_attention\")",
+            source, type.dump());
+    }
+  }
+}
+
 }  // namespace
 
 LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string& source) {
   check(json.is_object(), "{}: a model config must be a JSON object", source);
-  if (optional_field(json, "model_type") != nullptr) {
-    const std::string model_type = string_field(json, "model_type", source);
-    check(model_type == "llama", "{}: model_type '{}' is not supported (only \"llama\": CAN implements Llama)",
-          source, model_type);
-  }
-  if (json.contains("hidden_act")) {
-    check(json.at("hidden_act") == "silu", "{}: hidden_act {} is not supported (only \"silu\")", source,
-          json.at("hidden_act").dump());
-  }
-  check(!json.contains("rope_scaling") || json.at("rope_scaling").is_null(),
-        "{}: rope_scaling {} is not supported (only plain rotary embeddings)", source,
-        json.contains("rope_scaling") ? json.at("rope_scaling").dump() : "");
-  // transformers 5 writes rope_parameters {rope_type, rope_theta} instead of rope_theta and rope_scaling.
-  const bool has_rope_parameters = json.contains("rope_parameters") && json.at("rope_parameters").is_object();
-  if (has_rope_parameters) {
-    const auto& rope = json.at("rope_parameters");
-    check(!rope.contains("rope_type") || rope.at("rope_type") == "default",
-          "{}: rope_parameters {} are not supported (only plain rotary embeddings, rope_type \"default\")", source,
-          rope.dump());
-  }
   LlamaConfig config;
+  if (optional_field(json, "model_type") != nullptr) config.model_type = string_field(json, "model_type", source);
+  check(config.model_type == "llama" || config.model_type == "qwen2" || config.model_type == "mistral",
+        "{}: model_type '{}' is not supported (CAN implements the Llama family: \"llama\", \"qwen2\", \"mistral\")",
+        source, config.model_type);
+  refuse_unimplemented(json, source, config.model_type);
+  read_rope(json, source, config);
   config.vocab_size = read_integer(json, "vocab_size", source, std::nullopt);
   config.hidden_size = read_integer(json, "hidden_size", source, std::nullopt);
   config.intermediate_size = read_integer(json, "intermediate_size", source, std::nullopt);
@@ -73,8 +127,10 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   config.num_key_value_heads = read_integer(json, "num_key_value_heads", source, config.num_attention_heads);
   config.max_position_embeddings = read_integer(json, "max_position_embeddings", source, 2048);
   config.rms_norm_eps = read_number(json, "rms_norm_eps", source, 1e-6);
-  config.rope_theta = has_rope_parameters ? read_number(json.at("rope_parameters"), "rope_theta", source, 10000.0)
-                                          : read_number(json, "rope_theta", source, 10000.0);
+  config.explicit_head_dim = read_integer(json, "head_dim", source, 0);
+  // Llama's attention_bias puts biases on all four projections; Qwen2 has them on q, k and v, always.
+  config.qkv_bias = config.model_type == "qwen2" || read_bool(json, "attention_bias", source, false);
+  config.o_bias = config.model_type == "llama" && read_bool(json, "attention_bias", source, false);
   config.tie_word_embeddings = read_bool(json, "tie_word_embeddings", source, false);
   config.bos_token_id = read_token_id(json, "bos_token_id", source, 1);
   config.eos_token_id = read_token_id(json, "eos_token_id", source, 2);
@@ -86,11 +142,6 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   config.score_bias = read_bool(json, "score_bias", source, read_bool(json, "bias", source, false));
 
   if (const auto problem = config.problem()) fail("{}: {}", source, problem->message);
-  if (json.contains("head_dim") && !json.at("head_dim").is_null()) {
-    check(read_integer(json, "head_dim", source, std::nullopt) == config.head_dim(),
-          "{}: head_dim {} differs from hidden_size / num_attention_heads = {} (not supported)", source,
-          json.at("head_dim").dump(), config.head_dim());
-  }
   return config;
 }
 
@@ -113,7 +164,12 @@ std::optional<LlamaConfig::Problem> LlamaConfig::problem() const {
                                    {"score_dim", score_dim}}) {
     if (value <= 0) return Problem{key, fmt::format("key '{}' must be positive, got {}", key, value)};
   }
-  if (hidden_size % num_attention_heads != 0 || head_dim() % 2 != 0) {
+  if (explicit_head_dim < 0 || (explicit_head_dim > 0 && explicit_head_dim % 2 != 0)) {
+    return Problem{"head_dim", fmt::format("head_dim {} must be a positive even integer (rotary embeddings rotate "
+                                           "its halves)",
+                                           explicit_head_dim)};
+  }
+  if (explicit_head_dim == 0 && (hidden_size % num_attention_heads != 0 || head_dim() % 2 != 0)) {
     return Problem{"num_attention_heads",
                    fmt::format("hidden_size {} / num_attention_heads {} must be an even integer (the head dimension; "
                                "rotary embeddings rotate its halves)",
@@ -138,9 +194,10 @@ std::optional<LlamaConfig::Problem> LlamaConfig::problem() const {
 }
 
 nlohmann::json LlamaConfig::to_json(const std::string& architecture) const {
+  const std::string family = model_type == "qwen2" ? "Qwen2" : model_type == "mistral" ? "Mistral" : "Llama";
   nlohmann::json json = {
-      {"architectures", {architecture}},
-      {"model_type", "llama"},
+      {"architectures", {architecture == "LlamaForCausalLM" ? family + "ForCausalLM" : architecture}},
+      {"model_type", model_type},
       {"hidden_act", "silu"},
       {"vocab_size", vocab_size},
       {"hidden_size", hidden_size},
@@ -156,6 +213,16 @@ nlohmann::json LlamaConfig::to_json(const std::string& architecture) const {
       {"eos_token_id", eos_token_id},
       {"pad_token_id", pad_token_id >= 0 ? nlohmann::json(pad_token_id) : nlohmann::json(nullptr)},
   };
+  if (explicit_head_dim > 0) json["head_dim"] = explicit_head_dim;
+  if (model_type == "llama") json["attention_bias"] = qkv_bias;
+  if (model_type == "qwen2") json["use_sliding_window"] = false;
+  if (rope_scaling) {
+    json["rope_scaling"] = {{"rope_type", "llama3"},
+                            {"factor", rope_scaling->factor},
+                            {"low_freq_factor", rope_scaling->low_freq_factor},
+                            {"high_freq_factor", rope_scaling->high_freq_factor},
+                            {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+  }
   if (architecture == "LlamaForScore") {
     json["score_dim"] = score_dim;
     json["score_bias"] = score_bias;  // both keys, for Safe-RLHF's current and 2023 readers

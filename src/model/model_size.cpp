@@ -31,6 +31,10 @@ std::map<std::string, std::vector<int64_t>> llama_tensor_shapes(const LlamaConfi
     const std::string prefix = "model.layers." + std::to_string(layer) + ".";
     for (const auto& [name, size] : projection_sizes(config)) {
       shapes[prefix + name + ".weight"] = {size.second, size.first};  // [out, in]
+      const bool attention_input = name == "self_attn.q_proj" || name == "self_attn.k_proj" || name == "self_attn.v_proj";
+      if ((attention_input && config.qkv_bias) || (name == "self_attn.o_proj" && config.o_bias)) {
+        shapes[prefix + name + ".bias"] = {size.second};
+      }
     }
     shapes[prefix + "input_layernorm.weight"] = {hidden};
     shapes[prefix + "post_attention_layernorm.weight"] = {hidden};
