@@ -57,9 +57,13 @@ struct LlamaConfig {
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
   int64_t pad_token_id = -1;  // -1: none
-  // Score models (Safe-RLHF's LlamaForScore) only.
+  // Score models only: Safe-RLHF's LlamaForScore (head `score_head`, score_dim outputs, a bias
+  // when score_bias), or with sequence_classification transformers' <Family>ForSequenceClassification
+  // (head `score`, num_labels outputs, no bias), as config.json's architectures names it.
   int64_t score_dim = 1;
   bool score_bias = true;
+  bool sequence_classification = false;
+  std::string score_head_name() const { return sequence_classification ? "score" : "score_head"; }
 
   int64_t head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads; }
   // The first inconsistency, naming the field it is reported on: a size that is

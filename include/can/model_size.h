@@ -17,7 +17,7 @@ namespace can {
 
 enum class ModelKind {
   kCausalLm,  // LlamaForCausalLM: model.*, lm_head.weight unless tied
-  kScore,     // LlamaForScore: model.*, score_head.weight [score_dim, H] (+ bias)
+  kScore,     // LlamaForScore: model.*, score_head.weight [score_dim, H] (+ bias), or score.weight
 };
 
 // Parameter name -> shape, in Hugging Face's names ("model.layers.0.self_attn.q_proj.weight").

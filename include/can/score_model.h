@@ -1,6 +1,9 @@
 // Safe-RLHF's score model (LlamaForScore): the Llama backbone under `model.` and
 // a linear `score_head` ([score_dim, H], plus a bias when config.json's `score_bias`, else its `bias`). The score
-// of a sequence is the head applied to the hidden state of its last real token.
+// of a sequence is the head applied to the hidden state of its last real token. The
+// backbone may be any family of llama.h (a Qwen2 backbone under a LlamaForScore head);
+// transformers' <Family>ForSequenceClassification layout (head `score` [num_labels, H], no
+// bias, read at the last non-padding token) loads into the same class.
 // Reward models score helpfulness; cost models score harm (higher = less safe,
 // so the safety score is g = -cost).
 #pragma once

@@ -144,6 +144,18 @@ void check_memo_ids(const uint8_t* pickle, size_t size, const std::string& file)
   }
 }
 
+// The dtypes a checkpoint's tensors come in (those safetensors names); the unpickler also
+// builds sub-byte, quantized and complex tensors, which LibTorch cannot even copy.
+bool is_weight_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: case at::kHalf: case at::kBFloat16: case at::kDouble: case at::kLong: case at::kInt:
+    case at::kShort: case at::kChar: case at::kByte: case at::kBool:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 void check_pytorch_bin_archive(const std::filesystem::path& path) { open_archive(path); }
@@ -177,6 +189,10 @@ std::map<std::string, at::Tensor> load_pytorch_bin(const std::filesystem::path& 
     const std::string name = entry.key().toStringRef();
     check(entry.value().isTensor(), "{}: entry '{}' is a {}, not a tensor", file, name, entry.value().tagKind());
     const at::Tensor tensor = entry.value().toTensor();
+    check(is_weight_dtype(tensor.scalar_type()),
+          "{}: tensor '{}' has dtype {}, which no Llama-family checkpoint holds (floating point, integer or bool "
+          "expected): the file is damaged or not a model's",
+          file, name, c10::toString(tensor.scalar_type()));
     check_inside_storage(tensor, file, name);
     tensors.emplace(name, tensor);
   }

@@ -140,6 +140,20 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
   // `bias`, which beaver checkpoints still carry beside it (`bias` false, `score_bias`
   // true, with a score_head.bias tensor). So `score_bias` decides, then `bias`.
   config.score_bias = read_bool(json, "score_bias", source, read_bool(json, "bias", source, false));
+  // transformers' sequence classifiers: `num_labels` outputs (id2label's size; 2 without one), no bias.
+  if (const nlohmann::json* architectures = optional_field(json, "architectures");
+      architectures != nullptr && architectures->is_array() && !architectures->empty() &&
+      architectures->front().is_string()) {
+    const std::string architecture = architectures->front().get<std::string>();
+    const std::string suffix = "ForSequenceClassification";
+    if (architecture.size() > suffix.size() && architecture.ends_with(suffix)) {
+      config.sequence_classification = true;
+      config.score_bias = false;
+      const nlohmann::json* labels = optional_field(json, "id2label");
+      config.score_dim = labels != nullptr && labels->is_object() ? static_cast<int64_t>(labels->size())
+                                                                  : read_integer(json, "num_labels", source, 2);
+    }
+  }
 
   if (const auto problem = config.problem()) fail("{}: {}", source, problem->message);
   return config;
@@ -223,7 +237,15 @@ nlohmann::json LlamaConfig::to_json(const std::string& architecture) const {
                             {"high_freq_factor", rope_scaling->high_freq_factor},
                             {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
   }
-  if (architecture == "LlamaForScore") {
+  if (architecture == "LlamaForScore" && sequence_classification) {
+    json["architectures"] = {family + "ForSequenceClassification"};
+    json["id2label"] = nlohmann::json::object();
+    json["label2id"] = nlohmann::json::object();
+    for (int64_t label = 0; label < score_dim; ++label) {
+      json["id2label"][std::to_string(label)] = fmt::format("LABEL_{}", label);
+      json["label2id"][fmt::format("LABEL_{}", label)] = label;
+    }
+  } else if (architecture == "LlamaForScore") {
     json["score_dim"] = score_dim;
     json["score_bias"] = score_bias;  // both keys, for Safe-RLHF's current and 2023 readers
     json["bias"] = score_bias;

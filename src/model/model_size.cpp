@@ -42,8 +42,8 @@ std::map<std::string, std::vector<int64_t>> llama_tensor_shapes(const LlamaConfi
   shapes["model.norm.weight"] = {hidden};
   if (kind == ModelKind::kCausalLm && !config.tie_word_embeddings) shapes["lm_head.weight"] = {config.vocab_size, hidden};
   if (kind == ModelKind::kScore) {
-    shapes["score_head.weight"] = {config.score_dim, hidden};
-    if (config.score_bias) shapes["score_head.bias"] = {config.score_dim};
+    shapes[config.score_head_name() + ".weight"] = {config.score_dim, hidden};
+    if (config.score_bias) shapes[config.score_head_name() + ".bias"] = {config.score_dim};
   }
   return shapes;
 }

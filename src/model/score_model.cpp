@@ -14,12 +14,12 @@ namespace can {
 LlamaForScoreImpl::LlamaForScoreImpl(const LlamaConfig& config_) : config(config_) {
   model = register_module("model", LlamaModel(config));
   score_head = register_module(
-      "score_head",
+      config.score_head_name(),
       torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.score_dim).bias(config.score_bias)));
   torch::NoGradGuard no_grad;
   for (auto& parameter : named_parameters()) {
     if (parameter.key().find("norm") != std::string::npos) continue;
-    if (parameter.key() == "score_head.bias") {
+    if (parameter.key() == config.score_head_name() + ".bias") {
       parameter.value().zero_();
     } else {
       parameter.value().normal_(0.0, 0.02);

@@ -22,6 +22,11 @@ Checked, in float32 on CPU, through can_reference_probe:
   * greedy decoding for 20 new tokens, token for token, against generate(do_sample=False);
   * one AdamW step saved by CAN (--save) loads in AutoModelForCausalLM.from_pretrained with
     nothing missing or unexpected, as the same family, with CAN's logits (L3 and Q2);
+  * sequence classifiers (score models) on the L3 and Q2 shapes: transformers'
+    LlamaForSequenceClassification and Qwen2ForSequenceClassification (head `score`, one
+    label, read at the last non-padding token) and the same weights in Safe-RLHF's
+    LlamaForScore layout (head `score_head`) on those backbones, scored by
+    `can_reference_probe score` on left- and right-padded batches as transformers scores them;
   * settings CAN does not implement are refused naming the field: Qwen2's
     use_sliding_window, Mistral's sliding_window, rope_type "yarn", mlp_bias.
 
@@ -37,8 +42,9 @@ from can_reference import CheckFailure, Checks, probe, program, read_json, requi
 
 torch, transformers, safetensors = require("torch", "transformers", "safetensors")
 from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,  # noqa: E402
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM,  # noqa: E402
+                          LlamaForSequenceClassification, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen2ForSequenceClassification)
 
 import tiny_causal_lm as tiny  # noqa: E402
 
@@ -208,6 +214,33 @@ def check_refused(checks, folder, label, model, edit, expected):
                  f"exit {result.returncode}, stderr: {result.stderr.strip()[-400:]}")
 
 
+def check_sequence_classifier(checks, folder, label, model):
+    """transformers' <Family>ForSequenceClassification (head `score`, one label) scored by CAN as transformers
+    scores it, and the same weights in Safe-RLHF's layout (LlamaForScore: head `score_head`) on this backbone."""
+    model_dir = os.path.join(folder, f"{label}_classifier")
+    model.save_pretrained(model_dir)
+    safe_rlhf_dir = os.path.join(folder, f"{label}_score_head")
+    model.save_pretrained(safe_rlhf_dir)
+    config = read_json(os.path.join(safe_rlhf_dir, "config.json"))
+    config.update(architectures=["LlamaForScore"], score_dim=1, score_bias=False, score_type="reward")
+    for key in ("id2label", "label2id"):
+        config.pop(key, None)
+    write_json(os.path.join(safe_rlhf_dir, "config.json"), config)
+    weights = load_file(os.path.join(safe_rlhf_dir, "model.safetensors"))
+    weights["score_head.weight"] = weights.pop("score.weight")
+    save_file(weights, os.path.join(safe_rlhf_dir, "model.safetensors"), metadata={"format": "pt"})
+    for side in ("left", "right"):
+        ids, mask, _ = padded(side)
+        with torch.no_grad():
+            expected = model(input_ids=ids, attention_mask=mask, position_ids=tiny.position_ids(mask)).logits.float()
+        batch, out = os.path.join(folder, "batch.safetensors"), os.path.join(folder, "scores.safetensors")
+        save_file({"input_ids": ids, "attention_mask": mask}, batch)
+        for layout, directory in (("ForSequenceClassification", model_dir), ("LlamaForScore head", safe_rlhf_dir)):
+            probe("score", "--model", directory, "--input", batch, "--output", out)
+            checks.close(f"{label} {layout} {side}-padded scores", load_file(out)["scores"], expected, LOGITS_ATOL,
+                         why="float32 rounding")
+
+
 def main():
     start = time.monotonic()
     tiny.quiet()
@@ -241,6 +274,14 @@ def main():
                     check_train_and_save(checks, folder, label, model_dir, model_type)
             except CheckFailure as failure:
                 checks.check(f"{label}: the probe runs", False, str(failure))
+        classifiers = {"L3": (LlamaForSequenceClassification, llama3_config(), 41),
+                       "Q2": (Qwen2ForSequenceClassification, qwen2_config(), 42)}
+        for label, (model_class, config, seed) in classifiers.items():
+            config.num_labels = 1
+            try:
+                check_sequence_classifier(checks, folder, label, build(model_class, config, seed))
+            except CheckFailure as failure:
+                checks.check(f"{label} sequence classifier: the probe runs", False, str(failure))
         qwen2, mistral, llama3 = families["Q2"][0], families["M"][0], families["L3"][0]
         check_refused(checks, folder, "Qwen2 use_sliding_window true", qwen2,
                       lambda c: c.update(use_sliding_window=True), "use_sliding_window true")
