@@ -88,18 +88,8 @@ PAIRS = [
 
 
 def padded(side):
-    """input_ids, attention_mask, response_mask [B, T] of SEQUENCES padded on `side`."""
-    width = max(len(p) + len(r) for p, r in SEQUENCES)
-    ids = torch.full((len(SEQUENCES), width), tiny.PAD, dtype=torch.int64)
-    mask = torch.zeros_like(ids)
-    response = torch.zeros_like(ids)
-    for row, (prompt, reply) in enumerate(SEQUENCES):
-        tokens = prompt + reply
-        start = width - len(tokens) if side == "left" else 0
-        ids[row, start:start + len(tokens)] = torch.tensor(tokens)
-        mask[row, start:start + len(tokens)] = 1
-        response[row, start + len(prompt):start + len(tokens)] = 1
-    return ids, mask, response
+    """SEQUENCES padded on `side` (tiny.padded)."""
+    return tiny.padded(SEQUENCES, side)
 
 
 def can_forward(folder, model_dir, ids, mask, response, attention):

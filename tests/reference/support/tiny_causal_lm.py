@@ -78,3 +78,18 @@ def response_logprobs(logits, ids, response_mask):
     logp = torch.log_softmax(logits.double(), dim=-1)[:, :-1]  # position t-1 predicts token t
     picked = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return (picked * response_mask[:, 1:]).sum(-1)
+
+
+def padded(sequences, side):
+    """input_ids, attention_mask, response_mask [B, T] of (prompt, response) id lists padded with PAD on `side`."""
+    width = max(len(p) + len(r) for p, r in sequences)
+    ids = torch.full((len(sequences), width), PAD, dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    response = torch.zeros_like(ids)
+    for row, (prompt, reply) in enumerate(sequences):
+        tokens = prompt + reply
+        start = width - len(tokens) if side == "left" else 0
+        ids[row, start:start + len(tokens)] = torch.tensor(tokens)
+        mask[row, start:start + len(tokens)] = 1
+        response[row, start + len(prompt):start + len(tokens)] = 1
+    return ids, mask, response
