@@ -5,7 +5,7 @@
 //            [--dual FILE] --out DIR [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S]
 //            [--batch-size B] [--device auto] [--chat-template T] [--num-prompts K] [--prompt-set NAME]
 //
-// The tokenizer is the policy directory's tokenizer.model. --prompts is JSON
+// The tokenizer is the policy directory's (tokenizer.model or tokenizer.json). --prompts is JSON
 // Lines {prompt_id, prompt, optional topic and harmful} (the synthetic world's
 // prompts_test.jsonl); with topics the synthetic world's judge scores every
 // response too. --dual is a can-dual --json solution: its predictions are set
@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
   int64_t num_prompts = 0;
   std::string prompt_set;
   can::EvaluationOptions options;
-  app.add_option("--policy", policy_dir, "aligned policy directory (its tokenizer.model is used)")
+  app.add_option("--policy", policy_dir, "aligned policy directory (its tokenizer is used)")
       ->check(CLI::ExistingDirectory);
   app.add_option("--reference", reference_dir, "reference policy directory")->check(CLI::ExistingDirectory);
   app.add_option("--reward", reward_dir, "reward model directory")->check(CLI::ExistingDirectory);
@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
     if (num_prompts > 0 && num_prompts < static_cast<int64_t>(prompts.size())) prompts.resize(num_prompts);
     std::optional<can::DualSolution> dual;
     if (!dual_path.empty()) dual = can::read_dual_solution(dual_path);
-    const auto tokenizer = can::Tokenizer::load(policy_dir + "/tokenizer.model");
+    const auto tokenizer = can::Tokenizer::load(policy_dir);
     const auto device = can::select_device(device_name);
     can::EvaluationModels models;
     models.policy = can::load_causal_lm(policy_dir, device);

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
   std::string model_dir, prompt, device_name = "auto";
   can::SamplingOptions options;
   bool json = false;
-  app.add_option("--model", model_dir, "model directory (config.json, model.safetensors, tokenizer.model)")
+  app.add_option("--model", model_dir, "model directory (config.json, model.safetensors, tokenizer.model or tokenizer.json)")
       ->required()
       ->check(CLI::ExistingDirectory);
   app.add_option("--prompt", prompt, "prompt text (encoded as BOS + sentencepiece ids)")->required();
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   try {
     can::setup_logging("warn");
     can::configure_threads();
-    const auto tokenizer = can::Tokenizer::load(model_dir + "/tokenizer.model");
+    const auto tokenizer = can::Tokenizer::load(model_dir);
     auto model = can::load_causal_lm(model_dir, can::select_device(device_name));
     tokenizer.check_fits(model->config.vocab_size, model_dir);
     model->eval();

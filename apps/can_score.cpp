@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Score a response with a Llama score model directory"};
   std::string model_dir, prompt, response, pattern = can::ChatTemplate::kSafeRlhf, device_name = "auto";
   bool json = false;
-  app.add_option("--model", model_dir, "score model directory (config.json, model.safetensors, tokenizer.model)")
+  app.add_option("--model", model_dir, "score model directory (config.json, model.safetensors, tokenizer.model or tokenizer.json)")
       ->required()
       ->check(CLI::ExistingDirectory);
   app.add_option("--prompt", prompt, "the user's request")->required();
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   try {
     can::setup_logging("warn");
     can::configure_threads();
-    const auto tokenizer = can::Tokenizer::load(model_dir + "/tokenizer.model");
+    const auto tokenizer = can::Tokenizer::load(model_dir);
     const can::ChatTemplate chat_template(pattern);
     auto model = can::load_score_model(model_dir, can::select_device(device_name));
     tokenizer.check_fits(model->config.vocab_size, model_dir);

@@ -229,7 +229,7 @@ ConfigSchema build_schema() {
         &DataFiles::chat_template);
 
   s.section("models",
-            "Hugging Face model directories (config.json, safetensors, tokenizer.model); empty: trained here.");
+            "Hugging Face model directories (config.json, safetensors, tokenizer.model or tokenizer.json); empty: trained here.");
   s.add("models.policy", "reference policy π_ref; empty: SFT from scratch on the SFT data", &C::models,
         &ModelDirectories::policy);
   s.add("models.reward", "reward model r (LlamaForScore); empty: trained on better_response_id (mocan)", &C::models,
@@ -252,7 +252,7 @@ ConfigSchema build_schema() {
   s.add("tokenizer.vocab_size", "vocabulary size when the tokenizer is trained here", &C::tokenizer,
         &TokenizerSource::vocab_size)
       .at_least(kMinTrainedVocabSize);
-  s.add("tokenizer.model", "sentencepiece model file; empty: trained on the training texts", &C::tokenizer,
+  s.add("tokenizer.model", "tokenizer file (a sentencepiece tokenizer.model, or a tokenizer.json with its tokenizer_config.json beside it) or model folder; empty: models.policy's, else trained on the training texts", &C::tokenizer,
         &TokenizerSource::model);
 
   s.section("policy", "Llama architecture of π_ref when trained here; the score models trained here share it.");

@@ -3,7 +3,7 @@
 // Each stage reads earlier stages' artifacts and writes its own into its work
 // directory (stage_runner.h). Artifacts:
 //   data/            pairs_train.jsonl, sft_train.jsonl, prompts_sample.jsonl, prompts_test.jsonl, corpus.txt
-//   tokenizer/       tokenizer.model
+//   tokenizer/       tokenizer.model, or tokenizer.json and tokenizer_config.json
 //   reference/       model/ (π_ref, Hugging Face layout), metrics.jsonl
 //   reward_model/, cost_model/        model/ (LlamaForScore), metrics.jsonl
 //   helpfulness_dpo/, safety_dpo/     model/ (PeCAN's π_r and π_g), adapter/ (with LoRA)
@@ -175,15 +175,12 @@ std::unique_ptr<Scorer> pipeline_scorer(const Config& config, const StageContext
       tokenizer.eos_id());
 }
 
-Tokenizer load_tokenizer(const StageContext& context) {
-  return Tokenizer::load((context.artifact("tokenizer") / "tokenizer.model").string());
-}
+Tokenizer load_tokenizer(const StageContext& context) { return Tokenizer::load(context.artifact("tokenizer").string()); }
 
 // Trained models carry the run's tokenizer, so each model directory stands alone
 // (can-sample, can-score and Python can open it).
 void copy_tokenizer_into(const StageContext& context, const fs::path& model_dir) {
-  fs::copy_file(context.artifact("tokenizer") / "tokenizer.model", model_dir / "tokenizer.model",
-                fs::copy_options::overwrite_existing);
+  load_tokenizer(context).save(model_dir.string());
 }
 
 // Checkpoints are for resuming the stage; once it has finished they are dead weight.
@@ -289,11 +286,9 @@ void run_data(const Config& config, const StageContext& context) {
 }
 
 void run_tokenizer(const Config& config, const StageContext& context) {
-  const fs::path target = context.work_dir / "tokenizer.model";
-  if (!config.tokenizer.model.empty()) {
-    fs::copy_file(config.tokenizer.model, target);
-  } else if (!config.models.policy.empty()) {
-    fs::copy_file(fs::path(config.models.policy) / "tokenizer.model", target);
+  const std::string given = !config.tokenizer.model.empty() ? config.tokenizer.model : config.models.policy;
+  if (!given.empty()) {
+    Tokenizer::load(given).save(context.work_dir.string());
   } else {
     // The corpus: the world's, or every prompt and response of the external data.
     fs::path corpus = context.artifact("data") / "corpus.txt";
@@ -314,7 +309,7 @@ void run_tokenizer(const Config& config, const StageContext& context) {
     Tokenizer::train(options);
   }
   // A tokenizer that does not load, or does not fit a given model, fails here, not three stages later.
-  const Tokenizer tokenizer = Tokenizer::load(target.string());
+  const Tokenizer tokenizer = Tokenizer::load(context.work_dir.string());
   std::vector<std::string> given_models = {config.models.policy, config.models.reward, config.models.helpfulness_dpo};
   given_models.insert(given_models.end(), config.models.cost.begin(), config.models.cost.end());
   given_models.insert(given_models.end(), config.models.safety_dpo.begin(), config.models.safety_dpo.end());

@@ -199,7 +199,7 @@ class Planner {
     std::string path = config_.tokenizer.model;
     std::string key = "tokenizer.model";
     if (path.empty() && !config_.models.policy.empty()) {
-      path = (fs::path(config_.models.policy) / "tokenizer.model").string();
+      path = config_.models.policy;
       key = "models.policy";
     }
     if (path.empty()) {  // trained in the run, on the training data
@@ -208,7 +208,8 @@ class Planner {
     }
     attempt(key, [&] {
       tokenizer_ = Tokenizer::load(path);
-      plan_.inputs.push_back({"tokenizer", path, fmt::format("{} pieces", count(tokenizer_->vocab_size()))});
+      plan_.inputs.push_back(
+          {"tokenizer", tokenizer_->path(), fmt::format("{} pieces", count(tokenizer_->vocab_size()))});
     });
     if (!tokenizer_) return;
     if (config_.models.policy.empty()) inputs_.policy.vocab_size = tokenizer_->vocab_size();

@@ -1,188 +1,30 @@
+// Tokenizer: which kind a path holds, and what both kinds share (BOS, id checks, saving).
 #include "can/tokenizer.h"
 
-#include <dlfcn.h>
-#include <spdlog/spdlog.h>
-
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <limits>
-#include <set>
 
-#include "can/atomic_file.h"
 #include "can/error.h"
-#include "can_build_paths.h"
-#include "tokenizer/sentencepiece_backend.h"
+#include "tokenizer/tokenizer_handle.h"
 
 namespace can {
 
-namespace {
-
 namespace fs = std::filesystem;
-
-constexpr size_t kErrorCapacity = 2048;
-constexpr int kBytePieces = 256;  // byte_fallback adds <0x00> ... <0xFF>
-
-// The backend's functions, resolved once. Their types come from the backend's
-// header; the `can` library never links the backend, it only calls through these.
-struct Backend {
-  decltype(&can_spm_abi_version) abi_version;
-  decltype(&can_spm_load) load;
-  decltype(&can_spm_free) free;
-  decltype(&can_spm_piece_count) piece_count;
-  decltype(&can_spm_bos_id) bos_id;
-  decltype(&can_spm_eos_id) eos_id;
-  decltype(&can_spm_pad_id) pad_id;
-  decltype(&can_spm_unk_id) unk_id;
-  decltype(&can_spm_encode) encode;
-  decltype(&can_spm_decode) decode;
-  decltype(&can_spm_train) train;
-  decltype(&can_spm_training_model) training_model;
-  decltype(&can_spm_training_vocab) training_vocab;
-  decltype(&can_spm_free_training_result) free_training_result;
-};
-
-fs::path locate_backend() {
-  if (const char* configured = std::getenv("CAN_SPM_BACKEND"); configured != nullptr && *configured != '\0') {
-    check(fs::is_regular_file(configured), "the sentencepiece backend '{}' named by CAN_SPM_BACKEND does not exist",
-          configured);
-    return configured;
-  }
-  const fs::path file_name = fs::path(CAN_SPM_BACKEND_INSTALL_PATH).filename();
-  std::vector<fs::path> candidates = {CAN_SPM_BACKEND_BUILD_PATH, CAN_SPM_BACKEND_INSTALL_PATH};
-  std::error_code error;
-  const fs::path executable = fs::read_symlink("/proc/self/exe", error);
-  if (!error) {
-    candidates.push_back(executable.parent_path() / file_name);
-    candidates.push_back(executable.parent_path() / "lib" / file_name);
-  }
-  std::string looked_at;
-  for (const auto& candidate : candidates) {
-    if (fs::is_regular_file(candidate)) return candidate;
-    looked_at += fmt::format("{}'{}'", looked_at.empty() ? "" : ", ", candidate.string());
-  }
-  fail(
-      "cannot find the sentencepiece backend {} (looked at {}); build the target can_spm_backend, or set "
-      "CAN_SPM_BACKEND to the library's path",
-      file_name.string(), looked_at);
-}
-
-template <typename Function>
-void resolve(void* library, const fs::path& path, const char* name, Function& function) {
-  function = reinterpret_cast<Function>(dlsym(library, name));
-  check(function != nullptr, "the sentencepiece backend '{}' lacks the function {}; rebuild can_spm_backend",
-        path.string(), name);
-}
-
-Backend open_backend() {
-  const fs::path path = locate_backend();
-  // A link namespace of its own, so sentencepiece's bundled protobuf 3.14 never
-  // meets the protobuf LibTorch loaded (docs/design.md §7).
-  void* library = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (library == nullptr) {
-    const char* reason = dlerror();
-    fail("cannot load the sentencepiece backend '{}': {}", path.string(), reason != nullptr ? reason : "unknown");
-  }
-  Backend backend{};
-  resolve(library, path, "can_spm_abi_version", backend.abi_version);
-  check(backend.abi_version() == CAN_SPM_BACKEND_ABI_VERSION,
-        "the sentencepiece backend '{}' has interface version {} but this program needs {}; rebuild can_spm_backend",
-        path.string(), backend.abi_version(), CAN_SPM_BACKEND_ABI_VERSION);
-  resolve(library, path, "can_spm_load", backend.load);
-  resolve(library, path, "can_spm_free", backend.free);
-  resolve(library, path, "can_spm_piece_count", backend.piece_count);
-  resolve(library, path, "can_spm_bos_id", backend.bos_id);
-  resolve(library, path, "can_spm_eos_id", backend.eos_id);
-  resolve(library, path, "can_spm_pad_id", backend.pad_id);
-  resolve(library, path, "can_spm_unk_id", backend.unk_id);
-  resolve(library, path, "can_spm_encode", backend.encode);
-  resolve(library, path, "can_spm_decode", backend.decode);
-  resolve(library, path, "can_spm_train", backend.train);
-  resolve(library, path, "can_spm_training_model", backend.training_model);
-  resolve(library, path, "can_spm_training_vocab", backend.training_vocab);
-  resolve(library, path, "can_spm_free_training_result", backend.free_training_result);
-  return backend;
-}
-
-// Loaded once per process; a failed load throws and is retried on the next call.
-const Backend& backend() {
-  static const Backend instance = open_backend();
-  return instance;
-}
-
-bool has_a_sentence(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), "cannot open the tokenizer training corpus '{}' for reading", path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") != std::string::npos) return true;
-  }
-  return false;
-}
-
-// Sentencepiece answers bad options with terse internal messages (or none):
-// check what we can here and say what to change.
-void validate(const TokenizerTrainOptions& options) {
-  check(fs::is_regular_file(options.input_file), "the tokenizer training corpus '{}' does not exist",
-        options.input_file);
-  check(has_a_sentence(options.input_file), "the tokenizer training corpus '{}' has no non-blank line",
-        options.input_file);
-  check(!options.model_prefix.empty(), "tokenizer training needs a model_prefix (it writes <model_prefix>.model)");
-  check(options.model_type == "bpe" || options.model_type == "unigram",
-        "unknown tokenizer model_type '{}' (expected bpe or unigram)", options.model_type);
-  check(options.character_coverage > 0.0 && options.character_coverage <= 1.0,
-        "tokenizer character_coverage {} is outside (0, 1]", options.character_coverage);
-  check(options.seed <= std::numeric_limits<uint32_t>::max(),
-        "tokenizer seed {} does not fit sentencepiece's 32-bit seed", options.seed);
-  check(options.unk_id >= 0, "tokenizer unk_id {} must be >= 0: sentencepiece always has an unknown piece",
-        options.unk_id);
-  std::set<int> special_ids;
-  const std::pair<const char*, int> specials[] = {
-      {"unk_id", options.unk_id}, {"bos_id", options.bos_id}, {"eos_id", options.eos_id}, {"pad_id", options.pad_id}};
-  for (const auto& [name, id] : specials) {
-    if (id == -1) continue;
-    check(id >= 0 && id < options.vocab_size, "tokenizer {} {} is outside [0, vocab_size {}) (-1 disables it)", name,
-          id, options.vocab_size);
-    check(special_ids.insert(id).second, "tokenizer {} {} is already taken by another special piece", name, id);
-  }
-  const int minimum = kBytePieces + static_cast<int>(special_ids.size()) + 1;
-  check(
-      options.vocab_size >= minimum,
-      "tokenizer vocab_size {} is too small: byte fallback takes {} pieces and the special pieces {}, leaving no room "
-      "for the corpus's characters (use at least {}, in practice a few hundred more)",
-      options.vocab_size, kBytePieces, special_ids.size(), minimum);
-}
-
-}  // namespace
-
-struct Tokenizer::Handle {
-  const Backend& backend;
-  CanSpmModel* model;
-  std::string path;
-  int vocab_size, bos_id, eos_id, pad_id, unk_id;
-
-  ~Handle() { backend.free(model); }
-};
 
 Tokenizer::Tokenizer(std::unique_ptr<Handle> handle) : handle_(std::move(handle)) {}
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
-Tokenizer Tokenizer::load(const std::string& model_path) {
-  check(fs::is_regular_file(model_path), "the tokenizer model '{}' does not exist", model_path);
-  const Backend& spm = backend();
-  // The handle owns the model from the start: it frees a null one just as well.
-  auto handle = std::unique_ptr<Handle>(new Handle{spm, nullptr, model_path, 0, -1, -1, -1, -1});
-  char error[kErrorCapacity] = "";
-  handle->model = spm.load(model_path.c_str(), error, sizeof(error));
-  check(handle->model != nullptr, "cannot load the sentencepiece model '{}': {}", model_path, error);
-  handle->vocab_size = spm.piece_count(handle->model);
-  handle->bos_id = spm.bos_id(handle->model);
-  handle->eos_id = spm.eos_id(handle->model);
-  handle->pad_id = spm.pad_id(handle->model);
-  handle->unk_id = spm.unk_id(handle->model);
-  return Tokenizer(std::move(handle));
+Tokenizer Tokenizer::load(const std::string& path) {
+  fs::path file = path;
+  if (fs::is_directory(file)) {
+    const bool sentencepiece = fs::is_regular_file(file / "tokenizer.model");
+    check(sentencepiece || fs::is_regular_file(file / "tokenizer.json"),
+          "the folder '{}' holds no tokenizer: neither tokenizer.model (sentencepiece) nor tokenizer.json", path);
+    file /= sentencepiece ? "tokenizer.model" : "tokenizer.json";
+  }
+  check(fs::is_regular_file(file), "the tokenizer file '{}' does not exist", file.string());
+  return Tokenizer(file.extension() == ".json" ? load_byte_level_bpe(file) : load_sentencepiece(file));
 }
 
 void Tokenizer::check_fits(int64_t model_vocab_size, const std::string& model) const {
@@ -192,65 +34,20 @@ void Tokenizer::check_fits(int64_t model_vocab_size, const std::string& model) c
         handle_->path, vocab_size(), model, model_vocab_size, model_vocab_size);
 }
 
-void Tokenizer::train(const TokenizerTrainOptions& options) {
-  validate(options);
-  // Reproducible bit for bit: the unigram trainer's result depends on its thread
-  // count, so it is fixed rather than taken from the machine.
-  const std::vector<std::pair<std::string, std::string>> flags = {
-      {"vocab_size", std::to_string(options.vocab_size)},
-      {"model_type", options.model_type},
-      {"character_coverage", fmt::format("{}", options.character_coverage)},
-      {"byte_fallback", "true"},  // any UTF-8 text encodes, unseen characters as bytes
-      {"unk_id", std::to_string(options.unk_id)},
-      {"bos_id", std::to_string(options.bos_id)},
-      {"eos_id", std::to_string(options.eos_id)},
-      {"pad_id", std::to_string(options.pad_id)},
-      {"num_threads", "1"},
-      {"minloglevel", "1"},  // sentencepiece logs every merge at INFO
-  };
-  std::vector<const char*> keys, values;
-  for (const auto& [key, value] : flags) {
-    keys.push_back(key.c_str());
-    values.push_back(value.c_str());
+void Tokenizer::save(const std::string& folder) const {
+  for (const fs::path& file : handle_->files) {
+    const fs::path target = fs::path(folder) / file.filename();
+    if (fs::exists(target) && fs::equivalent(file, target)) continue;
+    fs::copy_file(file, target, fs::copy_options::overwrite_existing);
   }
-  const Backend& spm = backend();
-  char error[kErrorCapacity] = "";
-  // The seed drives only sentencepiece's sentence sampling, which stays off here
-  // (every line is used), so it cannot change the model; it is passed for the record.
-  const std::unique_ptr<CanSpmTrainingResult, decltype(spm.free_training_result)> result(
-      spm.train(options.input_file.c_str(), keys.data(), values.data(), keys.size(),
-                static_cast<uint32_t>(options.seed), error, sizeof(error)),
-      spm.free_training_result);
-  check(result != nullptr, "training a {} tokenizer of {} pieces on '{}' failed: {}", options.model_type,
-        options.vocab_size, options.input_file, error);
-  const auto write_from_backend = [&](const std::string& path, decltype(spm.training_model) content) {
-    size_t size = 0;
-    const char* data = content(result.get(), &size);
-    write_file_atomically(path, [&](std::ostream& out) { out.write(data, static_cast<std::streamsize>(size)); });
-  };
-  write_from_backend(options.model_prefix + ".model", spm.training_model);
-  write_from_backend(options.model_prefix + ".vocab", spm.training_vocab);
-  spdlog::info("trained a {} tokenizer of {} pieces on '{}' into '{}.model'", options.model_type, options.vocab_size,
-               options.input_file, options.model_prefix);
 }
 
+const std::string& Tokenizer::path() const { return handle_->path; }
+
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
-  const Handle& h = *handle_;
-  check(!add_bos || h.bos_id >= 0, "the tokenizer model '{}' has no BOS piece; encode with add_bos=false", h.path);
-  // Usually fewer ids than bytes; normalization can expand text, hence the retry.
-  std::vector<int32_t> ids(text.size() + 16);
-  char error[kErrorCapacity] = "";
-  int64_t count = h.backend.encode(h.model, text.data(), text.size(), ids.data(), ids.size(), error, sizeof(error));
-  if (count > static_cast<int64_t>(ids.size())) {
-    ids.resize(static_cast<size_t>(count));
-    count = h.backend.encode(h.model, text.data(), text.size(), ids.data(), ids.size(), error, sizeof(error));
-  }
-  check(count >= 0, "encoding {} bytes of text with the tokenizer '{}' failed: {}", text.size(), h.path, error);
-  std::vector<int64_t> encoded;
-  encoded.reserve(static_cast<size_t>(count) + 1);
-  if (add_bos) encoded.push_back(h.bos_id);
-  encoded.insert(encoded.end(), ids.begin(), ids.begin() + count);
-  return encoded;
+  std::vector<int64_t> ids = handle_->encode(text);
+  if (add_bos && handle_->adds_bos) ids.insert(ids.begin(), handle_->bos_id);
+  return ids;
 }
 
 std::vector<std::vector<int64_t>> Tokenizer::encode_batch(const std::vector<std::string>& texts, bool add_bos) const {
@@ -261,25 +58,12 @@ std::vector<std::vector<int64_t>> Tokenizer::encode_batch(const std::vector<std:
 }
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
-  const Handle& h = *handle_;
-  std::vector<int32_t> kept;
-  kept.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
-    const int64_t id = ids[i];
-    check(id >= 0 && id < h.vocab_size, "token id {} at position {} is outside the vocabulary [0, {}) of '{}'", id, i,
-          h.vocab_size, h.path);
-    if (id != h.bos_id && id != h.eos_id && id != h.pad_id) kept.push_back(static_cast<int32_t>(id));
+    check(ids[i] >= 0 && ids[i] < handle_->vocab_size,
+          "token id {} at position {} is outside the vocabulary [0, {}) of '{}'", ids[i], i, handle_->vocab_size,
+          handle_->path);
   }
-  std::string text(kept.size() * 8 + 16, '\0');
-  char error[kErrorCapacity] = "";
-  int64_t size = h.backend.decode(h.model, kept.data(), kept.size(), text.data(), text.size(), error, sizeof(error));
-  if (size > static_cast<int64_t>(text.size())) {
-    text.resize(static_cast<size_t>(size));
-    size = h.backend.decode(h.model, kept.data(), kept.size(), text.data(), text.size(), error, sizeof(error));
-  }
-  check(size >= 0, "decoding {} ids with the tokenizer '{}' failed: {}", kept.size(), h.path, error);
-  text.resize(static_cast<size_t>(size));
-  return text;
+  return handle_->decode(ids);
 }
 
 int Tokenizer::vocab_size() const { return handle_->vocab_size; }
