@@ -457,8 +457,11 @@ class ByteLevelBpe : public Tokenizer::Handle {
           pre_tokenizer.dump());
     std::vector<json> steps = {pre_tokenizer};
     if (type_of(pre_tokenizer, where) == "Sequence") steps = required_field(pre_tokenizer, "pretokenizers", where);
+    std::string types;
+    for (const json& step : steps) types += (types.empty() ? "" : ", ") + type_of(step, where);
     check(!steps.empty() && type_of(steps.back(), where) == "ByteLevel",
-          "{}: CAN implements a Split by regular expression followed by ByteLevel, or ByteLevel alone", where);
+          "{} is [{}]: CAN implements a Split by regular expression followed by ByteLevel, or ByteLevel alone", where,
+          types);
     for (size_t i = 0; i < steps.size(); ++i) {
       const json& step = steps[i];
       const std::string at = fmt::format("{}[{}]", where, i);
