@@ -7,7 +7,7 @@ namespace can {
 
 std::vector<int64_t> tokenize_prompt(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
                                      const std::string& prompt) {
-  return tokenizer.encode(chat_template.format(prompt), /*add_bos=*/true);
+  return tokenizer.encode(chat_template.format(prompt), chat_template.add_bos());
 }
 
 TokenizedSequence tokenize_sequence(const Tokenizer& tokenizer, const ChatTemplate& chat_template,

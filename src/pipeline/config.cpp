@@ -225,7 +225,9 @@ ConfigSchema build_schema() {
         "prompts",
         &C::data, &DataFiles::prompts_test);
   s.add("data.chat_template",
-        "prompt format, {prompt} replaced; the response follows after one space (score models depend on it)", &C::data,
+        "prompt format, {prompt} replaced, the response following after one space; or 'model': models.policy's own "
+        "Jinja chat template, as transformers' apply_chat_template renders one user message (score models depend on "
+        "it)", &C::data,
         &DataFiles::chat_template);
 
   s.section("models",
@@ -248,7 +250,7 @@ ConfigSchema build_schema() {
         &C::models, &ModelDirectories::safety_dpo)
       .or_one_string();
 
-  s.section("tokenizer", "Sentencepiece tokenizer of models trained here (models.policy brings its own).");
+  s.section("tokenizer", "The tokenizer: given, models.policy's, or trained here (sentencepiece) on the training texts.");
   s.add("tokenizer.vocab_size", "vocabulary size when the tokenizer is trained here", &C::tokenizer,
         &TokenizerSource::vocab_size)
       .at_least(kMinTrainedVocabSize);
@@ -419,6 +421,9 @@ void check_combination(const Config& c, const std::function<std::string(const st
   }
   if (const std::string problem = ChatTemplate::problem(c.data.chat_template); !problem.empty()) {
     fail_combination("data.chat_template", problem);
+  }
+  if (c.data.chat_template == ChatTemplate::kModelsOwn && c.models.policy.empty()) {
+    fail_combination("data.chat_template", "is 'model', the policy's own template, which needs models.policy");
   }
   if (const auto problem = c.policy.problem()) {
     fail_combination("policy." + problem->key, problem->message);

@@ -90,7 +90,9 @@ std::pair<std::vector<T>, std::vector<T>> split_holdout(std::vector<T> examples)
 
 c10::Device device(const Config& config) { return select_device(config.run.device); }
 
-ChatTemplate chat_template(const Config& config) { return ChatTemplate(config.data.chat_template); }
+ChatTemplate chat_template(const Config& config) {
+  return ChatTemplate::from_setting(config.data.chat_template, config.models.policy);
+}
 
 // Every model of the run computes in run.compute_dtype. A model that is trained keeps
 // float32 master weights; one that only runs forward is stored in the compute dtype

@@ -96,6 +96,8 @@ class Planner {
     inputs_.policy = config_.policy;
     check_models();
     check_tokenizer();
+    attempt("data.chat_template",
+            [&] { chat_.emplace(ChatTemplate::from_setting(config_.data.chat_template, config_.models.policy)); });
     check_data();
     check_run_directory();
     plan_stages();
@@ -221,9 +223,11 @@ class Planner {
   // The longest chat-formatted prompt in tokens (BOS included): counted by the
   // tokenizer when there is one, else its length in bytes plus one, an upper bound
   // for sentencepiece with byte fallback.
+  // Not measured when the chat template itself is a problem (reported on its own).
   void measure_prompt(const std::string& prompt) {
-    const std::string text = ChatTemplate(config_.data.chat_template).format(prompt);
-    const int64_t tokens = tokenizer_ ? static_cast<int64_t>(tokenizer_->encode(text).size())
+    if (!chat_) return;
+    const std::string text = chat_->format(prompt);
+    const int64_t tokens = tokenizer_ ? static_cast<int64_t>(tokenizer_->encode(text, chat_->add_bos()).size())
                                       : static_cast<int64_t>(text.size()) + 1;
     inputs_.longest_prompt_tokens = std::max(inputs_.longest_prompt_tokens, tokens);
   }
@@ -254,7 +258,7 @@ class Planner {
     if (config_.world.enabled) {
       attempt("world", [&] {
         WorldOptions options = config_.world.options;
-        options.chat_template = ChatTemplate(config_.data.chat_template);
+        if (chat_) options.chat_template = *chat_;
         const SyntheticWorld world = build_world(options);
         inputs_.sft_examples = static_cast<int64_t>(world.sft.size());
         inputs_.train_pairs = static_cast<int64_t>(world.pairs.size());
@@ -515,6 +519,7 @@ class Planner {
   RunPlan plan_;
   RunInputs inputs_;
   std::optional<Tokenizer> tokenizer_;
+  std::optional<ChatTemplate> chat_;
 };
 
 // Total memory of this machine (MemTotal), or 0 when it cannot be read.

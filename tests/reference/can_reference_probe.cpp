@@ -11,8 +11,11 @@
 //   score     --model DIR --input IN --output OUT          OUT: scores [B, score_dim] float32
 //   generate  --model DIR --input IN.json --output OUT.json --max-new-tokens N [--batch-size B] [--no-cache]
 //             greedy decoding of {"prompts": [[ids]]} into {"generations": [{tokens, logprobs, stopped_at_eos}]}
-//   tokenize  --tokenizer FILE --input IN.json --output OUT.json
+//   tokenize  --tokenizer FILE_OR_DIR --input IN.json --output OUT.json
 //             {"texts": [...]} into {"ids": [[BOS, ...]], "decoded": [...]}
+//   chat      --model DIR --input IN.json --output OUT.json
+//             the folder's own chat template (ChatTemplate::of_model) on {"prompts": [...]}:
+//             {"texts": [formatted], "ids": [tokenize_prompt ids]}
 //   dpo       --policy DIR --reference DIR --input PAIRS.json --output OUT --loss sigmoid|ipo --beta X
 //             --label-smoothing E --learning-rate LR --weight-decay WD [--save DIR]
 //             PAIRS.json: {"pairs": [{prompt_ids, chosen_ids, rejected_ids}], "max_length", "pad_id"}.
@@ -32,6 +35,7 @@
 #include "can/atomic_file.h"
 #include "can/batch_inference.h"
 #include "can/batching.h"
+#include "can/chat_template.h"
 #include "can/dpo_trainer.h"
 #include "can/error.h"
 #include "can/hf_checkpoint.h"
@@ -125,6 +129,18 @@ void tokenize(const std::string& tokenizer_file, const std::string& input, const
     const auto ids = tokenizer.encode(text, /*add_bos=*/true);
     result["ids"].push_back(ids);
     result["decoded"].push_back(tokenizer.decode(ids));
+  }
+  write_json(output, result);
+}
+
+void chat(const std::string& model_dir, const std::string& input, const std::string& output) {
+  const auto tokenizer = can::Tokenizer::load(model_dir);
+  const auto chat_template = can::ChatTemplate::of_model(model_dir);
+  const auto prompts = can::read_json_file(input).at("prompts").get<std::vector<std::string>>();
+  nlohmann::json result = {{"texts", nlohmann::json::array()}, {"ids", nlohmann::json::array()}};
+  for (const auto& prompt : prompts) {
+    result["texts"].push_back(chat_template.format(prompt));
+    result["ids"].push_back(can::tokenize_prompt(tokenizer, chat_template, prompt));
   }
   write_json(output, result);
 }
@@ -244,10 +260,15 @@ int main(int argc, char** argv) {
   generate_command->add_option("--batch-size", batch_size);
   generate_command->add_flag("--no-cache", no_cache, "recompute the prefix for every token");
 
-  auto* tokenize_command = app.add_subcommand("tokenize", "sentencepiece ids and decoded text");
+  auto* tokenize_command = app.add_subcommand("tokenize", "ids and decoded text");
   tokenize_command->add_option("--tokenizer", tokenizer)->required();
   tokenize_command->add_option("--input", input)->required();
   tokenize_command->add_option("--output", output)->required();
+
+  auto* chat_command = app.add_subcommand("chat", "a model folder's chat template, rendered and tokenized");
+  chat_command->add_option("--model", model)->required();
+  chat_command->add_option("--input", input)->required();
+  chat_command->add_option("--output", output)->required();
 
   auto* dpo_command = app.add_subcommand("dpo", "DPO loss, metrics, gradients and one AdamW step");
   dpo_command->add_option("--policy", dpo_request.policy)->required();
@@ -281,6 +302,7 @@ int main(int argc, char** argv) {
     if (*score_command) score(model, input, output);
     if (*generate_command) generate(model, input, output, max_new_tokens, batch_size, no_cache);
     if (*tokenize_command) tokenize(tokenizer, input, output);
+    if (*chat_command) chat(model, input, output);
     if (*dpo_command) dpo(dpo_request);
     if (*lora_command) {
       lora.target_modules = split_commas(targets);
