@@ -175,7 +175,8 @@ TEST_F(ByteLevelBpeTest, TextThatIsNotUtf8IsRefusedWithItsByte) {
   }
 }
 
-TEST_F(ByteLevelBpeTest, AFolderWithTokenizerModelIsSentencepieceAndSaveCopiesBothFiles) {
+TEST_F(ByteLevelBpeTest, AFolderWithTokenizerModelIsSentencepieceAndSaveCopiesTheTokenizersFiles) {
+  std::ofstream(dir_.path() / "chat_template.jinja") << "{{ messages[0].content }}";
   const can::Tokenizer tokenizer = load();
   EXPECT_EQ(tokenizer.path(), (dir_.path() / "tokenizer.json").string());
   const fs::path copy = dir_.path() / "copy";
@@ -183,6 +184,7 @@ TEST_F(ByteLevelBpeTest, AFolderWithTokenizerModelIsSentencepieceAndSaveCopiesBo
   tokenizer.save(copy.string());
   EXPECT_TRUE(fs::exists(copy / "tokenizer.json"));
   EXPECT_TRUE(fs::exists(copy / "tokenizer_config.json"));
+  EXPECT_TRUE(fs::exists(copy / "chat_template.jinja"));
   EXPECT_EQ(can::Tokenizer::load(copy.string()).encode("abc"), tokenizer.encode("abc"));
   tokenizer.save(dir_.path().string());  // onto itself: nothing to do
   std::ofstream(copy / "tokenizer.model") << "not a sentencepiece model";

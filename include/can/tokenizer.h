@@ -60,8 +60,9 @@ class Tokenizer {
   // `model` (vocab_size rows of embedding); a smaller tokenizer fits.
   void check_fits(int64_t model_vocab_size, const std::string& model) const;
 
-  // Copies the files this tokenizer was read from into `folder` (tokenizer.model, or
-  // tokenizer.json and tokenizer_config.json), so that the folder loads as the same tokenizer.
+  // Copies the files this tokenizer was read from into `folder` (tokenizer.model or
+  // tokenizer.json, with the tokenizer_config.json and chat_template.jinja beside it when
+  // present), so that the folder loads as the same tokenizer with the same chat template.
   void save(const std::string& folder) const;
   // The file it was read from.
   const std::string& path() const;

@@ -301,6 +301,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
     read_post_processor(document);
     read_decoder(document);
     read_special_tokens(file.parent_path() / "tokenizer_config.json");
+    for (const fs::path& companion : companion_files(file)) files.push_back(companion);
   }
 
   std::vector<int64_t> encode(const std::string& text) const override {
@@ -533,7 +534,6 @@ class ByteLevelBpe : public Tokenizer::Handle {
     check(fs::is_regular_file(config_file),
           "'{}' is missing: beside tokenizer.json it names the special tokens (eos_token, which ends every response)",
           config_file.string());
-    files.push_back(config_file);
     const json config = read_json_file(config_file);
     const std::string where = config_file.string();
     for (const char* option : {"add_eos_token", "split_special_tokens"}) {

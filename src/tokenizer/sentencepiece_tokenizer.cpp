@@ -205,6 +205,7 @@ std::unique_ptr<Tokenizer::Handle> load_sentencepiece(const fs::path& model_file
   auto handle = std::make_unique<SentencepieceHandle>(spm, model);
   handle->path = model_file.string();
   handle->files = {model_file};
+  for (const fs::path& companion : companion_files(model_file)) handle->files.push_back(companion);
   handle->vocab_size = spm.piece_count(model);
   handle->bos_id = spm.bos_id(model);
   handle->eos_id = spm.eos_id(model);

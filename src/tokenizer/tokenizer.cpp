@@ -10,6 +10,14 @@ namespace can {
 
 namespace fs = std::filesystem;
 
+std::vector<fs::path> companion_files(const fs::path& file) {
+  std::vector<fs::path> files;
+  for (const char* name : {"tokenizer_config.json", "chat_template.jinja"}) {
+    if (fs::is_regular_file(file.parent_path() / name)) files.push_back(file.parent_path() / name);
+  }
+  return files;
+}
+
 Tokenizer::Tokenizer(std::unique_ptr<Handle> handle) : handle_(std::move(handle)) {}
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;

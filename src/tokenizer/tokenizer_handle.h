@@ -14,7 +14,7 @@ namespace can {
 
 struct Tokenizer::Handle {
   std::string path;                           // the file read, for messages
-  std::vector<std::filesystem::path> files;   // what save() copies into a model folder
+  std::vector<std::filesystem::path> files;   // what save() copies: the file and its companion_files
   int vocab_size = 0;                         // ids are in [0, vocab_size)
   int bos_id = -1, eos_id = -1, pad_id = -1, unk_id = -1;
   bool adds_bos = false;                      // encode(text, add_bos=true) prepends bos_id
@@ -25,6 +25,10 @@ struct Tokenizer::Handle {
   // The text of `ids` (each in [0, vocab_size)), special tokens left out.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
 };
+
+// The files beside `file` that belong to the tokenizer in transformers' layout and that
+// save() copies with it: tokenizer_config.json and chat_template.jinja, when present.
+std::vector<std::filesystem::path> companion_files(const std::filesystem::path& file);
 
 std::unique_ptr<Tokenizer::Handle> load_sentencepiece(const std::filesystem::path& model_file);
 // `tokenizer_json`, with the tokenizer_config.json beside it when there is one.
