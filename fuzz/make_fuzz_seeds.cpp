@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -111,6 +112,88 @@ void config_yaml_seeds(const fs::path& out, const fs::path& source) {
 
 // Preference pairs (with one constraint and, from a world with privacy harm, with two),
 // SFT examples and a tokenizer.model from a small world.
+// GPT-2's byte alphabet: printable bytes are themselves, the other 68 U+0100 on.
+std::vector<std::string> byte_characters() {
+  std::vector<std::string> characters;
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    const uint32_t code_point = printable ? b : next++;
+    std::string text;
+    if (code_point < 0x80) {
+      text += static_cast<char>(code_point);
+    } else {
+      text += static_cast<char>(0xC0 | (code_point >> 6));
+      text += static_cast<char>(0x80 | (code_point & 0x3F));
+    }
+    characters.push_back(text);
+  }
+  return characters;
+}
+
+// Two small byte-level tokenizer.json files: Llama 3's shape (the template's BOS,
+// ignore_merges, merges as pairs) and Qwen 2.5's (NFC, merges as "a b" strings).
+void tokenizer_json_seeds(const fs::path& out) {
+  const auto characters = byte_characters();
+  nlohmann::json vocab = nlohmann::json::object();
+  for (size_t b = 0; b < characters.size(); ++b) vocab[characters[b]] = b;
+  const std::string space = characters[' '];
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"e", "l"}, {"H", "el"}, {"l", "o"}, {"Hel", "lo"}, {space, "b"}, {space + "b", "a"}, {"k", "e"}};
+  for (const auto& [left, right] : merges) vocab[left + right] = vocab.size();
+  const int64_t added = static_cast<int64_t>(vocab.size());
+  const nlohmann::json added_tokens = {
+      {{"id", added}, {"content", "<|endoftext|>"}, {"special", true}, {"normalized", false}},
+      {{"id", added + 1}, {"content", "<|im_start|>"}, {"special", true}, {"normalized", false}},
+      {{"id", added + 2}, {"content", "<|im_end|>"}, {"special", true}, {"normalized", false}},
+      {{"id", added + 3}, {"content", "<tool_call>"}, {"special", false}, {"normalized", false}}};
+  const std::string pattern =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const nlohmann::json pre_tokenizer = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+  nlohmann::json pairs = nlohmann::json::array(), strings = nlohmann::json::array();
+  for (const auto& [left, right] : merges) {
+    pairs.push_back(nlohmann::json::array({left, right}));
+    strings.push_back(left + " " + right);
+  }
+  const nlohmann::json llama3 = {
+      {"added_tokens", added_tokens},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", pre_tokenizer},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", "<|endoftext|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"special_tokens", {{"<|endoftext|>", {{"id", "<|endoftext|>"}, {"ids", {added}}, {"tokens", {"<|endoftext|>"}}}}}}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"ignore_merges", true}, {"vocab", vocab}, {"merges", pairs}}}};
+  nlohmann::json qwen = llama3;
+  qwen["normalizer"] = {{"type", "NFC"}};
+  qwen["post_processor"] = {{"type", "ByteLevel"}, {"trim_offsets", false}};
+  qwen["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", strings}};
+  can::write_text_atomically(out / "llama3.json", llama3.dump(1));
+  can::write_text_atomically(out / "qwen.json", qwen.dump(1));
+}
+
+// Llama 3's chat template and a ChatML one with a default system turn.
+void chat_template_seeds(const fs::path& out) {
+  can::write_text_atomically(
+      out / "llama3.jinja",
+      "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+      "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == "
+      "0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt "
+      "%}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}");
+  can::write_text_atomically(
+      out / "chatml.jinja",
+      "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\n' + messages[0]['content'] + "
+      "'<|im_end|>\n' }}\n{%- else %}\n    {{- '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}\n{%- endif "
+      "%}\n{%- for message in messages %}\n    {%- if message.role == \"user\" or not loop.first %}\n        {{- "
+      "'<|im_start|>' + message.role + '\n' + message.content | tojson + '<|im_end|>' + '\n' }}\n    {%- endif "
+      "%}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\n' }}\n{%- endif %}\n");
+}
+
 void world_seeds(const fs::path& out) {
   can::WorldOptions options;
   options.num_train_prompts = 40;
@@ -150,7 +233,7 @@ int main(int argc, char** argv) {
     const fs::path out = argv[1];
     fs::remove_all(out);
     for (const char* target : {"safetensors", "llama_config", "checkpoint_index", "offline_scores", "config_yaml",
-                               "judge_verdicts", "pytorch_bin"}) {
+                               "judge_verdicts", "pytorch_bin", "tokenizer_json", "chat_template"}) {
       fs::create_directories(out / target);
     }
     safetensors_seeds(out / "safetensors");
@@ -159,6 +242,8 @@ int main(int argc, char** argv) {
     offline_scores_seeds(out / "offline_scores");
     judge_verdicts_seeds(out / "judge_verdicts");
     pytorch_bin_seeds(out / "pytorch_bin");
+    tokenizer_json_seeds(out / "tokenizer_json");
+    chat_template_seeds(out / "chat_template");
     config_yaml_seeds(out / "config_yaml", argv[2]);
     world_seeds(out);
     std::cout << "seeds written to " << out.string() << "\n";

@@ -13,7 +13,7 @@ packages=(
   build-essential cmake ninja-build git python3 python3-venv
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
-  liblzma-dev zlib1g-dev libpcre2-dev libutf8proc-dev
+  liblzma-dev zlib1g-dev libpcre2-dev libutf8proc-dev libgloo-dev
 )
 bash scripts/install-packages.sh "${packages[@]}"
 

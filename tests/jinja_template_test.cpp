@@ -628,3 +628,20 @@ TEST(JinjaTemplate, ReportsRunTimeErrorsWithTheirLine) {
 }
 
 }  // namespace
+
+TEST(JinjaTemplate, RefusesNestingDeeperThanItsLimitInsteadOfOverflowingTheStack) {
+  const auto nested = [](int levels, const char* open, const char* close) {
+    std::string text;
+    for (int i = 0; i < levels; ++i) text += open;
+    text += "1";
+    for (int i = 0; i < levels; ++i) text += close;
+    return text;
+  };
+  EXPECT_EQ(JinjaTemplate("{{ " + nested(50, "(", ")") + " }}", kOrigin).render(json::object()), "1");
+  for (const std::string& source : {"{{ " + nested(5000, "(", ")") + " }}", "{{ " + nested(5000, "not ", "") + " }}",
+                                   "{{ " + nested(5000, "-", "") + " }}",
+                                   nested(5000, "{% if true %}", "{% endif %}")}) {
+    const std::string message = error_message([&] { JinjaTemplate(source, kOrigin); });
+    EXPECT_TRUE(contains(message, "nested deeper than 200 levels")) << message;
+  }
+}

@@ -24,7 +24,7 @@ esac
 
 # scripts/setup.sh's C++ packages, with fmt and GoogleTest's sources named explicitly.
 dev="libsentencepiece-dev sentencepiece nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-     libgtest-dev libgmock-dev googletest libyaml-cpp-dev liblzma-dev zlib1g-dev libpcre2-dev libutf8proc-dev
+     libgtest-dev libgmock-dev googletest libyaml-cpp-dev liblzma-dev zlib1g-dev libpcre2-dev libutf8proc-dev libgloo-dev
      ${DEVDEPS_EXTRA:-}"
 # The library packages each -dev package depends on (their names differ between Debian 12 and 13),
 # leaving out the C and C++ runtimes every machine has.

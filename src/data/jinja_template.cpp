@@ -897,6 +897,7 @@ class Parser {
   // Nodes up to `{% stop %}` for one of `stops` (left at its name) or the template's
   // end, which is an error inside the block `opener` names.
   Body body(const std::vector<std::string_view>& stops, const Token* opener) {
+    const Nested nested(*this);
     std::string expected;
     for (std::string_view stop : stops) expected += fmt::format("{}'{{% {} %}}'", expected.empty() ? "" : " or ", stop);
     Body nodes;
@@ -998,6 +999,7 @@ class Parser {
   // + -; ~; * / // %; unary - +; then filters and tests, which bind tightest of
   // the operators (a + b | trim trims b only), after attributes, items and calls.
   ExprPtr expression(bool conditional = true) {
+    const Nested nested(*this);
     ExprPtr node = or_expression();
     while (conditional && at_name("if")) {
       const size_t offset = next().offset;
@@ -1019,6 +1021,7 @@ class Parser {
 
   ExprPtr not_expression() {
     if (!at_name("not")) return comparison();
+    const Nested nested(*this);
     ExprPtr node = make(Expr::Kind::Not, next().offset, "not");
     node->operands.push_back(not_expression());
     return node;
@@ -1070,6 +1073,7 @@ class Parser {
   }
 
   ExprPtr unary(bool with_filters) {
+    const Nested nested(*this);
     ExprPtr node;
     if (at_operator("-") || at_operator("+")) {
       const Token& op = next();
@@ -1257,10 +1261,24 @@ class Parser {
     }
   }
 
+  // Blocks and expressions nest by recursion; past kMaxNesting levels (no chat template
+  // comes near) the template is refused rather than the stack overflowed.
+  static constexpr int kMaxNesting = 200;
+  struct Nested {
+    explicit Nested(Parser& parser) : parser_(parser) {
+      if (++parser_.nesting_ > kMaxNesting) {
+        parser_.error(parser_.peek(), "blocks or expressions nested deeper than {} levels", kMaxNesting);
+      }
+    }
+    ~Nested() { --parser_.nesting_; }
+    Parser& parser_;
+  };
+
   std::vector<Token> tokens_;
   const Locator& where_;
   size_t at_ = 0;
   int loop_depth_ = 0;
+  int nesting_ = 0;
 };
 
 // --- The evaluator -------------------------------------------------------------------

@@ -1,0 +1,196 @@
+// The launch variables, and a real job of two processes on localhost: this test binary
+// starts itself twice as workers (DistributedWorker.Run, skipped unless
+// CAN_DISTRIBUTED_WORKER names what to do), each joining through c10d's TCPStore and
+// Gloo, and checks their exit statuses.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "can/distributed.h"
+#include "can/error.h"
+
+extern char** environ;
+
+namespace {
+
+using Variables = std::map<std::string, std::string>;
+
+can::LaunchEnvironment read(const Variables& variables) {
+  return can::read_launch_environment([&](const char* name) -> const char* {
+    const auto found = variables.find(name);
+    return found == variables.end() ? nullptr : found->second.c_str();
+  });
+}
+
+std::string error_of(const Variables& variables) {
+  try {
+    read(variables);
+  } catch (const can::Error& error) {
+    return error.what();
+  }
+  return "(no error)";
+}
+
+const Variables kTorchrun = {{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node0"},
+                             {"MASTER_PORT", "29500"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"}};
+
+TEST(LaunchEnvironment, NoVariablesIsOneProcess) {
+  const can::LaunchEnvironment launch = read({});
+  EXPECT_EQ(launch.rank, 0);
+  EXPECT_EQ(launch.world_size, 1);
+  EXPECT_FALSE(launch.agent_store);
+}
+
+TEST(LaunchEnvironment, ReadsWhatTorchrunSets) {
+  const can::LaunchEnvironment launch = read(kTorchrun);
+  EXPECT_EQ(launch.rank, 3);
+  EXPECT_EQ(launch.world_size, 4);
+  EXPECT_EQ(launch.local_rank, 1);
+  EXPECT_EQ(launch.master_addr, "node0");
+  EXPECT_EQ(launch.master_port, 29500);
+  EXPECT_TRUE(launch.agent_store);
+  Variables by_hand = kTorchrun;  // a scheduler or a shell sets no agent variable
+  by_hand.erase("TORCHELASTIC_USE_AGENT_STORE");
+  EXPECT_FALSE(read(by_hand).agent_store);
+}
+
+TEST(LaunchEnvironment, WrongOrPartialVariablesAreNamed) {
+  Variables partial = kTorchrun;
+  partial.erase("MASTER_PORT");
+  partial.erase("LOCAL_RANK");
+  EXPECT_NE(error_of(partial).find("LOCAL_RANK, MASTER_PORT missing"), std::string::npos) << error_of(partial);
+  const std::vector<std::pair<std::string, std::string>> wrong = {
+      {"RANK", "4"}, {"RANK", "-1"}, {"WORLD_SIZE", "0"}, {"WORLD_SIZE", "two"}, {"MASTER_PORT", "70000"},
+      {"LOCAL_RANK", "1.5"}, {"TORCHELASTIC_USE_AGENT_STORE", "yes"}};
+  for (const auto& [name, value] : wrong) {
+    Variables variables = kTorchrun;
+    variables[name] = value;
+    const std::string message = error_of(variables);
+    EXPECT_NE(message.find(name + "='" + value + "'"), std::string::npos) << message;
+  }
+}
+
+// --- two processes ---------------------------------------------------------------------
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// Starts this binary as worker `rank` of `world` doing `task`; returns its pid.
+pid_t start_worker(const std::string& task, int rank, int world, int port) {
+  std::vector<std::string> environment;
+  for (char** entry = environ; *entry != nullptr; ++entry) environment.emplace_back(*entry);
+  for (const std::string& variable :
+       {"CAN_DISTRIBUTED_WORKER=" + task, "RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
+        "LOCAL_RANK=" + std::to_string(rank), std::string("MASTER_ADDR=127.0.0.1"),
+        "MASTER_PORT=" + std::to_string(port), std::string("OMP_NUM_THREADS=1")}) {
+    environment.push_back(variable);
+  }
+  std::vector<char*> envp;
+  for (std::string& variable : environment) envp.push_back(variable.data());
+  envp.push_back(nullptr);
+  std::string program = "/proc/self/exe", filter = "--gtest_filter=DistributedWorker.Run";
+  char* argv[] = {program.data(), filter.data(), nullptr};
+  pid_t pid = 0;
+  EXPECT_EQ(::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()), 0);
+  return pid;
+}
+
+// The worker's exit status, or -1 when it is still running after `limit` (it is then killed).
+int wait_for(pid_t pid, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST(Distributed, TwoProcessesSumBroadcastAndMeetOverGloo) {
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const pid_t first = start_worker("collectives", 0, 2, port);
+  const pid_t second = start_worker("collectives", 1, 2, port);
+  EXPECT_EQ(wait_for(first, std::chrono::seconds(60)), 0) << "rank 0; its output is above";
+  EXPECT_EQ(wait_for(second, std::chrono::seconds(60)), 0) << "rank 1; its output is above";
+}
+
+TEST(Distributed, ARankWhoseOthersNeverComeFailsWithinItsTimeout) {
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_for(start_worker("alone", 0, 2, port), std::chrono::seconds(60)), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+}
+
+// What the workers do, in the processes the tests above start.
+TEST(DistributedWorker, Run) {
+  const char* task = std::getenv("CAN_DISTRIBUTED_WORKER");
+  if (task == nullptr) GTEST_SKIP() << "run by the Distributed tests in processes of their own";
+  const can::LaunchEnvironment launch = can::read_launch_environment(std::getenv);
+  if (std::string(task) == "alone") {
+    try {
+      can::ProcessGroup::join(launch, std::chrono::seconds(3));
+      FAIL() << "joined a job whose other rank never started";
+    } catch (const can::Error& error) {
+      EXPECT_NE(std::string(error.what()).find("rank 0: joining the store at 127.0.0.1"), std::string::npos)
+          << error.what();
+    }
+    return;
+  }
+  const can::ProcessGroup group = can::ProcessGroup::join(launch, std::chrono::seconds(30));
+  ASSERT_EQ(group.rank(), launch.rank);
+  ASSERT_EQ(group.world_size(), 2);
+  const double r = group.rank();
+  // Buckets of 64 bytes: the float tensors share some, the [40] one is a bucket of its
+  // own, the dtype changes start new ones; one tensor is not contiguous.
+  std::vector<at::Tensor> tensors = {
+      torch::full({3, 4}, r + 1.0),                              // 48 bytes
+      torch::arange(3, torch::kFloat) * (r + 1.0),               // 12 bytes
+      torch::full({40}, 2.0 * r),                                // 160 bytes
+      torch::full({2}, r - 0.5, torch::kDouble),
+      torch::full({5}, static_cast<int64_t>(10 * r + 1)),
+      torch::arange(6, torch::kFloat).reshape({2, 3}).t() * (r + 1.0)};
+  group.all_reduce_sum(tensors, /*bucket_bytes=*/64);
+  EXPECT_TRUE(torch::equal(tensors[0], torch::full({3, 4}, 3.0)));              // 1 + 2
+  EXPECT_TRUE(torch::equal(tensors[1], torch::arange(3, torch::kFloat) * 3.0));
+  EXPECT_TRUE(torch::equal(tensors[2], torch::full({40}, 2.0)));                // 0 + 2
+  EXPECT_TRUE(torch::equal(tensors[3], torch::full({2}, 0.0, torch::kDouble)));  // −0.5 + 0.5
+  EXPECT_TRUE(torch::equal(tensors[4], torch::full({5}, int64_t{12})));          // 1 + 11
+  EXPECT_TRUE(torch::equal(tensors[5], torch::arange(6, torch::kFloat).reshape({2, 3}).t() * 3.0));
+  const at::Tensor from_one = torch::full({4}, r);
+  group.broadcast({from_one}, 1);
+  EXPECT_TRUE(torch::equal(from_one, torch::full({4}, 1.0)));
+  group.barrier();
+}
+
+}  // namespace
