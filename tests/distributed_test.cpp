@@ -19,8 +19,17 @@
 #include <thread>
 #include <vector>
 
+#include "can/chat_template.h"
 #include "can/distributed.h"
+#include "can/dpo_trainer.h"
 #include "can/error.h"
+#include "can/hf_checkpoint.h"
+#include "can/model_weights.h"
+#include "can/preference_data.h"
+#include "can/synthetic_world.h"
+#include "can/tokenizer.h"
+#include "temporary_directory.h"
+#include "tiny_model.h"
 
 extern char** environ;
 
@@ -100,14 +109,15 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
-// Starts this binary as worker `rank` of `world` doing `task`; returns its pid.
-pid_t start_worker(const std::string& task, int rank, int world, int port) {
+// Starts this binary as worker `rank` of `world` doing `task` (in `folder`, when it has
+// one); returns its pid.
+pid_t start_worker(const std::string& task, int rank, int world, int port, const std::string& folder = "") {
   std::vector<std::string> environment;
   for (char** entry = environ; *entry != nullptr; ++entry) environment.emplace_back(*entry);
   for (const std::string& variable :
        {"CAN_DISTRIBUTED_WORKER=" + task, "RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world),
         "LOCAL_RANK=" + std::to_string(rank), std::string("MASTER_ADDR=127.0.0.1"),
-        "MASTER_PORT=" + std::to_string(port), std::string("OMP_NUM_THREADS=1")}) {
+        "MASTER_PORT=" + std::to_string(port), std::string("OMP_NUM_THREADS=1"), "CAN_DISTRIBUTED_FOLDER=" + folder}) {
     environment.push_back(variable);
   }
   std::vector<char*> envp;
@@ -152,6 +162,69 @@ TEST(Distributed, ARankWhoseOthersNeverComeFailsWithinItsTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
 }
 
+// One DPO epoch of a tiny model on the synthetic world's pairs: the folder holds the
+// tokenizer, the initial model and the pairs; `output` gets the run.
+can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std::filesystem::path& output,
+                                  int64_t micro_batch_size, const can::ProcessGroup* group) {
+  const can::Tokenizer tokenizer = can::Tokenizer::load((folder / "tokenizer.model").string());
+  can::LlamaForCausalLM model = can::load_causal_lm((folder / "initial").string());
+  const auto pairs = can::read_preference_pairs(folder / "pairs_train.jsonl");
+  can::TrainingOptions options;
+  options.epochs = 1;
+  options.micro_batch_size = micro_batch_size;
+  options.gradient_accumulation_steps = 2;
+  options.learning_rate = 1e-3;
+  options.warmup_steps = 2;
+  options.log_every = 1;
+  options.save_every = 0;
+  options.seed = 5;
+  options.max_length = 96;
+  options.output_dir = output;
+  options.process_group = group;
+  can::DpoTrainingOptions dpo;
+  return can::train_dpo(model, tokenizer, can::ChatTemplate(), pairs, {}, options, dpo);
+}
+
+TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
+  const can::testing::TemporaryDirectory folder;
+  can::WorldOptions world;
+  world.num_train_prompts = 37;  // the last job micro-batch of the epoch is short: rank 1 gets none of it
+  world.num_test_prompts = 2;
+  can::write_world(world, folder.path());
+  can::TokenizerTrainOptions tokenizer;
+  tokenizer.input_file = (folder.path() / "corpus.txt").string();
+  tokenizer.model_prefix = (folder.path() / "tokenizer").string();
+  tokenizer.vocab_size = 400;
+  can::Tokenizer::train(tokenizer);
+  torch::manual_seed(3);
+  can::LlamaConfig config = can::testing::tiny_llama_config(400);
+  can::save_causal_lm(can::LlamaForCausalLM(config), (folder.path() / "initial").string());
+
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const pid_t first = start_worker("dpo", 0, 2, port, folder.path().string());
+  const pid_t second = start_worker("dpo", 1, 2, port, folder.path().string());
+  // Meanwhile, one process with the job's micro-batch (2 ranks × 3 pairs).
+  const can::TrainingSummary single = train_dpo_in(folder.path(), folder.path() / "single", 6, nullptr);
+  ASSERT_EQ(wait_for(first, std::chrono::seconds(120)), 0) << "rank 0; its output is above";
+  ASSERT_EQ(wait_for(second, std::chrono::seconds(120)), 0) << "rank 1; its output is above";
+
+  EXPECT_FALSE(std::filesystem::exists(folder.path() / "rank-1" / "model")) << "rank 0 alone writes the model";
+  const auto expected = can::load_checkpoint_tensors(folder.path() / "single" / "model");
+  const auto actual = can::load_checkpoint_tensors(folder.path() / "rank-0" / "model");
+  ASSERT_EQ(actual.size(), expected.size());
+  double worst = 0;
+  for (const auto& [name, tensor] : expected) {
+    const at::Tensor difference = (actual.at(name) - tensor).abs().max() / tensor.abs().max().clamp_min(1e-12);
+    worst = std::max(worst, difference.item<double>());
+  }
+  EXPECT_LE(worst, 1e-5) << "largest relative difference of a parameter";
+  const auto initial = can::load_checkpoint_tensors(folder.path() / "initial");
+  EXPECT_GT((actual.at("lm_head.weight") - initial.at("lm_head.weight")).abs().max().item<double>(), 1e-4)
+      << "training moved the weights";
+  EXPECT_EQ(single.steps, 4);  // ceil(ceil(37 / 6) / 2)
+}
+
 // What the workers do, in the processes the tests above start.
 TEST(DistributedWorker, Run) {
   const char* task = std::getenv("CAN_DISTRIBUTED_WORKER");
@@ -168,6 +241,13 @@ TEST(DistributedWorker, Run) {
     return;
   }
   const can::ProcessGroup group = can::ProcessGroup::join(launch, std::chrono::seconds(30));
+  if (std::string(task) == "dpo") {
+    const std::filesystem::path folder = std::getenv("CAN_DISTRIBUTED_FOLDER");
+    const can::TrainingSummary summary =
+        train_dpo_in(folder, folder / ("rank-" + std::to_string(launch.rank)), 3, &group);
+    EXPECT_EQ(summary.steps, 4);
+    return;
+  }
   ASSERT_EQ(group.rank(), launch.rank);
   ASSERT_EQ(group.world_size(), 2);
   const double r = group.rank();

@@ -15,6 +15,16 @@
 // The device is read once per update: the gradient norm (and with it the loss),
 // which decides whether the update may be applied. Metrics stay tensors until a
 // metrics line is written.
+//
+// Data parallelism (TrainingOptions::process_group): each micro-batch is drawn for the
+// whole job, micro_batch_size × world_size examples from the one order the seed
+// decides, and rank r computes its r-th micro_batch_size of them; the gradients are
+// summed across ranks in buckets after the update's backward passes (each rank's loss
+// weighted by its share of the job's examples), so the update equals that of one
+// process with micro_batch_size × world_size. Loss, gradient norm, clipping, the
+// non-finite stop and metrics use the job's values, identical on every rank. Rank 0
+// alone logs, writes metrics, checkpoints and the model; the others wait for it.
+// Every rank starts from rank 0's parameters; dropout draws from seed + rank.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +44,8 @@ class Module;
 }
 
 namespace can {
+
+class ProcessGroup;
 
 // The options of one training run; can-train's sft, reward_model, cost_model and
 // dpo sections (config.h) are this struct, and their defaults are these.
@@ -59,6 +71,8 @@ struct TrainingOptions {
   // order runs on through as many epochs as that takes (Hugging Face's max_steps). Not a
   // config key: the primal-dual pipeline's rounds set it (primal_dual.updates_per_round).
   int64_t max_steps = 0;
+  // The job whose ranks train together (distributed.h); null: this process alone. Not a config key.
+  const ProcessGroup* process_group = nullptr;
   bool resume = false;               // continue from <output_dir>/checkpoints/latest when it exists
   std::filesystem::path output_dir;  // metrics.jsonl, checkpoints/, model/
 };
@@ -107,7 +121,8 @@ struct TrainingSummary {
 // update and the value, before the update is applied; the last checkpoint stays.
 TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& options);
 
-// Optimizer updates of the whole run: max_steps when it is set.
+// Optimizer updates of the whole run (of the job's micro-batches, micro_batch_size ×
+// world_size examples each): max_steps when it is set.
 int64_t total_training_steps(int64_t num_examples, const TrainingOptions& options);
 
 // Mean loss ("loss") and metrics over examples [0, num_examples) in order, in

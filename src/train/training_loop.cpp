@@ -8,9 +8,12 @@
 #include <cmath>
 #include <csignal>
 #include <limits>
+#include <optional>
+#include <set>
 
 #include "can/atomic_file.h"
 #include "can/compute_counts.h"
+#include "can/distributed.h"
 #include "can/epoch_shuffler.h"
 #include "can/hf_checkpoint.h"
 #include "can/metrics_writer.h"
@@ -105,6 +108,23 @@ struct MetricsWindow {
     examples += batch_examples;
   }
 
+  // Sums the window's examples, tokens and metric sums over the job's ranks, so that
+  // means() gives the job's. `names`: every metric the task reports (a rank that had no
+  // examples in this window adds zeros for them), the same on every rank.
+  void sum_over(const ProcessGroup& group, const std::set<std::string>& names) {
+    for (const std::string& name : names) {
+      if (metric_sums.count(name) == 0) metric_sums[name] = torch::zeros({1}, torch::kDouble);
+    }
+    std::vector<at::Tensor> sums;
+    for (auto& entry : metric_sums) sums.push_back(entry.second = entry.second.to(torch::kCPU, torch::kDouble).reshape({1}));
+    const at::Tensor counts = torch::tensor({static_cast<double>(examples), static_cast<double>(tokens)},
+                                            torch::kDouble);
+    sums.push_back(counts);
+    group.all_reduce_sum(sums);
+    examples = static_cast<int64_t>(counts[0].item<double>());
+    tokens = static_cast<int64_t>(counts[1].item<double>());
+  }
+
   // One device read for all metrics.
   std::map<std::string, double> means() const {
     std::map<std::string, double> result;
@@ -131,7 +151,8 @@ bool all_finite(const std::vector<at::Tensor>& parameters) {
 
 int64_t total_training_steps(int64_t num_examples, const TrainingOptions& options) {
   if (options.max_steps > 0) return options.max_steps;
-  const int64_t micro_batches = batches_per_epoch(num_examples, options.micro_batch_size);
+  const int64_t world = options.process_group != nullptr ? options.process_group->world_size() : 1;
+  const int64_t micro_batches = batches_per_epoch(num_examples, options.micro_batch_size * world);
   return options.epochs * batches_per_epoch(micro_batches, options.gradient_accumulation_steps);
 }
 
@@ -155,6 +176,15 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
   const std::string& stage = task.stage;
   torch::nn::Module& model = *task.model;
   const int64_t total_steps = total_training_steps(task.num_examples, options);
+  const ProcessGroup* group = options.process_group;
+  const int64_t rank = group != nullptr ? group->rank() : 0;
+  const int64_t world = group != nullptr ? group->world_size() : 1;
+  const bool writer = rank == 0;  // logs, metrics, checkpoints and the model
+  // So that every rank has a part of the first update, and with it the task's metric names.
+  check(task.num_examples >= options.micro_batch_size * world,
+        "{}: {} training examples are fewer than one micro-batch of the job ({} ranks × micro_batch_size {})", stage,
+        task.num_examples, world, options.micro_batch_size);
+  std::set<std::string> metric_names;  // of the task, from its first micro-batch
 
   AdamWConfig adamw;
   adamw.weight_decay = options.weight_decay;
@@ -189,12 +219,14 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
   } else {
     if (options.resume)
       spdlog::info("{}: no checkpoint in '{}', starting from the beginning", stage, options.output_dir.string());
-    set_seed(options.seed);
+    set_seed(options.seed + static_cast<uint64_t>(rank));
   }
+  if (group != nullptr) group->broadcast(parameters, 0);
 
-  MetricsWriter metrics_writer(options.output_dir / "metrics.jsonl", step);
+  std::optional<MetricsWriter> metrics_writer;
+  if (writer) metrics_writer.emplace(options.output_dir / "metrics.jsonl", step);
   InterruptHandler interrupt_handler;
-  ProgressBar progress(stage, total_steps - step, "updates");
+  ProgressBar progress(stage, writer ? total_steps - step : 0, "updates");
   const auto loop_start = std::chrono::steady_clock::now();
   const int64_t first_step = step;
   const double max_grad_norm =
@@ -213,25 +245,38 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     set_learning_rate(*optimizer, learning_rate);
     optimizer->zero_grad();
 
-    // The update's micro-batches, never past the end of the epoch.
+    // The update's micro-batches of the job, never past the end of the epoch, and this
+    // rank's part of each (none at an epoch's end when the job's micro-batch runs short).
     std::vector<std::vector<int64_t>> micro_batches;
-    int64_t update_examples = 0;
+    int64_t update_examples = 0;  // the job's
     for (int64_t k = 0; k < options.gradient_accumulation_steps; ++k) {
-      micro_batches.push_back(shuffler.next_batch(options.micro_batch_size));
-      update_examples += static_cast<int64_t>(micro_batches.back().size());
+      const std::vector<int64_t> job_batch = shuffler.next_batch(options.micro_batch_size * world);
+      update_examples += static_cast<int64_t>(job_batch.size());
+      const auto begin = std::min<int64_t>(rank * options.micro_batch_size, static_cast<int64_t>(job_batch.size()));
+      const auto end = std::min<int64_t>(begin + options.micro_batch_size, static_cast<int64_t>(job_batch.size()));
+      if (begin < end) micro_batches.emplace_back(job_batch.begin() + begin, job_batch.begin() + end);
       if (shuffler.state().position == 0) break;
     }
-    at::Tensor update_loss;  // [] detached, on the device
+    at::Tensor update_loss = torch::zeros({}, torch::kDouble);  // [] detached: Σ this rank's weighted losses
     for (const auto& indices : micro_batches) {
       const MicroBatchLoss result = task.compute_loss(indices);
       const double weight = static_cast<double>(indices.size()) / static_cast<double>(update_examples);
       (result.output.loss * weight).backward();
-      const auto weighted_loss = result.output.loss.detach() * weight;
-      update_loss = update_loss.defined() ? update_loss + weighted_loss : weighted_loss;
+      update_loss = update_loss + result.output.loss.detach().to(torch::kCPU, torch::kDouble) * weight;
       window.add(result.output, static_cast<int64_t>(indices.size()));
+      for (const auto& entry : result.output.metrics) metric_names.insert(entry.first);
       window.tokens += result.tokens;
     }
 
+    if (group != nullptr) {  // the job's gradient and loss: sums of the ranks' weighted parts
+      std::vector<at::Tensor> sums;
+      for (const auto& parameter : parameters) {
+        if (!parameter.grad().defined()) parameter.mutable_grad() = torch::zeros_like(parameter);
+        sums.push_back(parameter.grad());
+      }
+      sums.push_back(update_loss);
+      group->all_reduce_sum(sums);
+    }
     grad_norm = clip_gradient_norm(parameters, max_grad_norm);
     const double loss = update_loss.item<double>();
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
@@ -247,7 +292,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     ++step;
     window.updates += 1;
     window.loss_sum += loss;
-    progress.advance(1, fmt::format("loss {:.4f}", loss));
+    if (writer) progress.advance(1, fmt::format("loss {:.4f}", loss));
 
     const bool final_step = step == total_steps;
     const bool interrupted = interrupt_requested && !final_step;
@@ -267,6 +312,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       for (const auto& [name, value] : evaluation) summary.eval_metrics["eval_" + name] = value;
     }
     if (step % options.log_every == 0 || evaluate_now || save_now) {
+      if (group != nullptr) window.sum_over(*group, metric_names);
       const double window_seconds = seconds_between(window.start, trained_until);
       const double loop_seconds = seconds_between(loop_start, std::chrono::steady_clock::now());
       std::map<std::string, double> line = window.means();
@@ -278,23 +324,28 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       line["tokens_per_second"] = window_seconds > 0 ? static_cast<double>(window.tokens) / window_seconds : 0.0;
       summary.train_metrics = line;
       if (evaluate_now) line.insert(summary.eval_metrics.begin(), summary.eval_metrics.end());
-      metrics_writer.write(stage, step, line);
-      progress.clear();
       const double eta =
           loop_seconds / static_cast<double>(step - first_step) * static_cast<double>(total_steps - step);
-      spdlog::info("{} update {}/{}: loss {:.4f}, lr {:.3g}, grad_norm {:.3f}, {:.0f} tokens/s, ETA {}{}", stage, step,
+      if (writer) {
+        metrics_writer->write(stage, step, line);
+        progress.clear();
+        spdlog::info("{} update {}/{}: loss {:.4f}, lr {:.3g}, grad_norm {:.3f}, {:.0f} tokens/s, ETA {}{}", stage, step,
                    total_steps, line["loss"], learning_rate, grad_norm, line["tokens_per_second"], format_seconds(eta),
                    evaluate_now && summary.eval_metrics.count("eval_loss")
-                       ? fmt::format(", eval_loss {:.4f}", summary.eval_metrics.at("eval_loss"))
-                       : "");
+                         ? fmt::format(", eval_loss {:.4f}", summary.eval_metrics.at("eval_loss"))
+                         : "");
+      }
       window = MetricsWindow();
     }
     if (save_now) {
       check(all_finite(parameters), "{}: the weights are not finite after update {}; not saving them. {}.", stage, step,
             last_good_checkpoint());
-      last_checkpoint = save_training_checkpoint(
-          options.output_dir, step, task.save_trained_weights ? task.save_trained_weights : task.save_model, *optimizer,
-          capture_trainer_state(step, shuffler));
+      if (writer) {
+        last_checkpoint = save_training_checkpoint(
+            options.output_dir, step, task.save_trained_weights ? task.save_trained_weights : task.save_model,
+            *optimizer, capture_trainer_state(step, shuffler));
+      }
+      if (group != nullptr) group->barrier();
     }
     if (window.updates == 0) window.start = std::chrono::steady_clock::now();
     if (interrupted) {
@@ -308,8 +359,11 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
 
   summary.steps = step;
   summary.model_directory = options.output_dir / "model";
-  write_directory_atomically(summary.model_directory, task.save_model);
-  spdlog::info("{}: {} updates done, model written to '{}'", stage, step, summary.model_directory.string());
+  if (writer) {
+    write_directory_atomically(summary.model_directory, task.save_model);
+    spdlog::info("{}: {} updates done, model written to '{}'", stage, step, summary.model_directory.string());
+  }
+  if (group != nullptr) group->barrier();
   return summary;
 }
 
