@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", options.sampling.batch_size, "prompts decoded and sequences scored together")
       ->capture_default_str();
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();
-  app.add_option("--chat-template", pattern, "template with one {prompt}")->capture_default_str();
+  app.add_option("--chat-template", pattern, "template with one {prompt}, or 'model': the model folder's own")
+        ->capture_default_str();
   app.add_option("--num-prompts", num_prompts, "evaluate the first K prompts only (0: all)")
       ->check(can::number_at_least(0))
       ->capture_default_str();
@@ -148,7 +149,7 @@ int main(int argc, char** argv) {
     can::setup_logging("info");
     can::configure_threads();
     options.scoring.batch_size = options.sampling.batch_size;
-    const can::ChatTemplate chat_template(pattern);
+    const auto chat_template = can::ChatTemplate::from_setting(pattern, policy_dir);
     // Inputs first: a bad prompts or dual file fails before any model loads.
     std::vector<can::EvaluationPrompt> prompts = can::load_evaluation_prompts(prompts_path);
     if (num_prompts > 0 && num_prompts < static_cast<int64_t>(prompts.size())) prompts.resize(num_prompts);

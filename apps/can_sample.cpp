@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--model", model_dir, "model directory (config.json, model.safetensors, tokenizer.model or tokenizer.json)")
       ->required()
       ->check(CLI::ExistingDirectory);
-  app.add_option("--prompt", prompt, "prompt text (encoded as BOS + sentencepiece ids)")->required();
+  app.add_option("--prompt", prompt, "prompt text, encoded as is (with the tokenizer's BOS, when it adds one)")->required();
   app.add_option("--max-new-tokens", options.max_new_tokens, "new tokens at most")->capture_default_str();
   app.add_option("--temperature", options.temperature, "0 is greedy")->capture_default_str();
   app.add_option("--top-p", options.top_p, "nucleus sampling mass")->capture_default_str();

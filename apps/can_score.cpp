@@ -2,8 +2,9 @@
 // (Safe-RLHF's LlamaForScore layout: a reward model, or a cost model where
 // higher means less safe).
 //   can-score --model DIR --prompt TEXT --response TEXT [--chat-template T] [--device auto] [--json]
-// The text scored is BOS + chat_template(prompt) + response + EOS; the score is
-// read at the final EOS, as Safe-RLHF does.
+// The text scored is chat_template(prompt) + response + EOS, encoded as the pipeline
+// encodes it (the tokenizer's BOS first for a pattern template; batching.h); the score
+// is read at the final EOS, as Safe-RLHF does.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--prompt", prompt, "the user's request")->required();
   app.add_option("--response", response, "the response to score")->required();
-  app.add_option("--chat-template", pattern, "template with one {prompt}")->capture_default_str();
+  app.add_option("--chat-template", pattern, "template with one {prompt}, or 'model': the model folder's own")
+        ->capture_default_str();
   app.add_option("--device", device_name, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_flag("--json", json, "print {\"score\": [...]} as the last line");
   if (const auto status = can::parse_arguments(app, argc, argv)) return *status;
@@ -36,7 +38,7 @@ int main(int argc, char** argv) {
     can::setup_logging("warn");
     can::configure_threads();
     const auto tokenizer = can::Tokenizer::load(model_dir);
-    const can::ChatTemplate chat_template(pattern);
+    const auto chat_template = can::ChatTemplate::from_setting(pattern, model_dir);
     auto model = can::load_score_model(model_dir, can::select_device(device_name));
     tokenizer.check_fits(model->config.vocab_size, model_dir);
     model->eval();

@@ -6,7 +6,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "can/error.h"
@@ -46,7 +48,7 @@ int64_t byte_id(char c) { return static_cast<uint8_t>(c); }
 class ByteLevelBpeTest : public ::testing::Test {
  protected:
   // Ids: 0..255 the bytes, then "ab" 256, "bc" 257, "abc" 258, "Ġa" 259; added
-  // "<s>" 300 (special), "<s>x" 301 (special), "<tool>" 302 (not special).
+  // "<s>" 260 (special), "<s>x" 261 (special), "<tool>" 262 (not special).
   ByteLevelBpeTest() {
     json vocab = json::object();
     const auto characters = byte_characters();
@@ -58,9 +60,9 @@ class ByteLevelBpeTest : public ::testing::Test {
     document_ = {
         {"version", "1.0"},
         {"added_tokens",
-         {{{"id", 300}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
-          {{"id", 301}, {"content", "<s>x"}, {"special", true}, {"normalized", false}},
-          {{"id", 302}, {"content", "<tool>"}, {"special", false}, {"normalized", false}}}},
+         {{{"id", 260}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
+          {{"id", 261}, {"content", "<s>x"}, {"special", true}, {"normalized", false}},
+          {{"id", 262}, {"content", "<tool>"}, {"special", false}, {"normalized", false}}}},
         {"normalizer", nullptr},
         {"pre_tokenizer",
          {{"type", "Sequence"},
@@ -71,7 +73,7 @@ class ByteLevelBpeTest : public ::testing::Test {
         {"post_processor",
          {{"type", "TemplateProcessing"},
           {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-          {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {300}}, {"tokens", {"<s>"}}}}}}}},
+          {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {260}}, {"tokens", {"<s>"}}}}}}}},
         {"decoder", {{"type", "ByteLevel"}}},
         {"model",
          {{"type", "BPE"},
@@ -115,6 +117,31 @@ TEST_F(ByteLevelBpeTest, MergesTheLowestRankedPairFirst) {
   EXPECT_EQ(load().encode("abc", false), (std::vector<int64_t>{byte_id('a'), 257}));
 }
 
+TEST_F(ByteLevelBpeTest, ADuplicateMergeTakesItsLaterRankAsTheTokenizersLibraryDoes) {
+  // Ranks a b 0, b c 1, a bc 2: "abc" merges a b first and stops at ab + c.
+  document_["model"]["merges"][0] = json::array({"a", "b"});
+  document_["model"]["merges"][1] = json::array({"b", "c"});
+  EXPECT_EQ(load().encode("abc", false), (std::vector<int64_t>{256, byte_id('c')}));
+  // "a b" again at rank 4 moves it behind b c: a + bc, then abc.
+  document_["model"]["merges"].push_back(json::array({"a", "b"}));
+  EXPECT_EQ(load().encode("abc", false), (std::vector<int64_t>{258}));
+}
+
+TEST_F(ByteLevelBpeTest, EncodesTheSameFromSeveralThreads) {
+  const can::Tokenizer tokenizer = load();
+  const std::string text = "ab a12 <tool> \xC3\xA9 abc<s>x";
+  const std::vector<int64_t> expected = tokenizer.encode(text);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) mismatches += tokenizer.encode(text) != expected;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
 TEST_F(ByteLevelBpeTest, IgnoreMergesTakesAWordInTheVocabularyWhole) {
   document_["model"]["merges"] = json::array();
   EXPECT_EQ(load().encode("abc", false), (std::vector<int64_t>{byte_id('a'), byte_id('b'), byte_id('c')}));
@@ -132,17 +159,17 @@ TEST_F(ByteLevelBpeTest, TheSplitPatternCutsWordsAndBytesBecomeCharacters) {
 
 TEST_F(ByteLevelBpeTest, AddedTokensInTheTextAreCutOutLongestFirst) {
   const can::Tokenizer tokenizer = load();
-  EXPECT_EQ(tokenizer.encode("ab<s>xab<s>ab", false), (std::vector<int64_t>{256, 301, 256, 300, 256}));
-  EXPECT_EQ(tokenizer.encode("<tool><s", false), (std::vector<int64_t>{302, byte_id('<'), byte_id('s')}));
+  EXPECT_EQ(tokenizer.encode("ab<s>xab<s>ab", false), (std::vector<int64_t>{256, 261, 256, 260, 256}));
+  EXPECT_EQ(tokenizer.encode("<tool><s", false), (std::vector<int64_t>{262, byte_id('<'), byte_id('s')}));
 }
 
 TEST_F(ByteLevelBpeTest, TheTemplatesBosIsAddedOnRequest) {
   const can::Tokenizer tokenizer = load();
-  EXPECT_EQ(tokenizer.bos_id(), 300);
-  EXPECT_EQ(tokenizer.eos_id(), 301);
+  EXPECT_EQ(tokenizer.bos_id(), 260);
+  EXPECT_EQ(tokenizer.eos_id(), 261);
   EXPECT_EQ(tokenizer.pad_id(), -1);
-  EXPECT_EQ(tokenizer.vocab_size(), 303);
-  EXPECT_EQ(tokenizer.encode("ab"), (std::vector<int64_t>{300, 256}));
+  EXPECT_EQ(tokenizer.vocab_size(), 263);
+  EXPECT_EQ(tokenizer.encode("ab"), (std::vector<int64_t>{260, 256}));
   EXPECT_EQ(tokenizer.encode("ab", false), (std::vector<int64_t>{256}));
 }
 
@@ -156,7 +183,7 @@ TEST_F(ByteLevelBpeTest, WithoutATemplateNoBosIsAddedAndNoneIsNeeded) {
 
 TEST_F(ByteLevelBpeTest, DecodeLeavesOutSpecialTokensAndReplacesBrokenCharacters) {
   const can::Tokenizer tokenizer = load();
-  EXPECT_EQ(tokenizer.decode({300, 256, 302, 259, 301}), "ab<tool> a");
+  EXPECT_EQ(tokenizer.decode({260, 256, 262, 259, 261}), "ab<tool> a");
   EXPECT_EQ(tokenizer.decode({0xC3, 0xA9}), "\xC3\xA9");
   // A two-byte character cut after its first byte, and a lone continuation byte.
   EXPECT_EQ(tokenizer.decode({byte_id('x'), 0xC3}), "x\xEF\xBF\xBD");
@@ -188,7 +215,12 @@ TEST_F(ByteLevelBpeTest, AFolderWithTokenizerModelIsSentencepieceAndSaveCopiesTh
   EXPECT_EQ(can::Tokenizer::load(copy.string()).encode("abc"), tokenizer.encode("abc"));
   tokenizer.save(dir_.path().string());  // onto itself: nothing to do
   std::ofstream(copy / "tokenizer.model") << "not a sentencepiece model";
-  EXPECT_THROW(can::Tokenizer::load(copy.string()), can::Error);  // tokenizer.model wins, and is read
+  try {  // tokenizer.model wins, and is read
+    can::Tokenizer::load(copy.string());
+    FAIL() << "no error";
+  } catch (const can::Error& error) {
+    EXPECT_NE(std::string(error.what()).find((copy / "tokenizer.model").string()), std::string::npos) << error.what();
+  }
   fs::remove_all(copy);
   fs::create_directories(copy);
   EXPECT_THROW(can::Tokenizer::load(copy.string()), can::Error);
@@ -220,6 +252,17 @@ TEST_F(ByteLevelBpeTest, WhatIsNotImplementedIsRefusedByName) {
   document_ = original;
   document_["decoder"] = {{"type", "Metaspace"}};
   refused("the decoder Metaspace is not implemented");
+  document_["decoder"] = nullptr;
+  refused("decoder is null: a byte-level BPE is decoded by the ByteLevel decoder");
+  document_ = original;
+  document_["model"]["vocab"]["ab"] = 100000;
+  refused("model.vocab['ab'] must be an id in [0, 263)");
+  document_ = original;
+  document_["added_tokens"][0]["id"] = 2000000000;
+  refused("added_tokens[0]: id 2000000000 is outside [0, 263)");
+  document_ = original;
+  document_["pre_tokenizer"]["pretokenizers"] = {{"type", "ByteLevel"}};
+  refused("pre_tokenizer.pretokenizers must be an array, got object");
   document_ = original;
   document_["model"]["merges"][0] = "b c d";
   refused("model.merges[0]: 'b c d' is not two tokens");

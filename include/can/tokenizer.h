@@ -5,7 +5,7 @@
 //    (docs/design.md §7); only C types cross.
 //  * byte-level BPE of Hugging Face's `tokenizers` library (tokenizer.json, with the
 //    special tokens named in tokenizer_config.json beside it: Llama 3, Qwen 2 and 2.5,
-//    Mistral's current releases); src/tokenizer/byte_level_bpe.cpp says what of the
+//    GPT-2); src/tokenizer/byte_level_bpe.cpp says what of the
 //    format is implemented, and everything else is refused by name.
 #pragma once
 

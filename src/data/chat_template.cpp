@@ -77,12 +77,22 @@ ChatTemplate ChatTemplate::of_model(const std::string& folder) {
   } catch (const Error& error) {
     fail("{}; {}", error.what(), hint);
   }
+  // transformers passes its special_tokens_map: the named special tokens, and the list of
+  // additional ones, each a string or {"content": string}.
+  const auto text_of = [&](const nlohmann::json& token, const std::string& name) {
+    return token.is_string() ? token.get<std::string>() : string_field(token, "content", config_file.string() + ": " + name);
+  };
   chat.special_tokens_ = nlohmann::json::object();
-  for (const char* name : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+  for (const char* name :
+       {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
     const nlohmann::json* token = optional_field(config, name);
-    if (token == nullptr || token->is_null()) continue;
-    chat.special_tokens_[name] = token->is_string() ? token->get<std::string>()
-                                                    : string_field(*token, "content", config_file.string() + ": " + name);
+    if (token != nullptr && !token->is_null()) chat.special_tokens_[name] = text_of(*token, name);
+  }
+  if (const nlohmann::json* extra = optional_field(config, "additional_special_tokens"); extra != nullptr) {
+    check(extra->is_array(), "{}: additional_special_tokens must be an array", config_file.string());
+    nlohmann::json texts = nlohmann::json::array();
+    for (const nlohmann::json& token : *extra) texts.push_back(text_of(token, "additional_special_tokens"));
+    chat.special_tokens_["additional_special_tokens"] = texts;
   }
   return chat;
 }

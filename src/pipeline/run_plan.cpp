@@ -220,7 +220,7 @@ class Planner {
     }
   }
 
-  // The longest chat-formatted prompt in tokens (BOS included): counted by the
+  // The longest chat-formatted prompt in tokens (BOS included where the template takes one): counted by the
   // tokenizer when there is one, else its length in bytes plus one, an upper bound
   // for sentencepiece with byte fallback.
   // Not measured when the chat template itself is a problem (reported on its own).

@@ -1,6 +1,7 @@
 // The byte-level BPE kind of Tokenizer: a tokenizer.json of Hugging Face's `tokenizers`
-// library run as that library runs it (Llama 3, Qwen 2 and 2.5, Mistral's current
-// releases, GPT-2). Encoding a text:
+// library run as that library runs it (Llama 3, Qwen 2 and 2.5, GPT-2; Mistral's
+// tokenizer.json is byte-fallback BPE, refused: its tokenizer.model is read instead).
+// Encoding a text:
 //   1. added tokens: the text is cut at every added token written in it (leftmost,
 //      then longest), each becoming its id;
 //   2. normalizer (each piece between added tokens): none, or Unicode NFC (Qwen);
@@ -272,6 +273,15 @@ struct AddedToken {
 
 std::string type_of(const json& step, const std::string& where) { return string_field(step, "type", where); }
 
+// The steps of a normalizer, pre-tokenizer or post-processor: `step` itself, or the
+// array `field` of a Sequence.
+std::vector<json> steps_of(const json& step, const char* field, const std::string& where) {
+  if (type_of(step, where) != "Sequence") return {step};
+  const json& steps = required_field(step, field, where);
+  check(steps.is_array(), "{}.{} must be an array, got {}", where, field, steps.type_name());
+  return steps.get<std::vector<json>>();
+}
+
 // A field that must be absent, null or `expected` (CAN implements only that value).
 void require_value(const json& object, const std::string& field, const json& expected, const std::string& where,
                    const std::string& why) {
@@ -295,7 +305,9 @@ class ByteLevelBpe : public Tokenizer::Handle {
     files = {file};
     const json document = read_json_file(file);
     read_normalizer(document);
-    read_model(required_field(document, "model", path), path + ": model");
+    const json* added = optional_field(document, "added_tokens");
+    read_model(required_field(document, "model", path), path + ": model",
+               added != nullptr && added->is_array() ? added->size() : 0);
     read_added_tokens(document);
     read_pre_tokenizer(document);
     read_post_processor(document);
@@ -348,13 +360,14 @@ class ByteLevelBpe : public Tokenizer::Handle {
   }
 
  private:
-  void read_model(const json& model, const std::string& where) {
+  // `added_count`: how many added tokens follow, so that ids can be checked to be dense.
+  void read_model(const json& model, const std::string& where, size_t added_count) {
     const std::string type = type_of(model, where);
     check(type == "BPE", "{}.type is '{}': CAN reads BPE tokenizer.json files only (a sentencepiece model comes as "
           "tokenizer.model)", where, type);
     require_value(model, "dropout", 0.0, where, "BPE dropout is not implemented");
     require_value(model, "byte_fallback", false, where,
-                  "byte-fallback BPE (the tokenizer.json of Llama 2 and Mistral's first releases) is not "
+                  "byte-fallback BPE (the tokenizer.json of Llama 2 and Mistral) is not "
                   "implemented; give CAN the model's tokenizer.model instead");
     require_value(model, "continuing_subword_prefix", "", where, "subword prefixes are not implemented");
     require_value(model, "end_of_word_suffix", "", where, "end-of-word suffixes are not implemented");
@@ -363,9 +376,11 @@ class ByteLevelBpe : public Tokenizer::Handle {
     }
     const json& vocab = required_field(model, "vocab", where);
     check(vocab.is_object(), "{}.vocab must be an object of token: id", where);
+    token_count_ = static_cast<int64_t>(vocab.size() + added_count);  // ids are dense, below it
     for (const auto& [token, id] : vocab.items()) {
-      check(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < std::numeric_limits<int>::max(),
-            "{}.vocab['{}'] must be an id >= 0, got {}", where, token, id.dump());
+      check(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < token_count_,
+            "{}.vocab['{}'] must be an id in [0, {}) (the number of tokens), got {}", where, token, token_count_,
+            id.dump());
       add_token(token, id.get<int64_t>(), where + ".vocab");
       vocab_[token] = id.get<int64_t>();
     }
@@ -392,7 +407,8 @@ class ByteLevelBpe : public Tokenizer::Handle {
         check(vocab.contains(*token), "{}: '{}' is not in the vocabulary", at, *token);
       }
       check(vocab.contains(left + right), "{}: the merged token '{}' is not in the vocabulary", at, left + right);
-      merge_rank_.emplace(merge_key(left, right), static_cast<int64_t>(rank));  // the first of duplicates counts
+      // A duplicate takes the later rank, as `tokenizers` inserts each merge into its map in turn.
+      merge_rank_[merge_key(left, right)] = static_cast<int64_t>(rank);
     }
     if (const json* unk = optional_field(model, "unk_token"); unk != nullptr && !unk->is_null()) {
       check(unk->is_string() && vocab.contains(unk->get<std::string>()),
@@ -416,7 +432,8 @@ class ByteLevelBpe : public Tokenizer::Handle {
       AddedToken entry{string_field(token, "content", where), integer_field(token, "id", where),
                        bool_field(token, "special", where)};
       check(!entry.content.empty(), "{}: content is empty", where);
-      check(entry.id >= 0 && entry.id < std::numeric_limits<int>::max(), "{}: id {} is out of range", where, entry.id);
+      check(entry.id >= 0 && entry.id < token_count_, "{}: id {} is outside [0, {}) (the number of tokens)", where,
+            entry.id, token_count_);
       for (const char* option : {"single_word", "lstrip", "rstrip"}) {
         require_value(token, option, false, where, "this option of added tokens is not implemented");
       }
@@ -442,9 +459,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
     const json* normalizer = optional_field(document, "normalizer");
     if (normalizer == nullptr || normalizer->is_null()) return;
     const std::string where = path + ": normalizer";
-    std::vector<json> steps = {*normalizer};
-    if (type_of(*normalizer, where) == "Sequence") steps = required_field(*normalizer, "normalizers", where);
-    for (const json& step : steps) {
+    for (const json& step : steps_of(*normalizer, "normalizers", where)) {
       const std::string type = type_of(step, where);
       check(type == "NFC", "{}: the normalizer {} is not implemented (CAN implements NFC)", where, type);
       normalizes_nfc_ = true;
@@ -456,8 +471,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
     const json& pre_tokenizer = required_field(document, "pre_tokenizer", path);
     check(pre_tokenizer.is_object(), "{} is {}: a byte-level BPE needs the ByteLevel pre-tokenizer", where,
           pre_tokenizer.dump());
-    std::vector<json> steps = {pre_tokenizer};
-    if (type_of(pre_tokenizer, where) == "Sequence") steps = required_field(pre_tokenizer, "pretokenizers", where);
+    const std::vector<json> steps = steps_of(pre_tokenizer, "pretokenizers", where);
     std::string types;
     for (const json& step : steps) types += (types.empty() ? "" : ", ") + type_of(step, where);
     check(!steps.empty() && type_of(steps.back(), where) == "ByteLevel",
@@ -470,7 +484,10 @@ class ByteLevelBpe : public Tokenizer::Handle {
       if (type == "ByteLevel") {
         check(i + 1 == steps.size(), "{}: ByteLevel must be the last pre-tokenizer", at);
         require_value(step, "add_prefix_space", false, at, "a prefix space is not implemented");
-        if (bool_field(step, "use_regex", at)) splits_.emplace_back(kGpt2Pattern, at);
+        const json* use_regex = optional_field(step, "use_regex");  // `tokenizers`' default: true
+        if (use_regex == nullptr || use_regex->is_null() || bool_field(step, "use_regex", at)) {
+          splits_.emplace_back(kGpt2Pattern, at);
+        }
       } else if (type == "Split") {
         check(string_field(step, "behavior", at) == "Isolated", "{}.behavior: only Isolated is implemented", at);
         require_value(step, "invert", false, at, "inverted splits are not implemented");
@@ -490,9 +507,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
     const json* processor = optional_field(document, "post_processor");
     if (processor == nullptr || processor->is_null()) return;
     const std::string where = path + ": post_processor";
-    std::vector<json> steps = {*processor};
-    if (type_of(*processor, where) == "Sequence") steps = required_field(*processor, "processors", where);
-    for (const json& step : steps) {
+    for (const json& step : steps_of(*processor, "processors", where)) {
       const std::string type = type_of(step, where);
       if (type == "ByteLevel") continue;  // its trim_offsets changes offsets, never ids
       check(type == "TemplateProcessing", "{}: the post-processor {} is not implemented", where, type);
@@ -522,9 +537,10 @@ class ByteLevelBpe : public Tokenizer::Handle {
   }
 
   void read_decoder(const json& document) {
-    const json* decoder = optional_field(document, "decoder");
-    if (decoder == nullptr || decoder->is_null()) return;
-    const std::string type = type_of(*decoder, path + ": decoder");
+    const json& decoder = required_field(document, "decoder", path);
+    check(decoder.is_object(), "{}: decoder is {}: a byte-level BPE is decoded by the ByteLevel decoder", path,
+          decoder.dump());
+    const std::string type = type_of(decoder, path + ": decoder");
     check(type == "ByteLevel", "{}: decoder: the decoder {} is not implemented (CAN decodes byte-level BPE)", path,
           type);
   }
@@ -654,6 +670,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
   std::unordered_map<std::string, int64_t> merge_rank_;  // merge_key(left, right) -> rank
   std::map<uint8_t, std::vector<AddedToken>> added_by_first_byte_;
   std::vector<Regex> splits_;
+  int64_t token_count_ = 0;  // vocabulary and added tokens
   bool normalizes_nfc_ = false;
   bool ignore_merges_ = false;
 };
