@@ -223,6 +223,28 @@ TEST(HfCheckpoint, APytorchBinPickleNamingAMemoIdPastItsLengthIsRefusedBeforeUnp
                   {"late.bin", "memo entry 16777216"});
 }
 
+// The unpickler allocates a string at the length its opcode states before reading it: a
+// length past the pickle's end (here 4 GiB − 18) is refused before unpickling.
+TEST(HfCheckpoint, APytorchBinPickleClaimingMoreBytesThanItHoldsIsRefusedBeforeUnpickling) {
+  TemporaryDirectory directory;
+  const auto pickle = [](const auto& literal) { return std::string(literal, sizeof literal - 1); };
+  write_archive_with_pickle(directory.path() / "damaged.bin", pickle("\x80\x02}X\xee\xff\xff\xff" "ab."));
+  expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "damaged.bin"); }),
+                  {"damaged.bin", "data.pkl's opcode at byte 3 claims 4294967282 bytes where 7 remain"});
+}
+
+// A view with more elements than its storage holds (stride 0) is no stored weight, and
+// copying it would allocate without bound.
+TEST(HfCheckpoint, APytorchBinTensorOverlappingItselfIsRefused) {
+  TemporaryDirectory directory;
+  c10::Dict<std::string, at::Tensor> state;
+  state.insert("w", at::arange(4, at::kFloat).expand({1000, 4}));  // strides [0, 1] over 4 floats
+  const std::vector<char> bytes = torch::jit::pickle_save(state);
+  write_text_atomically(directory.path() / "expanded.bin", std::string(bytes.begin(), bytes.end()));
+  expect_contains(error_message([&] { load_pytorch_bin(directory.path() / "expanded.bin"); }),
+                  {"expanded.bin", "tensor 'w' of shape [1000, 4] has more elements than its storage of 16 bytes"});
+}
+
 TEST(HfCheckpoint, DirectoryWithoutWeightsSaysWhatWasLookedFor) {
   TemporaryDirectory directory;
   write_text_atomically(directory.path() / "config.json", "{}");

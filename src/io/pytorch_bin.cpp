@@ -40,8 +40,17 @@ std::unique_ptr<caffe2::serialize::PyTorchStreamReader> open_archive(const std::
 }
 
 // The unpickler takes a tensor's offset, sizes and strides from the file as they are: a
-// view reaching past its storage would be read out of bounds when copied into a model.
+// view reaching past its storage would be read out of bounds when copied into a model,
+// and one with more elements than its storage holds (a stride of 0, overlapping rows) is
+// no weight a checkpoint stores and would grow without bound when copied (a 2 KB file
+// whose tensor claimed a billion elements over one made CAN allocate 4 GB).
 void check_inside_storage(const at::Tensor& tensor, const std::string& file, const std::string& name) {
+  uint64_t bytes = 0;
+  check(!__builtin_mul_overflow(static_cast<uint64_t>(tensor.numel()), tensor.element_size(), &bytes) &&
+            bytes <= tensor.storage().nbytes(),
+        "{}: tensor '{}' of shape {} has more elements than its storage of {} bytes holds (an overlapping view): "
+        "the file is damaged or not a checkpoint of weights",
+        file, name, c10::str(tensor.sizes()), tensor.storage().nbytes());
   int64_t last = tensor.storage_offset();  // the last element the view reaches, in elements
   check(last >= 0, "{}: tensor '{}' has a negative storage offset", file, name);
   for (int64_t d = 0; d < tensor.dim(); ++d) {
@@ -96,10 +105,12 @@ uint64_t little_endian(const uint8_t* bytes, size_t count) {
   return value;
 }
 
-// LibTorch's unpickler grows its memo table to every id a PUT names, so one damaged id
-// makes it allocate up to 2^32 entries. The pickler numbers its memo from 0, one id per
-// PUT, so a real id is below the pickle's length: walk the opcodes up to STOP and refuse
-// a larger one. The walk stops at an opcode it does not know; the unpickler refuses those.
+// LibTorch's unpickler trusts the sizes a pickle states: it grows its memo table to every
+// id a PUT names (one damaged id makes it allocate up to 2^32 entries) and allocates a
+// string or bytes argument at its stated length before reading it. The pickler numbers
+// its memo from 0, one id per PUT, so a real id is below the pickle's length, and a real
+// argument lies inside the pickle: walk the opcodes up to STOP and refuse either. The
+// walk stops at an opcode it does not know; the unpickler refuses those.
 void check_memo_ids(const uint8_t* pickle, size_t size, const std::string& file) {
   size_t at = 0;
   while (at < size) {
@@ -133,7 +144,10 @@ void check_memo_ids(const uint8_t* pickle, size_t size, const std::string& file)
       default:
         break;
     }
-    if (length > left) return;
+    // A length past the pickle's end: LibTorch's unpickler would allocate it before finding
+    // the bytes missing (a 2 KB file whose string claimed 4 GB made it allocate 4 GB).
+    check(length <= left, "{}: data.pkl's opcode at byte {} claims {} bytes where {} remain: the file is damaged",
+          file, at - 1, length, left);
     if (opcode == 'q' || opcode == 'r' || opcode == 'p') {  // BINPUT, LONG_BINPUT, PUT
       const uint64_t id = opcode == 'p' ? std::strtoull(reinterpret_cast<const char*>(pickle + at), nullptr, 10)
                                         : little_endian(pickle + at, opcode == 'q' ? 1 : 4);
