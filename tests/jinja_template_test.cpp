@@ -627,21 +627,193 @@ TEST(JinjaTemplate, ReportsRunTimeErrorsWithTheirLine) {
   EXPECT_TRUE(contains(variables, std::string(kOrigin) + ": the template's variables must be a JSON object"));
 }
 
-}  // namespace
+// jinja2's select, reject and items filter give generators, which print as "<generator
+// object ...>", have no length and are used up by one loop.
+TEST(JinjaTemplate, IteratesTheGeneratorsOfSelectRejectAndItemsOnce) {
+  expect_renders({
+      {"{% if words | select('equalto', 'z') %}a generator is true{% endif %}",
+       "a generator is true"},
+      {"{% for w in words | reject('equalto', 'b') %}{{ w }}{% endfor %} {{ words | select('equalto', 'b') | join }} "
+       "{{ words | select('equalto', 'c') | first }}",
+       "ac b c"},
+      {"{% for pair in mapping | items %}{{ pair }}{% endfor %} {% for key, value in mapping | items %}{{ key }}={{ "
+       "value }}{% endfor %} {% for pair in mapping.items() | select('defined') %}{{ pair }}{% endfor %}",
+       "('a', 1)('b', 2) a=1b=2 ('a', 1)('b', 2)"},
+      {"{{ words | select('equalto', 'a') is iterable }} {{ words | select('equalto', 'a') is sequence }}",
+       "True False"},
+  });
+  const json variables = json::parse(R"({"words": ["a", "b"], "mapping": {"a": 1}})");
+  for (const char* source : {"{{ words | select('equalto', 'a') }}", "{{ mapping | items }}"}) {
+    EXPECT_TRUE(contains(error_message([&] { render(source, variables); }), "cannot print a generator")) << source;
+  }
+  EXPECT_TRUE(contains(error_message([&] { render("{{ words | reject('equalto', 'a') | length }}", variables); }),
+                       "object of type 'generator' has no len()"));
+  EXPECT_TRUE(contains(error_message([&] { render("{{ (words | select('equalto', 'a'))[0] }}", variables); }),
+                       "unsupported: attributes and items of a generator"));
+  // jinja2's second loop would see the generator used up.
+  EXPECT_TRUE(contains(error_message([&] {
+                         render("{% set found = words | select('equalto', 'a') %}{% for w in found %}{{ w }}{% endfor "
+                                "%}{% for w in found %}{{ w }}{% endfor %}",
+                                variables);
+                       }),
+                       "unsupported: using a generator (select, reject, items) twice"));
+  // The test's arguments are checked when parsing, like a test's after `is`.
+  EXPECT_TRUE(contains(error_message([] { JinjaTemplate("{{ ['a'] | select('equalto') }}", kOrigin); }),
+                       "test 'equalto' takes 1 positional argument(s), got 0"));
+}
+
+// jinja2 gives Python's bound methods for these (defined, truthy, printed as
+// "<built-in method ...>"); a missing attribute is undefined there and here.
+TEST(JinjaTemplate, RefusesPythonsMethodsAsAttributes) {
+  expect_renders({
+      {"{{ text.capitalize_it is defined }} [{{ text.foo }}] {{ words.append is defined }} {{ mapping.c is defined }}",
+       "False [] False False"},
+  });
+  for (const char* source : {"{{ text.title }}", "{{ text.title is defined }}", "{{ words.copy }}", "{{ (1).real }}"}) {
+    const std::string message = error_message([&] { render(source, json::parse(R"({"text": "a", "words": []})")); });
+    EXPECT_TRUE(contains(message, "unsupported: the method or attribute")) << source;
+  }
+}
+
+TEST(JinjaTemplate, WritesReprAsPython) {
+  expect_renders({
+      {"{{ ['\\u200b', '\\u2028', '\\ufeff', '\\x85', '\\xa0', '\\xad', '\\ue000', 'é', 'Ω', 'я', '中', 'あ', '한', "
+       "'→', '😀', \"'\"] }}",
+       R"(['\u200b', '\u2028', '\ufeff', '\x85', '\xa0', '\xad', '\ue000', 'é', 'Ω', 'я', '中', 'あ', '한', '→', '😀', "'"])"},
+  });
+  // U+0378 is unassigned: Python escapes it until a Unicode version assigns it.
+  EXPECT_TRUE(contains(error_message([] { render("{{ ['\\u0378'] }}", json::object()); }),
+                       "unsupported: repr() of U+0378"));
+}
+
+TEST(JinjaTemplate, ComputesFloatsAsPython) {
+  expect_renders({
+      {"{{ 1 // 0.1 }} {{ -4.0 % 2 }} {{ 4.0 % -2 }} {{ -7.5 // 2 }} {{ 7.5 % -2 }} {{ -0.0 // 1 }} {{ 7 // 2.0 }}",
+       "9.0 0.0 -0.0 -4.0 -0.5 -0.0 3.0"},
+      {"{{ 1e999 }} {{ -1e999 }} {{ 1e-999 }} {{ 0.0001e312 }} {{ [1e999, -1e999, 1e999 - 1e999] | tojson }}",
+       "inf -inf 0.0 1e+308 [Infinity, -Infinity, NaN]"},
+      {"{{ 9007199254740993 == 9007199254740992.0 }} {{ 9007199254740993 > 9007199254740992.0 }} {{ -2.5 < -2 }} "
+       "{{ (1e999 - 1e999) <= 1 }} {{ (1e999 - 1e999) >= 1 }} {{ 9007199254740993 / 2.0 }}",
+       "False True True False False 4503599627370496.0"},
+  });
+  // Python divides integers exactly: 3002399751580331.0, where doubles give ...0.5.
+  EXPECT_TRUE(contains(error_message([] { render("{{ 9007199254740993 / 3 }}", json::object()); }),
+                       "unsupported: dividing integers from 2**53 on"));
+}
+
+TEST(JinjaTemplate, RefusesIntegerOverflow) {
+  expect_renders({
+      {"{{ (-9223372036854775807 - 1) % -1 }} {{ 7 // -1 }} {{ -7 % -1 }} {{ -9223372036854775807 // -1 }}",
+       "0 -7 0 9223372036854775807"},
+  });
+  // Python's integers do not overflow; past int64 the template is refused.
+  for (const char* source : {"{{ (-9223372036854775807 - 1) // -1 }}", "{{ 9223372036854775807 + 1 }}",
+                             "{{ -9223372036854775807 - 2 }}", "{{ 3037000500 * 3037000500 }}"}) {
+    EXPECT_TRUE(contains(error_message([&] { render(source, json::object()); }), "integer overflow")) << source;
+  }
+}
+
+TEST(JinjaTemplate, SlicesWithHugeSteps) {
+  expect_renders({
+      {"{{ 'abc'[1::9223372036854775807] }}|{{ 'abc'[::-9223372036854775807] }}|{{ items[::-9223372036854775807] }}|{{ "
+       "items[-9223372036854775807:9223372036854775807:4611686018427387904] }}|{{ "
+       "unicode[9223372036854775807:-9223372036854775807:-3] }}",
+       "b|c|[5]|[1]|döoé"},
+  });
+}
+
+// Results above 16 MiB of text or a million items are refused before they are built;
+// so is a render that would take long.
+TEST(JinjaTemplate, RefusesResultsAndRendersAboveItsCaps) {
+  expect_renders({
+      {"{{ '' * 9223372036854775807 }}|{{ [] * 9223372036854775807 }}|{{ 'ab' * -3 }}|{{ words * 2 }}|{{ 2 * 'ab' }}",
+       "|[]||['a', 'b', 'c', 'a', 'b', 'c']|abab"},
+  });
+  for (const char* source : {"{{ 'a' * 10000000000 }}", "{{ [1, 2] * 600000 }}",
+                             "{% set ns = namespace(s='a') %}{% for i in 'x' * 30 %}{% set ns.s = ns.s + ns.s %}{% "
+                             "endfor %}",
+                             "{% set s = 'a' * 10000000 %}{% for i in 'x' * 3 %}{{ s }}{% endfor %}"}) {
+    EXPECT_TRUE(contains(error_message([&] { render(source, json::object()); }), "above 16 MiB of text")) << source;
+  }
+  const std::string slow = error_message([] {
+    render("{% set s = ('x' * 4000) * 4000 %}{% for i in 'x' * 1000 %}{% set copy = s %}{% endfor %}", json::object());
+  });
+  EXPECT_TRUE(contains(slow, "unsupported: rendering takes more than 100000000 steps"));
+}
+
+TEST(JinjaTemplate, ReadsNumberLiteralsAsJinja) {
+  expect_renders({
+      {"{{ 007.5 }} {{ 00 }} {{ 0_0 }} {{ 1_000e1_0 }} {{ 10_000 }} {{ 0.5_5 }}",
+       "7.5 0 0 10000000000000.0 10000 0.55"},
+  });
+  // jinja2 reads 0777 as 0 then 777, and 1__0 as 1 then the name __0: syntax errors.
+  for (const char* source : {"{{ 0777 }}", "{{ 1__0 }}", "{{ 1_ }}", "{{ 1.5_ }}"}) {
+    EXPECT_FALSE(error_message([&] { JinjaTemplate(source, kOrigin); }).empty()) << source;
+  }
+}
+
+// Jinja decodes a string literal as Python's "unicode-escape" after writing its non-ASCII
+// characters as escapes: a backslash before one stays, with the escape.
+TEST(JinjaTemplate, DecodesStringLiteralsAsJinja) {
+  expect_renders({
+      {"{{ '\\é' }}|{{ '\\中' }}|{{ '\\😀' }}|{{ '\\q' }}|{{ 'ü' }}",
+       R"(\xe9|\u4e2d|\U0001f600|\q|ü)"},
+  });
+  EXPECT_TRUE(contains(error_message([] { JinjaTemplate("{{ '\\U00110000' }}", kOrigin); }),
+                       "line 1, column 5: illegal Unicode character"));
+  EXPECT_TRUE(contains(error_message([] { JinjaTemplate("{{ 'a\\ud800' }}", kOrigin); }),
+                       "line 1, column 6: unsupported: a surrogate"));
+}
+
+TEST(JinjaTemplate, TakesABraceBeforeANulByteAsText) {
+  EXPECT_EQ(render(std::string("a{\0b{{ 1 }}{\0", 13), json::object()), std::string("a{\0b1{\0", 7));
+}
+
+// transformers could not read such a file either: Python's UTF-8 decoder refuses it.
+TEST(JinjaTemplate, RefusesATemplateThatIsNotValidUtf8) {
+  for (const auto& [source, offset] : std::vector<std::pair<std::string, int>>{
+           {"ab\xff", 2}, {"\xc0\x80", 0}, {"x\xed\xa0\x80", 1}, {"\xf4\x90\x80\x80", 0}, {"abc\xe4\xb8", 3}}) {
+    EXPECT_TRUE(contains(error_message([&] { JinjaTemplate(source, kOrigin); }),
+                         fmt::format("{}: the template is not valid UTF-8 (at byte {})", kOrigin, offset)));
+  }
+}
+
+TEST(JinjaTemplate, RefusesANamespaceInsideANamespace) {
+  // (It could hold itself, a cycle that shared_ptr never frees.)
+  EXPECT_TRUE(contains(error_message([] { render("{% set ns = namespace() %}{% set ns.me = ns %}", json::object()); }),
+                       "unsupported: a namespace or loop as a namespace attribute"));
+}
 
 TEST(JinjaTemplate, RefusesNestingDeeperThanItsLimitInsteadOfOverflowingTheStack) {
-  const auto nested = [](int levels, const char* open, const char* close) {
-    std::string text;
-    for (int i = 0; i < levels; ++i) text += open;
-    text += "1";
-    for (int i = 0; i < levels; ++i) text += close;
-    return text;
+  const auto repeated = [](int times, const char* text) {
+    std::string out;
+    for (int i = 0; i < times; ++i) out += text;
+    return out;
+  };
+  const auto nested = [&](int levels, const char* open, const char* close) {
+    return repeated(levels, open) + "1" + repeated(levels, close);
   };
   EXPECT_EQ(JinjaTemplate("{{ " + nested(50, "(", ")") + " }}", kOrigin).render(json::object()), "1");
-  for (const std::string& source : {"{{ " + nested(5000, "(", ")") + " }}", "{{ " + nested(5000, "not ", "") + " }}",
-                                   "{{ " + nested(5000, "-", "") + " }}",
-                                   nested(5000, "{% if true %}", "{% endif %}")}) {
+  EXPECT_EQ(JinjaTemplate("{{ 1" + repeated(150, " + 1") + " }}", kOrigin).render(json::object()), "151");
+  // Recursion nests, and so do loops: 1 + 1 + ..., a.b.c..., a[0][0]..., x|trim|trim...
+  // build trees that evaluating and destroying recurse on.
+  for (const std::string& source :
+       {"{{ " + nested(5000, "(", ")") + " }}", "{{ " + nested(5000, "not ", "") + " }}",
+        "{{ " + nested(5000, "-", "") + " }}", nested(5000, "{% if true %}", "{% endif %}"),
+        "{{ 1" + repeated(100000, " + 1") + " }}", "{{ a" + repeated(100000, ".b") + " }}",
+        "{{ a" + repeated(100000, "[0]") + " }}", "{{ x" + repeated(100000, " | trim") + " }}",
+        "{{ a" + repeated(100000, " if b") + " }}", "{{ a" + repeated(100000, " or b") + " }}",
+        "{{ a" + repeated(100000, " is eq b") + " }}"}) {
     const std::string message = error_message([&] { JinjaTemplate(source, kOrigin); });
     EXPECT_TRUE(contains(message, "nested deeper than 200 levels")) << message;
   }
+  // Values nest by loops too; repr, tojson and copies recurse on them.
+  for (const char* source :
+       {"{% set ns = namespace(x=1) %}{% for i in 'x' * 1000 %}{% set ns.x = [ns.x] %}{% endfor %}",
+        "{% set ns = namespace(x=1) %}{% for i in 'x' * 1000 %}{% set ns.x = {'a': ns.x} %}{% endfor %}"}) {
+    const std::string message = error_message([&] { render(source, json::object()); });
+    EXPECT_TRUE(contains(message, "unsupported: values nested deeper than 200 levels")) << message;
+  }
 }
+
+}  // namespace

@@ -7,14 +7,15 @@
 //
 // Anything outside the subset (macros, call blocks, include/extends/import, unknown
 // filters, tests, functions or methods) is refused when the template is parsed, by
-// name and line; an operation the subset cannot do on a value is refused when it
-// is rendered. It never renders something jinja2 would render differently, with one
-// exception the input type imposes: nlohmann::json keeps an object's keys sorted, so
-// iterating a mapping of the variables, tojson and printing one list its keys in
-// sorted order where Python keeps insertion order. (A dict literal in the template
-// must list its keys in sorted order.)
+// name and line; an operation the subset cannot do on a value, or one whose result
+// would be too large, is refused when it is rendered. As far as is known it never
+// renders something jinja2 would render differently, except where the input type
+// imposes it: nlohmann::json keeps an object's keys sorted, so iterating a mapping of
+// the variables, tojson and printing one list its keys in sorted order where Python
+// keeps insertion order (a dict literal in the template must list its keys in sorted
+// order), and it reads integers above 2**64 - 1 in the variables as floats.
 //
-// src/data/jinja_template.cpp lists what is supported.
+// src/data/jinja_template.cpp lists what is supported and what is refused.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -36,9 +37,8 @@ class JinjaTemplate {
   // run-time problem: raise_exception's message, an unsupported operation on a value.
   std::string render(const nlohmann::json& variables) const;
 
-  struct Program;  // the parsed template (defined in the .cpp)
-
  private:
+  struct Program;  // the parsed template (defined in the .cpp)
   std::shared_ptr<const Program> program_;
 };
 

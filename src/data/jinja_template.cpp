@@ -21,15 +21,31 @@
 //  * filters: trim, length/count, tojson(indent=), string, lower, upper, default/d,
 //    first, last, join, items, select/reject(test, ...).
 // Values follow Python: truthiness, str() and repr() of None, True, lists and dicts,
-// float repr, code points for len, indexes and slices, Unicode whitespace for strip.
+// float repr, code points for len, indexes and slices, Unicode whitespace for strip,
+// floor division and modulo, int-float comparisons, json.dumps' Infinity and NaN.
+// select, reject and the items filter give generators, as in jinja2: true, and usable
+// once, by a for loop, join, first, select or reject.
 // An undefined value (a missing variable, attribute, key or index) is falsy, prints
 // as "" and iterates as empty; anything else done to it is an error, as in jinja2.
 //
-// Refused when parsing: every other statement (macro, call, include, extends, import,
-// raw, set blocks, ...), filter, test, function and method; `**`; tuples. Refused when
-// rendering, where jinja2 would print something else: upper/lower of non-ASCII text,
-// printing a namespace or dict_items, dict literals with unsorted keys (nlohmann::json
-// sorts them), ordering lists, `%` formatting of strings.
+// Refused when parsing: a template that is not valid UTF-8; every other statement
+// (macro, call, include, extends, import, raw, set blocks, ...), filter, test, function
+// and method; `**`; tuples; escaped surrogates; blocks or expressions nested deeper
+// than 200 levels. Refused when rendering, where jinja2 would print something else:
+// upper/lower of non-ASCII text, printing a namespace, dict_items or generator, using
+// a generator twice or otherwise than above, Python's methods and attributes as values
+// (text.title), repr() of a code point that Python prints or escapes by its Unicode
+// version, integers beyond int64 and dividing integers from 2**53 on (Python's are
+// exact), dict literals with unsorted keys (nlohmann::json sorts them), ordering
+// lists, `%` formatting of strings. Refused as well, to keep memory, time and the
+// stack bounded for any template: values or output above 16 MiB of text or a million
+// items, values nested deeper than 200 levels, renders of more than 10^8 steps
+// (seconds), and a namespace stored in a namespace (a cycle, never freed).
+//
+// Known limits, which the input type imposes: nlohmann::json keeps an object's keys
+// sorted, so iterating a mapping of the variables, tojson and printing one list its
+// keys in sorted order where Python keeps insertion order; and it reads an integer
+// above 2**64 - 1 in the variables as a float, where Python keeps an int.
 #include "can/jinja_template.h"
 
 #include <fmt/format.h>
@@ -40,6 +56,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <compare>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -68,18 +85,60 @@ template <typename... Args>
   throw Problem{fmt::format(format, std::forward<Args>(args)...)};
 }
 
+// --- Caps ----------------------------------------------------------------------------
+
+// Limits that keep memory, time and the stack bounded whatever a template does (no chat
+// template comes near them): the text and items of one value and of the output, the
+// nesting of values and of the parsed template, and the steps of one render.
+constexpr size_t kMaxText = size_t{16} << 20;
+constexpr size_t kMaxItems = 1'000'000;
+constexpr int kMaxNesting = 200;
+constexpr size_t kMaxWork = 100'000'000;  // see Renderer::charge
+
+[[noreturn]] void too_large() {
+  problem("unsupported: a value or output above {} MiB of text or {} items", kMaxText >> 20, kMaxItems);
+}
+
+struct Size {
+  size_t text = 0;   // bytes of its strings and keys
+  size_t items = 0;  // the values inside it, at every level
+  int depth = 0;     // the deepest level of them
+};
+
+// Stops descending past kMaxNesting levels: deeper is refused anyway.
+Size size_of(const json& value, int level = 0) {
+  Size size{value.is_string() ? value.get_ref<const std::string&>().size() : 0, 0, level};
+  if (!value.is_structured() || level > kMaxNesting) return size;
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const Size part = size_of(it.value(), level + 1);
+    size.text += part.text + (value.is_object() ? it.key().size() : 0);
+    size.items += 1 + part.items;
+    size.depth = std::max(size.depth, part.depth);
+  }
+  return size;
+}
+
+void check_size(const json& value) {
+  const Size size = size_of(value);
+  if (size.depth > kMaxNesting) problem("unsupported: values nested deeper than {} levels", kMaxNesting);
+  if (size.text > kMaxText || size.items > kMaxItems) too_large();
+}
+
 // --- Text as Python sees it: code points, its whitespace, its repr -----------------
 
+// Python's strict UTF-8 decoding: no overlong forms, surrogates or code points past U+10FFFF.
 char32_t next_code_point(std::string_view text, size_t& at) {
   const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
   const unsigned char lead = byte(at);
-  const int extra = lead < 0x80 ? 0 : lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : -1;
+  const int extra = lead < 0x80 ? 0 : lead < 0xC0 ? -1 : lead < 0xE0 ? 1 : lead < 0xF0 ? 2 : lead < 0xF8 ? 3 : -1;
   if (extra < 0 || at + extra >= text.size()) problem("invalid UTF-8 in text");
   char32_t c = extra == 0 ? lead : lead & (0x3F >> extra);
   for (int i = 1; i <= extra; ++i) {
     if ((byte(at + i) & 0xC0) != 0x80) problem("invalid UTF-8 in text");
     c = (c << 6) | (byte(at + i) & 0x3F);
   }
+  static const char32_t kSmallest[] = {0, 0x80, 0x800, 0x10000};
+  if (c < kSmallest[extra] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) problem("invalid UTF-8 in text");
   at += extra + 1;
   return c;
 }
@@ -109,15 +168,69 @@ bool is_space(char32_t c) {
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
+// Where `part` first occurs in `text` from `from` on, or npos, in linear time (Knuth,
+// Morris and Pratt), where std::string::find can take len(text) * len(part) steps.
+size_t find_part(std::string_view text, std::string_view part, size_t from = 0) {
+  if (part.empty()) return from;
+  std::vector<size_t> fallback(part.size());  // [i]: the longest proper prefix of part[..i] that ends it
+  for (size_t i = 1, k = 0; i < part.size(); ++i) {
+    while (k > 0 && part[i] != part[k]) k = fallback[k - 1];
+    if (part[i] == part[k]) ++k;
+    fallback[i] = k;
+  }
+  for (size_t i = from, k = 0; i < text.size(); ++i) {
+    while (k > 0 && text[i] != part[k]) k = fallback[k - 1];
+    if (text[i] == part[k] && ++k == part.size()) return i + 1 - k;
+  }
+  return std::string_view::npos;
+}
+
 // str.strip/lstrip/rstrip(chars): whitespace when `chars` is absent.
 std::string strip(std::string_view text, const std::optional<std::string>& chars, bool left, bool right) {
   const std::u32string s = decode(text);
-  const std::u32string set = chars ? decode(*chars) : U"";
-  const auto strippable = [&](char32_t c) { return chars ? set.find(c) != std::u32string::npos : is_space(c); };
+  std::u32string set = chars ? decode(*chars) : U"";
+  std::sort(set.begin(), set.end());
+  const auto strippable = [&](char32_t c) {
+    return chars ? std::binary_search(set.begin(), set.end(), c) : is_space(c);
+  };
   size_t begin = 0, end = s.size();
   while (left && begin < end && strippable(s[begin])) ++begin;
   while (right && end > begin && strippable(s[end - 1])) --end;
   return encode(std::u32string_view(s).substr(begin, end - begin));
+}
+
+// How Python writes a code point as an escape: \xhh, \uhhhh or \Uhhhhhhhh.
+std::string escape(char32_t c) {
+  const auto code = static_cast<uint32_t>(c);
+  return c < 0x100 ? fmt::format("\\x{:02x}", code) : c < 0x10000 ? fmt::format("\\u{:04x}", code)
+                                                                   : fmt::format("\\U{:08x}", code);
+}
+
+using CodePoints = std::pair<char32_t, char32_t>;  // a range, both ends included
+
+// Code points from U+0080 on that str.isprintable() accepts in every Python transformers
+// runs on (assigned by Unicode 13, Python 3.9): common scripts, punctuation, symbols, CJK,
+// emoji. And those it refuses in all of them (repr escapes them): controls, format
+// characters, separators, private use. repr() of any other is refused rather than guessed.
+constexpr CodePoints kPrintable[] = {
+    {0xA1, 0xAC},       {0xAE, 0x377},      {0x384, 0x38A},     {0x38C, 0x38C},     {0x38E, 0x3A1},
+    {0x3A3, 0x52F},     {0x5D0, 0x5EA},     {0x606, 0x61B},     {0x61E, 0x6DC},     {0x6DE, 0x6FF},
+    {0x900, 0x97F},     {0xE01, 0xE3A},     {0xE3F, 0xE5B},     {0x10D0, 0x11FF},   {0x1E00, 0x1EFF},
+    {0x2010, 0x2027},   {0x2030, 0x205E},   {0x20A0, 0x20BF},   {0x2100, 0x218B},   {0x2190, 0x2426},
+    {0x2460, 0x2B73},   {0x3001, 0x303F},   {0x3041, 0x3096},   {0x3099, 0x30FF},   {0x3131, 0x318E},
+    {0x3220, 0x9FFC},   {0xAC00, 0xD7A3},   {0xF900, 0xFA6D},   {0xFF01, 0xFFBE},   {0xFFFC, 0xFFFD},
+    {0x1F300, 0x1F6D7}, {0x1F900, 0x1F978}, {0x1F97A, 0x1F9CB}, {0x1F9CD, 0x1F9FF},
+};
+constexpr CodePoints kNotPrintable[] = {
+    {0x80, 0xA0},     {0xAD, 0xAD},     {0x600, 0x605},     {0x61C, 0x61C},     {0x6DD, 0x6DD},
+    {0x70F, 0x70F},   {0x8E2, 0x8E2},   {0x1680, 0x1680},   {0x180E, 0x180E},   {0x2000, 0x200F},
+    {0x2028, 0x202F}, {0x205F, 0x2064}, {0x2066, 0x206F},   {0x3000, 0x3000},   {0xE000, 0xF8FF},
+    {0xFEFF, 0xFEFF}, {0xFFF9, 0xFFFB}, {0xE0001, 0xE0001}, {0xE0020, 0xE007F}, {0xF0000, 0x10FFFF},
+};
+
+template <size_t n>
+bool within(const CodePoints (&ranges)[n], char32_t c) {
+  return std::any_of(ranges, ranges + n, [c](const CodePoints& r) { return r.first <= c && c <= r.second; });
 }
 
 std::string repr_string(std::string_view text) {
@@ -128,10 +241,13 @@ std::string repr_string(std::string_view text) {
     if (c == static_cast<char32_t>(quote) || c == '\\') out += '\\';
     if (c == '\n' || c == '\r' || c == '\t') {
       out += c == '\n' ? "\\n" : c == '\r' ? "\\r" : "\\t";
-    } else if (c < 0x20 || (c >= 0x7F && c <= 0xA0) || c == 0xAD) {  // the non-printables below U+0100
-      out += fmt::format("\\x{:02x}", static_cast<unsigned>(c));
-    } else {
+    } else if (c < 0x20 || within(kNotPrintable, c) || c == 0x7F) {
+      out += escape(c);
+    } else if (c < 0x7F || within(kPrintable, c)) {
       append_utf8(out, c);
+    } else {
+      problem("unsupported: repr() of U+{:04X}, which Python prints or escapes by its Unicode version",
+              static_cast<uint32_t>(c));
     }
   }
   return out + quote;
@@ -198,15 +314,19 @@ std::string repr(const json& value) {
 
 // json.dumps(value, ensure_ascii=False, indent=indent): ", " between items without an
 // indent, "," and a new line with one. Python escapes strings as nlohmann does.
-void dump_json(const json& value, std::optional<int> indent, int depth, std::string& out) {
+void dump_json(const json& value, std::optional<int64_t> indent, int depth, std::string& out) {
   const auto dump = [](const json& scalar) { return scalar.dump(-1, ' ', false, json::error_handler_t::replace); };
   const auto newline = [&](int level) {
     if (!indent) return;
+    const size_t spaces = std::max<int64_t>(0, *indent) * level;  // the caller keeps the indent below kMaxText
+    if (out.size() + spaces > kMaxText) too_large();
     out += '\n';
-    out.append(static_cast<size_t>(std::max(0, *indent * level)), ' ');
+    out.append(spaces, ' ');
   };
   if (value.is_number_float()) {
-    out += repr_float(value.get<double>());
+    const double number = value.get<double>();
+    out += std::isnan(number) ? "NaN" : std::isinf(number) ? (number > 0 ? "Infinity" : "-Infinity")
+                                                           : repr_float(number);
   } else if (!value.is_structured() || value.empty()) {
     out += dump(value);
   } else {
@@ -225,6 +345,7 @@ void dump_json(const json& value, std::optional<int> indent, int depth, std::str
 // --- Values --------------------------------------------------------------------------
 
 struct Namespace;
+struct Generator;
 
 struct Value {
   enum class Kind {
@@ -232,16 +353,18 @@ struct Value {
     Json,       // None, booleans, numbers, strings, lists, dicts
     Tuple,      // a Python tuple (an items() pair): a list that prints as (a, b)
     Items,      // dict.items(): iterates as (key, value) tuples
+    Generator,  // what select, reject and the items filter give: iterable once, nothing else
     Namespace,  // namespace(...) and the loop object
     Function,   // a global: raise_exception, strftime_now, namespace
   };
   Kind kind = Kind::Undefined;
-  json data;                       // Json, Tuple, Items (a list of [key, value])
-  std::shared_ptr<Namespace> ns;   // Namespace
-  std::string name;                // Function: which; Undefined: why, for messages
+  json data;                             // Json, Tuple, Items (a list of [key, value])
+  std::shared_ptr<Namespace> ns;         // Namespace
+  std::string name;                      // Function: which; Undefined: why, for messages
+  std::shared_ptr<Generator> generator;  // Generator
 
-  static Value of(json data, Kind kind = Kind::Json) { return Value{kind, std::move(data), nullptr, ""}; }
-  static Value undefined(std::string why) { return Value{Kind::Undefined, nullptr, nullptr, std::move(why)}; }
+  static Value of(json data, Kind kind = Kind::Json) { return Value{kind, std::move(data), nullptr, "", nullptr}; }
+  static Value undefined(std::string why) { return Value{Kind::Undefined, nullptr, nullptr, std::move(why), nullptr}; }
   bool is(Kind k) const { return kind == k; }
   bool is_json() const { return kind == Kind::Json || kind == Kind::Tuple; }
 };
@@ -251,11 +374,23 @@ struct Namespace {
   bool is_loop = false;  // the loop object: read-only
 };
 
+// A Python generator, evaluated eagerly: jinja2's is consumed by its first use, so a
+// second one is refused.
+struct Generator {
+  std::vector<Value> items;
+  bool iterated = false;
+};
+
+Value generator(std::vector<Value> items) {
+  return Value{Value::Kind::Generator, nullptr, nullptr, "", std::make_shared<Generator>(Generator{std::move(items)})};
+}
+
 std::string type_name(const Value& value) {
   switch (value.kind) {
     case Value::Kind::Undefined: return "Undefined";
     case Value::Kind::Tuple: return "tuple";
     case Value::Kind::Items: return "dict_items";
+    case Value::Kind::Generator: return "generator";
     case Value::Kind::Namespace: return value.ns->is_loop ? "LoopContext" : "Namespace";
     case Value::Kind::Function: return "function";
     case Value::Kind::Json: break;
@@ -280,6 +415,7 @@ void require_defined(const Value& value) {
 bool truthy(const Value& value) {
   switch (value.kind) {
     case Value::Kind::Undefined: return false;
+    case Value::Kind::Generator:
     case Value::Kind::Namespace:
     case Value::Kind::Function: return true;
     default: break;
@@ -316,6 +452,12 @@ json to_json(const Value& value) {
 std::vector<Value> elements(const Value& value) {
   std::vector<Value> out;
   if (value.is(Value::Kind::Undefined)) return out;
+  if (value.is(Value::Kind::Generator)) {
+    if (std::exchange(value.generator->iterated, true)) {
+      problem("unsupported: using a generator (select, reject, items) twice");
+    }
+    return value.generator->items;
+  }
   if (value.is(Value::Kind::Items)) {
     for (const json& pair : value.data) out.push_back(Value::of(pair, Value::Kind::Tuple));
     return out;
@@ -325,7 +467,9 @@ std::vector<Value> elements(const Value& value) {
     problem("'{}' object is not iterable", type_name(value));
   }
   if (d.is_string()) {
-    for (char32_t c : decode(d.get_ref<const std::string&>())) out.push_back(Value::of(encode(std::u32string(1, c))));
+    const std::u32string characters = decode(d.get_ref<const std::string&>());
+    if (characters.size() > kMaxItems) too_large();
+    for (char32_t c : characters) out.push_back(Value::of(encode(std::u32string(1, c))));
   } else if (d.is_object()) {
     for (auto it = d.begin(); it != d.end(); ++it) out.push_back(Value::of(it.key()));
   } else {
@@ -346,13 +490,33 @@ int64_t length(const Value& value) {
 // Booleans are integers in Python arithmetic and comparisons.
 bool is_numeric(const json& d) { return d.is_number() || d.is_boolean(); }
 bool is_integral(const json& d) { return d.is_number_integer() || d.is_boolean(); }
-int64_t as_int(const json& d) { return d.is_boolean() ? d.get<bool>() : d.get<int64_t>(); }
+int64_t as_int(const json& d) {
+  if (d.is_number_unsigned() && d.get<uint64_t>() > INT64_MAX) problem("unsupported: integers above 2**63 - 1");
+  return d.is_boolean() ? d.get<bool>() : d.get<int64_t>();
+}
 double as_double(const json& d) { return d.is_boolean() ? d.get<bool>() : d.get<double>(); }
 
-bool json_equal(const json& a, const json& b) {
-  if (is_numeric(a) && is_numeric(b)) {
-    return is_integral(a) && is_integral(b) ? as_int(a) == as_int(b) : as_double(a) == as_double(b);
+// Python compares an int with a float exactly, not through the int's nearest double.
+std::partial_ordering compare_numbers(const json& a, const json& b) {
+  if (is_integral(a) && is_integral(b)) return as_int(a) <=> as_int(b);
+  if (!is_integral(a) && !is_integral(b)) return as_double(a) <=> as_double(b);
+  const int64_t i = as_int(is_integral(a) ? a : b);
+  const double d = as_double(is_integral(a) ? b : a);
+  std::partial_ordering order = std::partial_ordering::unordered;  // of i against d
+  if (d >= 0x1p63) {
+    order = std::partial_ordering::less;
+  } else if (d < -0x1p63) {
+    order = std::partial_ordering::greater;
+  } else if (!std::isnan(d)) {
+    const double whole = std::trunc(d);
+    const int64_t integer = static_cast<int64_t>(whole);
+    order = i != integer ? i <=> integer : 0.0 <=> d - whole;
   }
+  return is_integral(a) ? order : 0 <=> order;
+}
+
+bool json_equal(const json& a, const json& b) {
+  if (is_numeric(a) && is_numeric(b)) return compare_numbers(a, b) == 0;
   if (a.type() != b.type()) return false;
   if (a.is_array()) {
     if (a.size() != b.size()) return false;
@@ -377,6 +541,7 @@ bool equal(const Value& a, const Value& b) {
     case Value::Kind::Undefined: return true;
     case Value::Kind::Namespace: return a.ns == b.ns;
     case Value::Kind::Function: return a.name == b.name;
+    case Value::Kind::Generator: return a.generator == b.generator;
     default: return json_equal(a.data, b.data);
   }
 }
@@ -385,15 +550,11 @@ bool equal(const Value& a, const Value& b) {
 bool ordered(const std::string& op, const Value& a, const Value& b) {
   require_defined(a);
   require_defined(b);
-  int order = 0;
+  std::partial_ordering order = std::partial_ordering::unordered;  // NaN is neither below nor above
   if (a.is_json() && b.is_json() && is_numeric(a.data) && is_numeric(b.data)) {
-    if (is_integral(a.data) && is_integral(b.data)) {
-      order = as_int(a.data) < as_int(b.data) ? -1 : as_int(a.data) > as_int(b.data);
-    } else {
-      order = as_double(a.data) < as_double(b.data) ? -1 : as_double(a.data) > as_double(b.data);
-    }
+    order = compare_numbers(a.data, b.data);
   } else if (a.is_json() && b.is_json() && a.data.is_string() && b.data.is_string()) {
-    order = a.data.get_ref<const std::string&>().compare(b.data.get_ref<const std::string&>());
+    order = a.data.get_ref<const std::string&>().compare(b.data.get_ref<const std::string&>()) <=> 0;
   } else {
     problem("'{}' not supported between instances of '{}' and '{}'", op, type_name(a), type_name(b));
   }
@@ -408,7 +569,7 @@ bool contains(const Value& container, const Value& item) {
   const json& c = container.data;
   if (container.is_json() && c.is_string()) {
     if (!(item.is_json() && item.data.is_string())) problem("'in <string>' requires string as left operand");
-    return c.get_ref<const std::string&>().find(item.data.get_ref<const std::string&>()) != std::string::npos;
+    return find_part(c.get_ref<const std::string&>(), item.data.get_ref<const std::string&>()) != std::string::npos;
   }
   if (container.is_json() && c.is_array()) {
     for (const json& element : c) {
@@ -419,6 +580,9 @@ bool contains(const Value& container, const Value& item) {
   if (container.is_json() && c.is_object()) {
     if (item.is_json() && (item.data.is_array() || item.data.is_object())) problem("unhashable type as a dict key");
     return item.is_json() && item.data.is_string() && c.contains(item.data.get_ref<const std::string&>());
+  }
+  if (container.is(Value::Kind::Generator) || container.is(Value::Kind::Items)) {
+    problem("unsupported: 'in' on a {}", type_name(container));
   }
   problem("argument of type '{}' is not iterable", type_name(container));
 }
@@ -437,23 +601,30 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   const json& x = a.data;
   const json& y = b.data;
   if (a.is(Value::Kind::Json) && b.is(Value::Kind::Json)) {
-    if (op == "+" && x.is_string() && y.is_string()) return Value::of(x.get<std::string>() + y.get<std::string>());
-    if (op == "+" && x.is_array() && y.is_array()) {
+    if (op == "+" && ((x.is_string() && y.is_string()) || (x.is_array() && y.is_array()))) {
       json sum = x;
-      sum.insert(sum.end(), y.begin(), y.end());
+      if (x.is_string()) {
+        sum.get_ref<std::string&>() += y.get_ref<const std::string&>();
+      } else {
+        sum.insert(sum.end(), y.begin(), y.end());
+      }
+      check_size(sum);
       return Value::of(std::move(sum));
     }
     if (op == "*" && (x.is_string() || x.is_array() || y.is_string() || y.is_array())) {
       const json& sequence = x.is_string() || x.is_array() ? x : y;
       const json& count = &sequence == &x ? y : x;
       if (!is_integral(count)) problem("can't multiply sequence by non-int of type '{}'", type_name(Value::of(count)));
+      const Size size = size_of(sequence);
+      const int64_t times = size.text + size.items == 0 ? 0 : std::max<int64_t>(0, as_int(count));
+      if (times > 0 && (size.text > kMaxText / times || size.items > kMaxItems / times)) too_large();
       json repeated = sequence.is_string() ? json("") : json::array();
-      for (int64_t i = 0; i < as_int(count); ++i) {
-        if (sequence.is_string()) {
-          repeated.get_ref<std::string&>() += sequence.get_ref<const std::string&>();
-        } else {
-          repeated.insert(repeated.end(), sequence.begin(), sequence.end());
-        }
+      if (sequence.is_string()) {
+        std::string& text = repeated.get_ref<std::string&>();
+        text.reserve(size.text * times);
+        for (int64_t i = 0; i < times; ++i) text += sequence.get_ref<const std::string&>();
+      } else {
+        for (int64_t i = 0; i < times; ++i) repeated.insert(repeated.end(), sequence.begin(), sequence.end());
       }
       return Value::of(std::move(repeated));
     }
@@ -471,8 +642,13 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     if (op == "-") return checked_int(i, j, subtract);
     if (op == "*") return checked_int(i, j, multiply);
     if (j == 0) problem("integer division or modulo by zero");
+    if (j == -1) return op == "//" ? checked_int(0, i, subtract) : Value::of(0);  // INT64_MIN / -1 overflows
     const int64_t quotient = i / j - ((i % j != 0) && ((i < 0) != (j < 0)));  // floor, as Python
     return Value::of(op == "//" ? quotient : i - quotient * j);
+  }
+  const auto exact = [](const json& n) { return std::abs(as_double(n)) < 0x1p53; };  // a double holds it exactly
+  if (op == "/" && is_integral(x) && is_integral(y) && !(exact(x) && exact(y))) {
+    problem("unsupported: dividing integers from 2**53 on (Python divides them exactly)");
   }
   const double u = as_double(x), v = as_double(y);
   if (op == "+") return Value::of(u + v);
@@ -480,15 +656,25 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (op == "*") return Value::of(u * v);
   if (v == 0) problem("float division by zero");
   if (op == "/") return Value::of(u / v);
-  if (op == "//") return Value::of(std::floor(u / v));
-  double remainder = std::fmod(u, v);
-  if (remainder != 0 && (remainder < 0) != (v < 0)) remainder += v;
-  return Value::of(remainder);
+  // Python's float floor division and modulo (float_divmod): the remainder takes the
+  // divisor's sign, and the quotient is (u - remainder) / v snapped to a whole number.
+  double remainder = std::fmod(u, v), quotient = (u - remainder) / v;
+  if (remainder == 0) {
+    remainder = std::copysign(0.0, v);
+  } else if ((remainder < 0) != (v < 0)) {
+    remainder += v;
+    quotient -= 1;
+  }
+  if (op == "%") return Value::of(remainder);
+  if (quotient == 0) return Value::of(std::copysign(0.0, u / v));
+  const double whole = std::floor(quotient);
+  return Value::of(quotient - whole > 0.5 ? whole + 1 : whole);
 }
 
 // Python's slice semantics: a[start:stop:step] with negative and missing bounds.
 Value slice(const Value& value, std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step) {
   require_defined(value);
+  if (value.is(Value::Kind::Generator)) problem("unsupported: slicing a generator");
   const bool text = value.is_json() && value.data.is_string();
   if (!(value.is_json() && (text || value.data.is_array()))) return Value::undefined("the value cannot be sliced");
   if (step == 0) problem("slice step cannot be zero");
@@ -500,10 +686,14 @@ Value slice(const Value& value, std::optional<int64_t> start, std::optional<int6
     const int64_t i = *index < 0 ? *index + size : *index;
     return std::clamp(i, lower, upper);
   };
+  const int64_t first = bound(start, step < 0 ? upper : lower), end = bound(stop, step < 0 ? lower : upper);
+  // How many items: counted first, so that no index goes past the ends (a step may be huge).
+  const int64_t count = step > 0 ? (first < end ? (end - first - 1) / step + 1 : 0)
+                                 : (first > end ? (end - first + 1) / step + 1 : 0);
   std::u32string taken;
   json items = json::array();
-  for (int64_t i = bound(start, step < 0 ? upper : lower), end = bound(stop, step < 0 ? lower : upper);
-       step > 0 ? i < end : i > end; i += step) {
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t i = first + k * step;
     if (text) {
       taken += characters[i];
     } else {
@@ -544,7 +734,8 @@ class Lexer {
     bool line_starting = true;  // the text ahead starts a line (lstrip_blocks looks at it)
     while (at_ < source_.size()) {
       size_t open = source_.find('{', at_);  // the next "{{", "{%" or "{#"
-      while (open != std::string::npos && (open + 1 == source_.size() || !std::strchr("{%#", source_[open + 1]))) {
+      const auto opens_tag = [&](char c) { return c == '{' || c == '%' || c == '#'; };
+      while (open != std::string::npos && (open + 1 == source_.size() || !opens_tag(source_[open + 1]))) {
         open = source_.find('{', open + 1);
       }
       std::string text = source_.substr(at_, open == std::string::npos ? std::string::npos : open - at_);
@@ -671,7 +862,7 @@ class Lexer {
     const size_t start = at_;
     std::string digits;
     const auto take_digits = [&] {
-      for (; at_ < source_.size() && (is_digit(at_) || source_[at_] == '_'); ++at_) {
+      for (; is_digit(at_) || (byte(at_) == '_' && is_digit(at_ + 1)); ++at_) {
         if (source_[at_] != '_') digits += source_[at_];
       }
     };
@@ -691,10 +882,15 @@ class Lexer {
         is_float = true;
       }
     }
+    // Jinja reads "0777" as 0, then 777: a syntax error.
+    if (!is_float && digits[0] == '0' && digits.find_first_not_of('0') != std::string::npos) {
+      error(start, "leading zeros in an integer literal");
+    }
     emit(is_float ? Token::Type::Float : Token::Type::Integer, digits, start);
   }
 
-  // A quoted string with Python's escapes (Jinja decodes it with "unicode-escape").
+  // A quoted string with Python's escapes: Jinja decodes it with "unicode-escape" after
+  // writing non-ASCII characters as escapes ("backslashreplace").
   std::string string_literal() {
     const size_t open = at_;
     const char quote = source_[at_++];
@@ -718,6 +914,8 @@ class Lexer {
         const char* digits_end = digits + std::min<size_t>(hex_digits, source_.size() - at_);
         const auto [end, ec] = std::from_chars(digits, digits_end, code, 16);
         if (ec != std::errc() || end != digits + hex_digits) error(at_ - 2, "truncated \\{} escape", e);
+        if (code > 0x10FFFF) error(at_ - 2, "illegal Unicode character in a \\{} escape", e);
+        if (code >= 0xD800 && code <= 0xDFFF) error(at_ - 2, "unsupported: a surrogate in a \\{} escape", e);
         at_ += hex_digits;
         append_utf8(out, code);
       } else if (e >= '0' && e <= '7') {  // up to three octal digits
@@ -728,6 +926,10 @@ class Lexer {
         append_utf8(out, code);
       } else if (e == 'N') {
         error(at_ - 2, "unsupported escape \\N{{...}}");
+      } else if (static_cast<unsigned char>(e) >= 0x80) {  // \é is read as \\xe9: a backslash, then xe9
+        size_t character = at_ - 1;
+        out += escape(next_code_point(source_, character));
+        at_ = character;
       } else {
         out += '\\';  // an unknown escape stays as written
         out += e;
@@ -764,6 +966,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> keywords;  // name=value arguments
   std::vector<std::string> comparisons;                   // Compare: the operators, in order
   bool negated = false;                                   // Test: `is not`
+  int depth = 1;                                          // of the tree below it, itself included
 };
 
 struct Node;
@@ -833,6 +1036,26 @@ std::string names_of(const std::map<std::string_view, Arity>& table) {
 
 // --- The parser: Jinja's grammar and operator precedence -----------------------------
 
+// Whether a float literal (digits, maybe a point, maybe an exponent) is at least 1; for
+// one out of a double's range: whether it overflows (Python reads inf) or underflows (0.0).
+bool at_least_one(std::string_view literal) {
+  const size_t e = std::min(literal.find_first_of("eE"), literal.size());
+  const std::string_view mantissa = literal.substr(0, e);
+  const int64_t first = mantissa.find_first_not_of("0."), point = std::min(mantissa.find('.'), mantissa.size());
+  int64_t exponent = 0;  // past 2**62 only its sign matters
+  if (e < literal.size()) {
+    const bool negative = literal[e + 1] == '-';
+    const char* digits = literal.data() + e + 1 + (negative || literal[e + 1] == '+');
+    const int64_t most = int64_t{1} << 62;
+    if (std::from_chars(digits, literal.data() + literal.size(), exponent).ec != std::errc() || exponent > most) {
+      exponent = most;
+    }
+    if (negative) exponent = -exponent;
+  }
+  // The literal is 0.d... times 10 to this power, its first non-zero digit d.
+  return (first < point ? point - first : point + 1 - first) + exponent > 0;
+}
+
 class Parser {
  public:
   Parser(std::vector<Token> tokens, const Locator& where) : tokens_(std::move(tokens)), where_(where) {}
@@ -887,11 +1110,23 @@ class Parser {
     expr->name = std::move(name);
     return expr;
   }
-  static ExprPtr make(Expr::Kind kind, size_t offset, std::string name, ExprPtr left, ExprPtr right) {
+  ExprPtr make(Expr::Kind kind, size_t offset, std::string name, ExprPtr left, ExprPtr right) {
     ExprPtr expr = make(kind, offset, std::move(name));
-    expr->operands.push_back(std::move(left));
-    expr->operands.push_back(std::move(right));
+    add(*expr, std::move(left));
+    add(*expr, std::move(right));
     return expr;
+  }
+
+  // Adds an operand (or a keyword argument's value). Loops build trees too (1 + 1 + ...,
+  // a.b.c..., x|trim|trim...), and evaluating and destroying a tree recurse on it: its
+  // depth is kept within kMaxNesting as well.
+  void add(Expr& parent, ExprPtr child, std::string keyword = "") {
+    if (child && (parent.depth = std::max(parent.depth, child->depth + 1)) > kMaxNesting) too_deep();
+    if (keyword.empty()) {
+      parent.operands.push_back(std::move(child));
+    } else {
+      parent.keywords.emplace_back(std::move(keyword), std::move(child));
+    }
   }
 
   // Nodes up to `{% stop %}` for one of `stops` (left at its name) or the template's
@@ -1006,7 +1241,7 @@ class Parser {
       ExprPtr condition = or_expression();
       ExprPtr otherwise = accept_name("else") ? expression() : nullptr;
       ExprPtr choice = make(Expr::Kind::Conditional, offset, "", std::move(node), std::move(condition));
-      choice->operands.push_back(std::move(otherwise));
+      add(*choice, std::move(otherwise));
       node = std::move(choice);
     }
     return node;
@@ -1023,7 +1258,7 @@ class Parser {
     if (!at_name("not")) return comparison();
     const Nested nested(*this);
     ExprPtr node = make(Expr::Kind::Not, next().offset, "not");
-    node->operands.push_back(not_expression());
+    add(*node, not_expression());
     return node;
   }
 
@@ -1031,7 +1266,7 @@ class Parser {
     const size_t offset = peek().offset;
     ExprPtr first = sum();
     ExprPtr node = make(Expr::Kind::Compare, offset);
-    node->operands.push_back(std::move(first));
+    add(*node, std::move(first));
     for (;;) {
       if (peek().type == Token::Type::Operator && one_of(peek().text, {"==", "!=", "<", ">", "<=", ">="})) {
         node->comparisons.push_back(next().text);
@@ -1044,7 +1279,7 @@ class Parser {
       } else {
         break;
       }
-      node->operands.push_back(sum());
+      add(*node, sum());
     }
     return node->comparisons.empty() ? std::move(node->operands[0]) : std::move(node);
   }
@@ -1078,7 +1313,7 @@ class Parser {
     if (at_operator("-") || at_operator("+")) {
       const Token& op = next();
       node = make(Expr::Kind::Unary, op.offset, op.text);
-      node->operands.push_back(unary(false));
+      add(*node, unary(false));
     } else {
       node = primary();
     }
@@ -1111,7 +1346,8 @@ class Parser {
       next();
     } else if (token.type == Token::Type::Float) {
       double number = 0;
-      std::from_chars(token.text.data(), token.text.data() + token.text.size(), number);
+      const auto [end, ec] = std::from_chars(token.text.data(), token.text.data() + token.text.size(), number);
+      if (ec == std::errc::result_out_of_range) number = at_least_one(token.text) ? HUGE_VAL : 0.0;  // as Python
       node->literal = number;
       next();
     } else if (accept_operator("(")) {
@@ -1121,16 +1357,16 @@ class Parser {
     } else if (accept_operator("[")) {
       node->kind = Expr::Kind::List;
       while (!at_operator("]")) {
-        node->operands.push_back(expression());
+        add(*node, expression());
         if (!accept_operator(",")) break;
       }
       expect_operator("]");
     } else if (accept_operator("{")) {
       node->kind = Expr::Kind::Dict;
       while (!at_operator("}")) {
-        node->operands.push_back(expression());
+        add(*node, expression());
         expect_operator(":");
-        node->operands.push_back(expression());
+        add(*node, expression());
         if (!accept_operator(",")) break;
       }
       expect_operator("}");
@@ -1152,7 +1388,7 @@ class Parser {
         }
         const Token& name = peek();
         ExprPtr access = make(Expr::Kind::Attribute, offset, expect_name());
-        access->operands.push_back(std::move(node));
+        add(*access, std::move(node));
         if (at_operator("(")) {
           access->kind = Expr::Kind::Method;
           arguments(*access, name, "method", kMethods);
@@ -1181,8 +1417,8 @@ class Parser {
     ExprPtr step = accept_operator(":") && !at_operator("]") ? expression() : nullptr;
     expect_operator("]");
     ExprPtr slice = make(Expr::Kind::Slice, offset, "", std::move(node), std::move(start));
-    slice->operands.push_back(std::move(stop));
-    slice->operands.push_back(std::move(step));
+    add(*slice, std::move(stop));
+    add(*slice, std::move(step));
     return slice;
   }
 
@@ -1193,7 +1429,7 @@ class Parser {
         next();
         const Token& name = peek();
         ExprPtr filter = make(Expr::Kind::Filter, name.offset, expect_name());
-        filter->operands.push_back(std::move(node));
+        add(*filter, std::move(node));
         arguments(*filter, name, "filter", kFilters);
         if (filter->name == "select" || filter->name == "reject") {
           const Expr& test = *filter->operands[1];
@@ -1202,6 +1438,8 @@ class Parser {
             error(name, "'{}' needs the name of a supported test, as a string, first (supported: {})", filter->name,
                   names_of(kTests));
           }
+          const std::string& test_name = test.literal.get_ref<const std::string&>();
+          check_count(name, "test", test_name, kTests.at(test_name), static_cast<int>(filter->operands.size()) - 2);
         }
         node = std::move(filter);
       } else if (at_name("is")) {
@@ -1210,7 +1448,7 @@ class Parser {
         test->negated = accept_name("not");
         const Token& name = peek();
         test->name = expect_name();
-        test->operands.push_back(std::move(node));
+        add(*test, std::move(node));
         // One argument may follow without parentheses (`is equalto 5`): Jinja takes any
         // name but and, or, else as its start.
         const Token& after = peek();
@@ -1218,7 +1456,7 @@ class Parser {
         const bool bare_argument = (after.type == Token::Type::Name && !one_of(after.text, {"and", "or", "else"})) ||
                                    after.type == Token::Type::String || after.type == Token::Type::Integer ||
                                    after.type == Token::Type::Float || at_operator("[") || at_operator("{");
-        if (bare_argument) test->operands.push_back(postfix(primary()));
+        if (bare_argument) add(*test, postfix(primary()));
         arguments(*test, name, "test", kTests);
         node = std::move(test);
       } else {
@@ -1234,10 +1472,10 @@ class Parser {
         if (peek().type == Token::Type::Name && at_operator("=", 1)) {
           std::string keyword = next().text;
           next();
-          call.keywords.emplace_back(std::move(keyword), expression());
+          add(call, expression(), std::move(keyword));
         } else {
           if (!call.keywords.empty()) error(peek(), "positional argument after a keyword argument");
-          call.operands.push_back(expression());
+          add(call, expression());
         }
         if (!accept_operator(",")) break;
       }
@@ -1246,14 +1484,7 @@ class Parser {
     const auto found = table.find(call.name);
     if (found == table.end()) error(name, "unknown {} '{}' (supported: {})", what, call.name, names_of(table));
     const Arity& arity = found->second;
-    const int given = static_cast<int>(call.operands.size()) - (call.kind == Expr::Kind::Call ? 0 : 1);
-    if (given < arity.min_args || (arity.max_args >= 0 && given > arity.max_args)) {
-      const std::string expected = arity.max_args < 0 ? fmt::format("at least {}", arity.min_args)
-                                   : arity.min_args == arity.max_args
-                                       ? fmt::format("{}", arity.min_args)
-                                       : fmt::format("{} to {}", arity.min_args, arity.max_args);
-      error(name, "{} '{}' takes {} positional argument(s), got {}", what, call.name, expected, given);
-    }
+    check_count(name, what, call.name, arity, static_cast<int>(call.operands.size()) - (call.kind != Expr::Kind::Call));
     for (const auto& [keyword, value] : call.keywords) {
       if (!one_of("*", arity.keywords) && !one_of(keyword, arity.keywords)) {
         error(name, "{} '{}' takes no keyword argument '{}' here", what, call.name, keyword);
@@ -1261,14 +1492,25 @@ class Parser {
     }
   }
 
+  void check_count(const Token& name, std::string_view what, const std::string& callee, const Arity& arity,
+                   int given) const {
+    if (given < arity.min_args || (arity.max_args >= 0 && given > arity.max_args)) {
+      const std::string expected = arity.max_args < 0 ? fmt::format("at least {}", arity.min_args)
+                                   : arity.min_args == arity.max_args
+                                       ? fmt::format("{}", arity.min_args)
+                                       : fmt::format("{} to {}", arity.min_args, arity.max_args);
+      error(name, "{} '{}' takes {} positional argument(s), got {}", what, callee, expected, given);
+    }
+  }
+
   // Blocks and expressions nest by recursion; past kMaxNesting levels (no chat template
   // comes near) the template is refused rather than the stack overflowed.
-  static constexpr int kMaxNesting = 200;
+  [[noreturn]] void too_deep() const {
+    error(peek(), "blocks or expressions nested deeper than {} levels", kMaxNesting);
+  }
   struct Nested {
     explicit Nested(Parser& parser) : parser_(parser) {
-      if (++parser_.nesting_ > kMaxNesting) {
-        parser_.error(parser_.peek(), "blocks or expressions nested deeper than {} levels", kMaxNesting);
-      }
+      if (++parser_.nesting_ > kMaxNesting) parser_.too_deep();
     }
     ~Nested() { --parser_.nesting_; }
     Parser& parser_;
@@ -1288,6 +1530,26 @@ class Parser {
 const std::vector<std::string_view> kDictAttributes = {"clear", "copy",       "fromkeys", "get",
                                                        "items", "keys",       "pop",      "popitem",
                                                        "setdefault", "update", "values"};
+
+// The other types' public attributes (their methods, mostly; the immutable sandbox hides
+// the list methods that mutate), which jinja2 gives for a.name: refused, where a missing
+// attribute is undefined.
+const std::map<std::string_view, std::vector<std::string_view>> kPythonAttributes = {
+    {"str",
+     {"capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find", "format", "format_map",
+      "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower", "isnumeric",
+      "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans", "partition",
+      "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip", "split",
+      "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill"}},
+    {"list", {"copy", "count", "index"}},
+    {"tuple", {"count", "index"}},
+    {"int",  // and bool; is_integer since Python 3.12
+     {"as_integer_ratio", "bit_count", "bit_length", "conjugate", "denominator", "from_bytes", "imag", "is_integer",
+      "numerator", "real", "to_bytes"}},
+    {"float", {"as_integer_ratio", "conjugate", "fromhex", "hex", "imag", "is_integer", "real"}},
+    {"dict_items", {"isdisjoint", "mapping"}},
+    {"LoopContext", {"changed", "cycle"}},
+};
 
 std::string text_argument(const Value& value, std::string_view what) {
   if (!(value.is(Value::Kind::Json) && value.data.is_string())) {
@@ -1322,15 +1584,19 @@ std::string ascii_case(std::string text, bool upper) {
 // the start (and at the end unless maxsplit stops short of it).
 json split(const std::string& text, const std::optional<std::string>& separator, int64_t max_splits) {
   json parts = json::array();
+  const auto add = [&](std::string part) {
+    if (parts.size() == kMaxItems) too_large();
+    parts.push_back(std::move(part));
+  };
   if (separator) {
     if (separator->empty()) problem("empty separator");
     size_t start = 0, found = 0;
     while ((max_splits < 0 || static_cast<int64_t>(parts.size()) < max_splits) &&
-           (found = text.find(*separator, start)) != std::string::npos) {
-      parts.push_back(text.substr(start, found - start));
+           (found = find_part(text, *separator, start)) != std::string::npos) {
+      add(text.substr(start, found - start));
       start = found + separator->size();
     }
-    parts.push_back(text.substr(start));
+    add(text.substr(start));
     return parts;
   }
   const std::u32string s = decode(text);
@@ -1338,12 +1604,12 @@ json split(const std::string& text, const std::optional<std::string>& separator,
   while (at < s.size() && is_space(s[at])) ++at;
   while (at < s.size()) {
     if (max_splits >= 0 && static_cast<int64_t>(parts.size()) == max_splits) {
-      parts.push_back(encode(std::u32string_view(s).substr(at)));  // the rest, as it is
+      add(encode(std::u32string_view(s).substr(at)));  // the rest, as it is
       break;
     }
     size_t end = at;
     while (end < s.size() && !is_space(s[end])) ++end;
-    parts.push_back(encode(std::u32string_view(s).substr(at, end - at)));
+    add(encode(std::u32string_view(s).substr(at, end - at)));
     at = end;
     while (at < s.size() && is_space(s[at])) ++at;
   }
@@ -1355,6 +1621,8 @@ class Renderer {
   enum class Flow { Normal, Break, Continue };
 
   Renderer(const Locator& where, const json& variables) : where_(where) {
+    check(size_of(variables).depth <= kMaxNesting, "{}: unsupported: variables nested deeper than {} levels",
+          where.origin, kMaxNesting);
     scopes_.emplace_back();
     for (auto it = variables.begin(); it != variables.end(); ++it) scopes_.back()[it.key()] = Value::of(it.value());
   }
@@ -1377,9 +1645,11 @@ class Renderer {
     switch (node.kind) {
       case Node::Kind::Text:
         out += node.text;
+        if (out.size() > kMaxText) too_large();
         break;
       case Node::Kind::Output:
         out += str(eval(*node.value));
+        if (out.size() > kMaxText) too_large();
         break;
       case Node::Kind::If:
         for (const Branch& branch : node.branches) {
@@ -1398,6 +1668,8 @@ class Renderer {
         if (!target.is(Value::Kind::Namespace) || target.ns->is_loop) {
           problem("cannot assign attribute on non-namespace object '{}'", node.targets[0]);
         }
+        // (A namespace inside one could hold itself, which shared_ptr would never free.)
+        if (value.is(Value::Kind::Namespace)) problem("unsupported: a namespace or loop as a namespace attribute");
         target.ns->attributes[node.attribute] = std::move(value);
         break;
       }
@@ -1441,6 +1713,7 @@ class Renderer {
     bool completed = false;
     const int64_t size = items.size();
     for (int64_t i = 0; i < size; ++i) {
+      charge(50);
       auto info = std::make_shared<Namespace>();
       info->is_loop = true;
       info->attributes = {
@@ -1452,7 +1725,7 @@ class Renderer {
       if (i + 1 < size) info->attributes["nextitem"] = items[i + 1];
       scopes_.emplace_back();
       bind(node.targets, items[i]);
-      scopes_.back()["loop"] = Value{Value::Kind::Namespace, nullptr, info, ""};
+      scopes_.back()["loop"] = Value{Value::Kind::Namespace, nullptr, info, "", nullptr};
       const Flow flow = execute(node.body, out);
       scopes_.pop_back();
       completed = completed || flow == Flow::Normal;
@@ -1463,6 +1736,14 @@ class Renderer {
     const Flow flow = execute(node.otherwise, out);
     scopes_.pop_back();
     return flow;
+  }
+
+  // Bounds the time of a render to seconds, in units of about 25 ns: an evaluation's work
+  // is of the order of the size of its result and operands (results too), 4 units an
+  // item and 1 per 8 bytes of text; a loop iteration takes 50.
+  void charge(size_t units) {
+    work_ += units;
+    if (work_ > kMaxWork) problem("unsupported: rendering takes more than {} steps", kMaxWork);
   }
 
   // Assigns in the innermost scope; several names take the items of one sequence.
@@ -1484,14 +1765,17 @@ class Renderer {
     }
     // Jinja's own globals are defined too, though only these three can be called.
     if (kFunctions.count(name) || one_of(name, {"range", "dict", "lipsum", "cycler", "joiner"})) {
-      return Value{Value::Kind::Function, nullptr, nullptr, name};
+      return Value{Value::Kind::Function, nullptr, nullptr, name, nullptr};
     }
     return Value::undefined(fmt::format("'{}' is undefined", name));
   }
 
   Value eval(const Expr& expr) {
     try {
-      return evaluate(expr);
+      Value value = evaluate(expr);
+      const Size size = size_of(value.data);
+      charge(1 + 4 * (size.items + (value.generator ? value.generator->items.size() : 0)) + size.text / 8);
+      return value;
     } catch (const Problem& p) {
       fail("{}: {}", where_(expr.offset), p.what);
     }
@@ -1515,6 +1799,7 @@ class Renderer {
       case Expr::Kind::List: {
         json list = json::array();
         for (const ExprPtr& item : expr.operands) list.push_back(to_json(eval(*item)));
+        check_size(list);
         return Value::of(std::move(list));
       }
       case Expr::Kind::Dict: {  // nlohmann::json sorts keys, Python keeps their order: both agree on sorted keys
@@ -1524,6 +1809,7 @@ class Renderer {
           if (!dict.empty() && key <= std::prev(dict.end()).key()) problem("dict literal keys must be in sorted order");
           dict[key] = to_json(operand(i + 1));
         }
+        check_size(dict);
         return Value::of(std::move(dict));
       }
       case Expr::Kind::Attribute:
@@ -1571,7 +1857,12 @@ class Renderer {
       }
       case Expr::Kind::Binary: {
         const Value left = operand(0), right = operand(1);
-        if (expr.name == "~") return Value::of(str(left) + str(right));
+        if (expr.name == "~") {
+          json text = str(left);
+          text.get_ref<std::string&>() += str(right);
+          check_size(text);
+          return Value::of(std::move(text));
+        }
         return arithmetic(expr.name, left, right);
       }
       case Expr::Kind::Compare: {
@@ -1608,7 +1899,13 @@ class Renderer {
   // a.name: the attribute first (a namespace's; a dict's methods), then the item.
   static Value attribute(const Value& value, const std::string& name) {
     require_defined(value);
-    const Value missing = Value::undefined(fmt::format("'{}' object has no attribute '{}'", type_name(value), name));
+    const std::string type = type_name(value);
+    if (value.is(Value::Kind::Generator)) problem("unsupported: attributes and items of a generator");
+    const auto python = kPythonAttributes.find(type == "bool" ? "int" : type);
+    if (python != kPythonAttributes.end() && one_of(name, python->second)) {
+      problem("unsupported: the method or attribute '{}' of a '{}' value (only calls of some methods are)", name, type);
+    }
+    const Value missing = Value::undefined(fmt::format("'{}' object has no attribute '{}'", type, name));
     if (value.is(Value::Kind::Namespace)) {
       const auto found = value.ns->attributes.find(name);
       return found == value.ns->attributes.end() ? missing : found->second;
@@ -1618,9 +1915,6 @@ class Renderer {
       const auto found = value.data.find(name);
       return found == value.data.end() ? missing : Value::of(*found);
     }
-    if (value.is(Value::Kind::Json) && value.data.is_string() && one_of(name, kStringMethods)) {
-      problem("'{}' is a method of str; only calls of it are supported", name);
-    }
     return missing;
   }
 
@@ -1628,6 +1922,7 @@ class Renderer {
   static Value item(const Value& value, const Value& key) {
     require_defined(value);
     if (value.is(Value::Kind::Items)) problem("'dict_items' object is not subscriptable");
+    if (value.is(Value::Kind::Generator)) problem("unsupported: attributes and items of a generator");
     if (key.is(Value::Kind::Json) && key.data.is_string()) {
       const std::string& name = key.data.get_ref<const std::string&>();
       if (value.is(Value::Kind::Json) && value.data.is_object() && value.data.contains(name)) {
@@ -1653,7 +1948,7 @@ class Renderer {
     if (expr.name == "namespace") {
       auto ns = std::make_shared<Namespace>();
       for (const auto& [name, value] : expr.keywords) ns->attributes[name] = eval(*value);
-      return Value{Value::Kind::Namespace, nullptr, ns, ""};
+      return Value{Value::Kind::Namespace, nullptr, ns, "", nullptr};
     }
     const std::vector<Value> args = arguments(expr, 0);
     if (expr.name == "raise_exception") problem("raise_exception: {}", str(args[0]));
@@ -1713,20 +2008,22 @@ class Renderer {
     if (name == "trim") return Value::of(strip(str(value), optional_text(args, 0, "trim's characters"), true, true));
     if (name == "lower" || name == "upper") return Value::of(ascii_case(str(value), name == "upper"));
     if (name == "tojson") {
-      std::optional<int> indent;
+      std::optional<int64_t> indent;
       for (const auto& [keyword, argument] : expr.keywords) {  // only indent= passes the parser
         const Value given = eval(*argument);
         if (!(given.is(Value::Kind::Json) && given.data.is_null())) indent = int_argument(given, "tojson's indent");
       }
+      if (indent > static_cast<int64_t>(kMaxText)) too_large();
       std::string out;
       dump_json(to_json(value), indent, 0, out);
       return Value::of(out);
     }
-    if (name == "items") {
-      if (value.is(Value::Kind::Undefined)) return Value::of(json::array(), Value::Kind::Items);
+    if (name == "items") {  // a generator of (key, value) tuples
+      if (value.is(Value::Kind::Undefined)) return generator({});
       if (!(value.is(Value::Kind::Json) && value.data.is_object())) problem("can only get item pairs from a mapping");
-      return method(value, "items", {});
+      return generator(elements(method(value, "items", {})));
     }
+    if (name == "last" && value.is(Value::Kind::Generator)) problem("'generator' object is not reversible");
     std::vector<Value> items = elements(value);
     if (name == "first" || name == "last") {
       if (items.empty()) return Value::undefined("no first or last item: the sequence was empty");
@@ -1735,17 +2032,22 @@ class Renderer {
     if (name == "join") {
       const std::string separator = args.empty() ? "" : str(args[0]);
       std::string out;
-      for (size_t i = 0; i < items.size(); ++i) out += (i ? separator : "") + str(items[i]);
+      for (size_t i = 0; i < items.size(); ++i) {
+        out += i ? separator : "";
+        out += str(items[i]);
+        if (out.size() > kMaxText) too_large();
+      }
       return Value::of(out);
     }
     // select/reject(test, args...): the items that pass, or fail, the test.
     const std::vector<Value> test_args(args.begin() + 1, args.end());
-    json kept = json::array();
-    for (const Value& element : items) {
-      const bool passes = test(args[0].data.get<std::string>(), element, test_args);
-      if (passes == (name == "select")) kept.push_back(to_json(element));
+    std::vector<Value> kept;
+    for (Value& element : items) {
+      if (test(args[0].data.get<std::string>(), element, test_args) == (name == "select")) {
+        kept.push_back(std::move(element));
+      }
     }
-    return Value::of(std::move(kept));
+    return generator(std::move(kept));
   }
 
   static bool test(const std::string& name, const Value& value, const std::vector<Value>& args) {
@@ -1765,7 +2067,7 @@ class Renderer {
     // An undefined value iterates as empty and has a length of 0; Jinja's loop object iterates too.
     if (name == "iterable") {
       return container || value.is(Value::Kind::Undefined) || value.is(Value::Kind::Items) ||
-             (value.is(Value::Kind::Namespace) && value.ns->is_loop);
+             value.is(Value::Kind::Generator) || (value.is(Value::Kind::Namespace) && value.ns->is_loop);
     }
     if (name == "sequence") return container || value.is(Value::Kind::Undefined);
     return equal(value, args[0]);  // equalto, eq
@@ -1773,6 +2075,7 @@ class Renderer {
 
   const Locator& where_;
   std::vector<std::map<std::string, Value>> scopes_;
+  size_t work_ = 0;  // see charge
 };
 
 }  // namespace
@@ -1783,6 +2086,14 @@ struct JinjaTemplate::Program {
 };
 
 JinjaTemplate::JinjaTemplate(const std::string& source, std::string origin) {
+  for (size_t at = 0; at < source.size();) {  // Python could not read the file either
+    const size_t start = at;
+    try {
+      next_code_point(source, at);
+    } catch (const Problem&) {
+      fail("{}: the template is not valid UTF-8 (at byte {})", origin, start);
+    }
+  }
   auto program = std::make_shared<Program>();
   program->where.origin = std::move(origin);
   // Jinja reads "\r\n" and "\r" as "\n", and drops one newline at the very end
