@@ -43,7 +43,7 @@ TEST_F(TrainerStateFile, ResumedRunDrawsTheSameBatchesAndRandomNumbers) {
   for (int i = 0; i < 5; ++i) shuffler.next_batch(3);  // mid-epoch 1
   torch::rand({7});
   const auto path = directory_ / "trainer_state.json";
-  can::save_trainer_state(path, can::capture_trainer_state(/*step=*/5, shuffler));
+  can::save_trainer_state(path, can::capture_trainer_state(/*step=*/5, shuffler, /*world_size=*/1));
   const auto expected_batch = shuffler.next_batch(3);
   const auto expected_random = torch::rand({4});
 
@@ -53,24 +53,45 @@ TEST_F(TrainerStateFile, ResumedRunDrawsTheSameBatchesAndRandomNumbers) {
   EXPECT_EQ(state.step, 5);
   EXPECT_EQ(state.data.epoch, 1);
   EXPECT_EQ(state.data.position, 3);
-  can::restore_trainer_state(state, resumed);
+  can::restore_trainer_state(state, resumed, 1);
   EXPECT_EQ(resumed.next_batch(3), expected_batch);
   EXPECT_TRUE(torch::equal(torch::rand({4}), expected_random));
 }
 
 TEST_F(TrainerStateFile, RestoreRejectsAnotherDatasetOrSeed) {
   can::EpochShuffler shuffler(10, 5);
-  const auto state = can::capture_trainer_state(0, shuffler);
+  const auto state = can::capture_trainer_state(0, shuffler, 2);
   can::EpochShuffler other_seed(10, 6);
   can::EpochShuffler other_size(11, 5);
-  EXPECT_THROW(can::restore_trainer_state(state, other_seed), can::Error);
-  EXPECT_THROW(can::restore_trainer_state(state, other_size), can::Error);
+  EXPECT_THROW(can::restore_trainer_state(state, other_seed, 2), can::Error);
+  EXPECT_THROW(can::restore_trainer_state(state, other_size, 2), can::Error);
+}
+
+TEST_F(TrainerStateFile, AJobOfAnotherSizeIsToldToResumeWithTheSavedOne) {
+  can::EpochShuffler shuffler(10, 5);
+  const auto path = directory_ / "trainer_state.json";
+  can::save_trainer_state(path, can::capture_trainer_state(3, shuffler, 2));
+  const can::TrainerState state = can::load_trainer_state(path);
+  EXPECT_EQ(state.world_size, 2);
+  try {
+    can::restore_trainer_state(state, shuffler, 4);
+    FAIL() << "no error";
+  } catch (const can::Error& error) {
+    EXPECT_NE(std::string(error.what()).find("a job of 2 process(es), but this job has 4"), std::string::npos)
+        << error.what();
+  }
+  can::restore_trainer_state(state, shuffler, 2);
+  // A checkpoint from before jobs of several processes has no world_size: one process.
+  auto json = nlohmann::json::parse(std::ifstream(path));
+  json.erase("world_size");
+  std::ofstream(path) << json.dump();
+  EXPECT_EQ(can::load_trainer_state(path).world_size, 1);
 }
 
 TEST_F(TrainerStateFile, CorruptFilesAreErrorsNamingFileAndField) {
   can::EpochShuffler shuffler(4, 1);
   const auto path = directory_ / "trainer_state.json";
-  can::save_trainer_state(path, can::capture_trainer_state(2, shuffler));
+  can::save_trainer_state(path, can::capture_trainer_state(2, shuffler, 1));
   auto json = nlohmann::json::parse(std::ifstream(path));
 
   auto without_step = json;

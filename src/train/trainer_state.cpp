@@ -43,9 +43,10 @@ at::Tensor from_hex(const std::string& hex, const std::string& where) {
 
 }  // namespace
 
-TrainerState capture_trainer_state(int64_t step, const EpochShuffler& shuffler) {
+TrainerState capture_trainer_state(int64_t step, const EpochShuffler& shuffler, int64_t world_size) {
   TrainerState state;
   state.step = step;
+  state.world_size = world_size;
   state.num_items = shuffler.num_items();
   state.shuffle_seed = shuffler.seed();
   state.data = shuffler.state();
@@ -55,7 +56,11 @@ TrainerState capture_trainer_state(int64_t step, const EpochShuffler& shuffler) 
   return state;
 }
 
-void restore_trainer_state(const TrainerState& state, EpochShuffler& shuffler) {
+void restore_trainer_state(const TrainerState& state, EpochShuffler& shuffler, int64_t world_size) {
+  check(state.world_size == world_size,
+        "the checkpoint was written by a job of {} process(es), but this job has {}: each update's examples depend on "
+        "the job's size (micro_batch_size × processes); resume with {} process(es)",
+        state.world_size, world_size, state.world_size);
   check(state.num_items == shuffler.num_items() && state.shuffle_seed == shuffler.seed(),
         "the checkpoint was trained on {} items shuffled with seed {}, but this run has {} items and seed {}: "
         "resume with the same data and seed",
@@ -71,7 +76,8 @@ void save_trainer_state(const std::filesystem::path& path, const TrainerState& s
   check(state.cpu_rng_state.defined(), "cannot save a trainer state without CPU generator state to '{}'",
         path.string());
   const nlohmann::json json = {
-      {"step", state.step},        {"num_items", state.num_items},    {"shuffle_seed", state.shuffle_seed},
+      {"step", state.step},        {"world_size", state.world_size},  {"num_items", state.num_items},
+      {"shuffle_seed", state.shuffle_seed},
       {"epoch", state.data.epoch}, {"position", state.data.position}, {"cpu_rng_state", to_hex(state.cpu_rng_state)}};
   write_text_atomically(path, json.dump(2) + "\n");
 }
@@ -81,6 +87,8 @@ TrainerState load_trainer_state(const std::filesystem::path& path) {
   const nlohmann::json json = read_json_file(path);
   TrainerState state;
   state.step = integer_field(json, "step", where);
+  // Absent from checkpoints written before jobs of several processes: one process.
+  if (optional_field(json, "world_size") != nullptr) state.world_size = integer_field(json, "world_size", where);
   state.num_items = integer_field(json, "num_items", where);
   state.shuffle_seed = unsigned_field(json, "shuffle_seed", where);
   state.data.epoch = integer_field(json, "epoch", where);

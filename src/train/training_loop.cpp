@@ -211,7 +211,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     };
     const TrainerState state = load_training_checkpoint(
         last_checkpoint, task.load_trained_weights ? task.load_trained_weights : load_all_parameters, *optimizer);
-    restore_trainer_state(state, shuffler);
+    restore_trainer_state(state, shuffler, world);
     step = state.step;
     check(step <= total_steps, "{}: checkpoint '{}' is at update {}, beyond this run's {} updates", stage,
           last_checkpoint.string(), step, total_steps);
@@ -343,7 +343,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       if (writer) {
         last_checkpoint = save_training_checkpoint(
             options.output_dir, step, task.save_trained_weights ? task.save_trained_weights : task.save_model,
-            *optimizer, capture_trainer_state(step, shuffler));
+            *optimizer, capture_trainer_state(step, shuffler, world));
       }
       if (group != nullptr) group->barrier();
     }
