@@ -3,9 +3,8 @@
 #include <fmt/format.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "can/atomic_file.h"
 #include "can/error.h"
 #include "can/jinja_template.h"
 #include "can/json_fields.h"
@@ -52,10 +51,7 @@ ChatTemplate ChatTemplate::of_model(const std::string& folder) {
   ChatTemplate chat;
   std::string origin;
   if (fs::is_regular_file(jinja_file)) {  // transformers 5 saves the template in a file of its own
-    std::ifstream in(jinja_file, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    chat.pattern_ = text.str();
+    chat.pattern_ = read_text_file(jinja_file);
     origin = jinja_file.string();
   } else {
     const nlohmann::json* source = optional_field(config, "chat_template");

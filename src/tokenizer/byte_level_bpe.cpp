@@ -316,6 +316,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
     read_decoder(document);
     read_special_tokens(file.parent_path() / "tokenizer_config.json");
     for (const fs::path& companion : companion_files(file)) files.push_back(companion);
+    write_token_bytes();
   }
 
   std::vector<int64_t> encode(const std::string& text) const override {
@@ -339,29 +340,35 @@ class ByteLevelBpe : public Tokenizer::Handle {
   }
 
   std::string decode(const std::vector<int64_t>& ids) const override {
-    const ByteAlphabet& alphabet = byte_alphabet();
     std::string bytes;
     for (const int64_t id : ids) {
-      const std::string& token = token_of_[static_cast<size_t>(id)];
-      check(present_[static_cast<size_t>(id)], "token id {} is not in the vocabulary of '{}'", id, path);
-      if (special_[static_cast<size_t>(id)]) continue;
-      std::string token_bytes;
-      bool in_alphabet = true;
-      for (const std::string& character : characters(token)) {
-        size_t length = 0;
-        const auto found = alphabet.byte_of.find(code_point_at(character, 0, utf8_length(character, 0, length)));
-        if (found == alphabet.byte_of.end()) {
-          in_alphabet = false;
-          break;
-        }
-        token_bytes += static_cast<char>(found->second);
-      }
-      bytes += in_alphabet ? token_bytes : token;
+      const auto at = static_cast<size_t>(id);
+      check(present_[at], "token id {} is not in the vocabulary of '{}'", id, path);
+      if (!special_[at]) bytes += bytes_of_[at];
     }
     return lossy_utf8(bytes);
   }
 
  private:
+  // Each token's bytes, once: its characters mapped back through the byte alphabet, or,
+  // for a token with a character outside it (an added token's text), its UTF-8 as is.
+  void write_token_bytes() {
+    const ByteAlphabet& alphabet = byte_alphabet();
+    bytes_of_.resize(token_of_.size());
+    for (size_t id = 0; id < token_of_.size(); ++id) {
+      std::string& bytes = bytes_of_[id];
+      for (const std::string& character : characters(token_of_[id])) {
+        size_t length = 0;
+        const auto found = alphabet.byte_of.find(code_point_at(character, 0, utf8_length(character, 0, length)));
+        if (found == alphabet.byte_of.end()) {
+          bytes = token_of_[id];
+          break;
+        }
+        bytes += static_cast<char>(found->second);
+      }
+    }
+  }
+
   // `added_count`: how many added tokens follow, so that ids can be checked to be dense.
   void read_model(const json& model, const std::string& where, size_t added_count) {
     const std::string type = type_of(model, where);
@@ -694,6 +701,7 @@ class ByteLevelBpe : public Tokenizer::Handle {
   }
 
   std::vector<std::string> token_of_;  // id -> token (vocabulary and added tokens)
+  std::vector<std::string> bytes_of_;  // id -> the bytes the token decodes to
   std::vector<bool> present_, special_;
   std::unordered_map<std::string, int64_t> vocab_;        // the model's token -> id
   std::unordered_map<std::string, int64_t> added_id_of_;  // added token -> id

@@ -257,12 +257,13 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       if (begin < end) micro_batches.emplace_back(job_batch.begin() + begin, job_batch.begin() + end);
       if (shuffler.state().position == 0) break;
     }
-    at::Tensor update_loss = torch::zeros({}, torch::kDouble);  // [] detached: Σ this rank's weighted losses
+    at::Tensor update_loss;  // [] detached, on the device: Σ this rank's weighted losses (none without examples)
     for (const auto& indices : micro_batches) {
       const MicroBatchLoss result = task.compute_loss(indices);
       const double weight = static_cast<double>(indices.size()) / static_cast<double>(update_examples);
       (result.output.loss * weight).backward();
-      update_loss = update_loss + result.output.loss.detach().to(torch::kCPU, torch::kDouble) * weight;
+      const auto weighted_loss = result.output.loss.detach() * weight;
+      update_loss = update_loss.defined() ? update_loss + weighted_loss : weighted_loss;
       window.add(result.output, static_cast<int64_t>(indices.size()));
       for (const auto& entry : result.output.metrics) metric_names.insert(entry.first);
       window.tokens += result.tokens;
@@ -274,6 +275,8 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
         if (!parameter.grad().defined()) parameter.mutable_grad() = torch::zeros_like(parameter);
         sums.push_back(parameter.grad());
       }
+      // One copy to the host per update, where the loss is read anyway.
+      update_loss = update_loss.defined() ? update_loss.to(torch::kCPU, torch::kDouble) : torch::zeros({}, torch::kDouble);
       sums.push_back(update_loss);
       group->all_reduce_sum(sums);
     }
