@@ -2,15 +2,28 @@
 //   can-train --config FILE [--set key.path=value ...] [--resume] [--stages a,b]
 //             [--sweep-margins [J:]b1,b2,...] [--print-config] [--dry-run]
 // Exit status: 0 done, 1 error (stderr says what and where), 2 usage, 130 interrupted.
+//
+// Several processes, one job: under a launcher that sets RANK, WORLD_SIZE, LOCAL_RANK,
+// MASTER_ADDR and MASTER_PORT (torchrun --no-python --nproc-per-node N can-train ...,
+// Slurm's srun, or a shell loop; README, "Several processes"), the processes join one
+// Gloo process group and run one pipeline: rank 0 writes, training is data-parallel and
+// sampling and scoring are shared (stage_runner.h, distributed.h).
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "can/cli.h"
 #include "can/config.h"
+#include "can/distributed.h"
 #include "can/error.h"
 #include "can/logging.h"
 #include "can/pipeline.h"
+#include "can/progress.h"
 #include "can/run_plan.h"
 #include "can/runtime.h"
 #include "can/stage_runner.h"
@@ -18,6 +31,11 @@
 namespace {
 
 constexpr int kInterrupted = 130;
+
+// How long a rank waits for the others, in a collective or for rank 0 to finish a stage
+// it runs alone, before it gives the job up: PyTorch's default for Gloo. A peer that
+// fails or is killed is noticed at once (its connections close), not after this.
+constexpr std::chrono::minutes kJobTimeout{30};
 
 std::vector<std::string> split_commas(const std::string& text) {
   std::vector<std::string> items;
@@ -67,7 +85,10 @@ int main(int argc, char** argv) {
     return can::kExitUsage;
   }
 
+  std::string who = "can-train";  // in a job: "can-train (rank r of N)"
   try {
+    const can::LaunchEnvironment launch = can::read_launch_environment(std::getenv);
+    if (launch.world_size > 1) who = fmt::format("can-train (rank {} of {})", launch.rank, launch.world_size);
     const can::Config config = can::load_config(config_file, overrides);
     if (print_config) {
       std::cout << can::config_to_yaml(config);
@@ -82,13 +103,25 @@ int main(int argc, char** argv) {
     }
     can::setup_logging(config.run.log_level);
     can::configure_threads(static_cast<int>(config.run.threads));
-    can::run_stages(config, can::pipeline_stages(config), selection);
-    if (!config.sweep.margins.empty()) can::write_sweep_summary(config);
+    std::optional<can::ProcessGroup> group;
+    if (launch.world_size > 1) {
+      can::check(can::select_device(config.run.device).is_cpu(),
+                 "a job of {} processes runs on the CPU (Gloo) in this version, and run.device is {}: set it to cpu "
+                 "(NCCL for GPUs is not built yet)",
+                 launch.world_size, config.run.device);
+      if (launch.rank != 0) {  // rank 0 logs for the job; the others say only what stops them
+        can::setup_logging(config.run.log_level == "off" ? "off" : "error", "", fmt::format("rank {}", launch.rank));
+        can::hide_progress_bars();
+      }
+      group.emplace(can::ProcessGroup::join(launch, kJobTimeout));
+    }
+    can::run_stages(config, can::pipeline_stages(config), selection, group ? &*group : nullptr);
+    if (!config.sweep.margins.empty() && launch.rank == 0) can::write_sweep_summary(config);
   } catch (const can::Interrupted& interrupted) {
-    std::cerr << "can-train: interrupted: " << interrupted.what() << "; continue with --resume" << std::endl;
+    std::cerr << who << ": interrupted: " << interrupted.what() << "; continue with --resume" << std::endl;
     return kInterrupted;
   } catch (const std::exception& error) {
-    std::cerr << "can-train: error: " << error.what() << std::endl;
+    std::cerr << who << ": error: " << error.what() << std::endl;
     return 1;
   }
   return 0;

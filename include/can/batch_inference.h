@@ -14,9 +14,14 @@
 
 namespace can {
 
+class ProcessGroup;
+
 struct BatchInferenceOptions {
   int64_t batch_size = 32;
   int64_t max_length = 512;  // longer sequences are truncated as truncate_sequence says
+  // The job whose ranks share the batches (distributed.h, run_sharded): every rank gets
+  // every result, equal to one process's. Null: this process alone. Not a config key.
+  const ProcessGroup* group = nullptr;
 };
 
 // [n] scores (the score head's first output) of each sequence, in input order.

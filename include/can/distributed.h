@@ -3,9 +3,11 @@
 // (torchrun --no-python, Slurm's srun, or a shell loop) sets the variables torchrun
 // sets; read_launch_environment reads them and ProcessGroup::join joins the job.
 //
-// The trainers, inference and artifacts do not use it yet (the distributed issue's
-// data-parallel training, sharded inference and one-writer rule); this is the layer
-// they will stand on: launch, process group and the collectives they need.
+// On it stand can-train's jobs (stage_runner.h: rank 0 writes, the others wait),
+// data-parallel training (training_loop.h) and sharded inference (run_sharded below:
+// sampling, scoring, reference log-probs). A peer that fails or is killed closes its
+// connections, and every collective of the others then fails at once with a can::Error
+// naming their rank; a peer that hangs is given up after the timeout.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -55,6 +57,10 @@ class ProcessGroup {
   void broadcast(const std::vector<at::Tensor>& tensors, int root) const;
   // Returns once every rank has called it.
   void barrier() const;
+  // Every rank's `bytes`, in rank order, on every rank (sizes may differ).
+  std::vector<std::string> all_gather_bytes(const std::string& bytes) const;
+  // `root`'s `bytes` on every rank (the others' argument is ignored).
+  std::string broadcast_bytes(const std::string& bytes, int root) const;
 
   static constexpr int64_t kDefaultBucketBytes = 25 << 20;  // DDP's bucket_cap_mb default, 25 MiB
 
@@ -67,5 +73,13 @@ class ProcessGroup {
   explicit ProcessGroup(std::unique_ptr<State> state);
   std::unique_ptr<State> state_;
 };
+
+// The units of a single process's loop (its batches) split across a job: unit u runs
+// on rank u % world_size, and every rank returns every unit's result, in unit order, so
+// what follows runs the same on every rank and equals a single process's. A unit's
+// result is a vector of doubles (token ids and float32 values are exact in one).
+// Without a group (one process) every unit runs here.
+std::vector<std::vector<double>> run_sharded(const ProcessGroup* group, int64_t units,
+                                             const std::function<std::vector<double>(int64_t unit)>& compute);
 
 }  // namespace can

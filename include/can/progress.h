@@ -9,6 +9,10 @@
 
 namespace can {
 
+// From now on no progress bar of this process draws (the ranks of a job other than 0,
+// whose stderr may be the same terminal as rank 0's).
+void hide_progress_bars();
+
 class ProgressBar {
  public:
   // `unit` names what is counted ("steps", "tokens"); total <= 0 means unknown.

@@ -24,6 +24,8 @@
 
 namespace can {
 
+class ProcessGroup;
+
 struct ReferenceLogprobs {
   at::Tensor chosen;    // [pairs] float32 CPU, nats
   at::Tensor rejected;  // [pairs]
@@ -33,9 +35,13 @@ struct ReferenceLogprobs {
 // The log-probs of chosen[i] and rejected[i] under `reference`, read from
 // `cache_file` when its hashes match the reference's weights and these sequences,
 // otherwise computed in batches of batch_size pairs and written there (atomically).
-// An unreadable cache file is recomputed with a warning, not an error.
+// An unreadable cache file is recomputed with a warning, not an error. In a job
+// (`group`), the batches are shared among the ranks (run_sharded), every rank gets
+// every log-prob, rank 0 alone writes the file, and the file is reused only when
+// every rank could read it.
 ReferenceLogprobs cached_reference_logprobs(LlamaForCausalLM& reference, const std::vector<TokenizedSequence>& chosen,
                                       const std::vector<TokenizedSequence>& rejected, const BatchingOptions& batching,
-                                      int64_t batch_size, const std::filesystem::path& cache_file);
+                                      int64_t batch_size, const std::filesystem::path& cache_file,
+                                      const ProcessGroup* group = nullptr);
 
 }  // namespace can

@@ -8,6 +8,8 @@
 
 namespace can {
 
+class ProcessGroup;
+
 struct SamplingOptions {
   int64_t max_new_tokens = 128;
   double temperature = 1.0;  // 0: greedy (argmax)
@@ -21,6 +23,9 @@ struct SamplingOptions {
   // text can hold. Their probability is left out of the draw, not of the recorded log-probs.
   // 0: every id of the model.
   int64_t vocab_limit = 0;
+  // The job whose ranks share the batches (distributed.h, run_sharded): every rank gets
+  // every generation, equal to one process's. Null: this process alone. Not a config key.
+  const ProcessGroup* group = nullptr;
 };
 
 struct Generation {
@@ -39,7 +44,8 @@ inline constexpr int64_t kSamplingSyncInterval = 16;
 // Samples one continuation per prompt (token ids, BOS included as the caller
 // wants). Prompts are left-padded into batches so every row decodes in step.
 // Each batch draws from its own stream, seeded from (seed, index of its first
-// prompt), so a batch's tokens do not depend on how long earlier batches ran.
+// prompt), so a batch's tokens do not depend on how long earlier batches ran,
+// nor on which rank of a job decodes it (options.group).
 // Greedy decoding gives the same tokens whatever batch_size is; sampling gives
 // the same distribution, but other draws for other batch sizes.
 std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,

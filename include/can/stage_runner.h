@@ -16,6 +16,13 @@
 // in the same directory with `resuming` set, so a trainer can continue from the
 // checkpoints it saved there. Finished stages are skipped on --resume; to redo
 // one, delete its folder.
+//
+// A job of several processes (distributed.h) runs one pipeline: rank 0 alone takes
+// the lock, checks the run, writes the log, the manifest and every artifact, and
+// renames work directories; it tells the others which stages to run. A job-wide
+// stage (Stage::job_wide: training, sampling, scoring) runs on every rank, which share
+// its work; any other stage runs on rank 0 while the others wait for it. The run
+// directory must be one folder that every rank sees (a shared filesystem across machines).
 #pragma once
 
 #include <filesystem>
@@ -28,6 +35,8 @@
 
 namespace can {
 
+class ProcessGroup;
+
 struct StageContext {
   std::filesystem::path run_dir;
   std::filesystem::path work_dir;  // <run>/<stage>.partial/, exists; becomes <run>/<stage>/ on success
@@ -35,6 +44,11 @@ struct StageContext {
   // What the stage adds to its entry in stages.json, under "summary" (an empty object
   // adds nothing): the primal-dual rounds' λ and estimated constraints.
   nlohmann::json* summary = nullptr;
+  // The job, in a job-wide stage of a job (its ranks share the stage's work); null otherwise.
+  const ProcessGroup* group = nullptr;
+
+  // Whether this process writes the stage's files: rank 0 of a job, or a process alone.
+  bool writes() const;
 
   // <run>/<stage>/ of a finished stage; an error naming the stage when it has not finished.
   std::filesystem::path artifact(const std::string& stage) const;
@@ -44,6 +58,9 @@ struct Stage {
   std::string name;                 // a folder name: a letter or digit, then letters, digits, '_', '-', '.'
   std::vector<std::string> inputs;  // earlier stages whose artifacts `run` reads
   std::function<void(const StageContext&)> run;
+  // Every rank of a job runs it, sharing its training or inference through StageContext::group
+  // and writing only where StageContext::writes(); false: rank 0 alone runs it.
+  bool job_wide = false;
 };
 
 struct StageSelection {
@@ -58,7 +75,10 @@ struct StageSelection {
 // artifact-relevant keys differ from config.resolved.yaml (listing them); an
 // unknown stage name (listing the valid ones); a selected stage whose input
 // neither has finished nor is selected before it. Rethrows what a stage throws.
-void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection);
+// `group`: the job this process is a rank of (null: a process alone); rank 0's errors
+// before the first stage, and in a stage rank 0 runs alone, reach every rank.
+void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection,
+                const ProcessGroup* group = nullptr);
 
 // What run_stages checks before it runs a stage (all but the lock), writing nothing:
 // for can-train --dry-run.

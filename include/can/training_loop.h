@@ -9,7 +9,10 @@
 // One update draws gradient_accumulation_steps micro-batches from the epoch's
 // shuffled order (epoch_shuffler.h); an update never spans two epochs, so the last
 // update of an epoch may have fewer micro-batches. Micro-batch losses are weighted
-// by their share of the update's examples. Updates per epoch:
+// by their share of the update's items (TrainingTask::loss_items: examples, or SFT's
+// response tokens), so an update's loss is the mean over all its items whatever the
+// micro-batch size, accumulation or number of ranks (as transformers' Trainer with
+// num_items_in_batch). Updates per epoch:
 // ceil(ceil(num_examples / micro_batch_size) / gradient_accumulation_steps).
 //
 // The device is read once per update: the gradient norm (and with it the loss),
@@ -24,7 +27,8 @@
 // process with micro_batch_size × world_size. Loss, gradient norm, clipping, the
 // non-finite stop and metrics use the job's values, identical on every rank. Rank 0
 // alone logs, writes metrics, checkpoints and the model; the others wait for it.
-// Every rank starts from rank 0's parameters; dropout draws from seed + rank.
+// Every rank starts from rank 0's parameters; dropout draws from seed + rank. Ctrl-C
+// on any rank stops every rank after the same update, with rank 0's checkpoint.
 #pragma once
 
 #include <cstdint>
@@ -89,6 +93,9 @@ struct TrainingTask {
   int64_t num_examples = 0;                  // training examples, visited as indices [0, num_examples)
   // The forward pass on the training examples at `indices` (at most micro_batch_size); the loop runs backward.
   std::function<MicroBatchLoss(const std::vector<int64_t>& indices)> compute_loss;
+  // How many items compute_loss's mean loss averages over for the examples at `indices`
+  // (any number of them): SFT's response tokens. Empty: the examples themselves.
+  std::function<int64_t(const std::vector<int64_t>& indices)> loss_items;
   // Metrics on held-out data (evaluate_in_batches), run in eval mode without
   // gradients; logged with an "eval_" prefix, as TRL does. Empty: no evaluation.
   std::function<std::map<std::string, double>()> evaluate;

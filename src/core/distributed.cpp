@@ -11,7 +11,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <limits>
 
 #include "can/error.h"
@@ -149,6 +151,70 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root) c
 
 void ProcessGroup::barrier() const {
   collective("barrier", rank(), [&] { state_->group->barrier()->wait(); });
+}
+
+std::vector<std::string> ProcessGroup::all_gather_bytes(const std::string& bytes) const {
+  const int world = world_size();
+  // The sizes first, then every rank's bytes padded to the largest (Gloo's all-gather
+  // needs equal sizes).
+  std::vector<at::Tensor> size_in = {at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong)};
+  std::vector<std::vector<at::Tensor>> size_out(1);
+  for (int r = 0; r < world; ++r) size_out[0].push_back(at::empty({1}, at::kLong));
+  collective("all-gather of sizes", rank(), [&] { state_->group->allgather(size_out, size_in)->wait(); });
+  int64_t longest = 1;
+  for (const at::Tensor& size : size_out[0]) longest = std::max(longest, size.item<int64_t>());
+  std::vector<at::Tensor> in = {at::zeros({longest}, at::kByte)};
+  std::memcpy(in[0].data_ptr(), bytes.data(), bytes.size());
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int r = 0; r < world; ++r) out[0].push_back(at::empty({longest}, at::kByte));
+  collective("all-gather", rank(), [&] { state_->group->allgather(out, in)->wait(); });
+  std::vector<std::string> gathered;
+  for (int r = 0; r < world; ++r) {
+    gathered.emplace_back(static_cast<const char*>(out[0][r].data_ptr()),
+                          static_cast<size_t>(size_out[0][r].item<int64_t>()));
+  }
+  return gathered;
+}
+
+std::string ProcessGroup::broadcast_bytes(const std::string& bytes, int root) const {
+  at::Tensor size = at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong);
+  broadcast({size}, root);
+  at::Tensor data = at::zeros({std::max<int64_t>(1, size.item<int64_t>())}, at::kByte);
+  if (rank() == root) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
+  broadcast({data}, root);
+  return std::string(static_cast<const char*>(data.data_ptr()), static_cast<size_t>(size.item<int64_t>()));
+}
+
+std::vector<std::vector<double>> run_sharded(const ProcessGroup* group, int64_t units,
+                                             const std::function<std::vector<double>(int64_t unit)>& compute) {
+  std::vector<std::vector<double>> results(static_cast<size_t>(units));
+  if (group == nullptr) {
+    for (int64_t unit = 0; unit < units; ++unit) results[unit] = compute(unit);
+    return results;
+  }
+  const int rank = group->rank(), world = group->world_size();
+  // This rank's units in order, each as its length and then its values.
+  std::vector<double> mine;
+  for (int64_t unit = rank; unit < units; unit += world) {
+    const std::vector<double> result = compute(unit);
+    mine.push_back(static_cast<double>(result.size()));
+    mine.insert(mine.end(), result.begin(), result.end());
+  }
+  const std::vector<std::string> gathered = group->all_gather_bytes(
+      std::string(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(double)));
+  for (int r = 0; r < world; ++r) {
+    std::vector<double> values(gathered[r].size() / sizeof(double));
+    std::memcpy(values.data(), gathered[r].data(), values.size() * sizeof(double));
+    size_t next = 0;
+    for (int64_t unit = r; unit < units; unit += world) {
+      check(next < values.size(), "rank {}: rank {} sent fewer results than units", rank, r);
+      const auto length = static_cast<size_t>(values[next++]);
+      check(next + length <= values.size(), "rank {}: rank {} sent a truncated result", rank, r);
+      results[unit].assign(values.begin() + static_cast<int64_t>(next), values.begin() + static_cast<int64_t>(next + length));
+      next += length;
+    }
+  }
+  return results;
 }
 
 }  // namespace can

@@ -10,7 +10,7 @@
 
 namespace can {
 
-void setup_logging(const std::string& level, const std::string& log_file) {
+void setup_logging(const std::string& level, const std::string& log_file, const std::string& process) {
   const spdlog::level::level_enum parsed = spdlog::level::from_str(level);
   // from_str maps unknown names to `off`; only "off" itself may mean that.
   check(parsed != spdlog::level::off || level == "off",
@@ -22,7 +22,7 @@ void setup_logging(const std::string& level, const std::string& log_file) {
   }
   auto logger = std::make_shared<spdlog::logger>("can", sinks.begin(), sinks.end());
   logger->set_level(parsed);
-  logger->set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  logger->set_pattern(process.empty() ? "[%H:%M:%S.%e] [%^%l%$] %v" : "[%H:%M:%S.%e] [" + process + "] [%^%l%$] %v");
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
 }

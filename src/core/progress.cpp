@@ -3,11 +3,14 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 namespace can {
 
 namespace {
+
+std::atomic<bool> progress_bars_hidden{false};
 
 std::string format_duration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e7) return "--:--";
@@ -18,11 +21,13 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
+void hide_progress_bars() { progress_bars_hidden = true; }
+
 ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)),
       unit_(std::move(unit)),
       total_(total),
-      enabled_(isatty(fileno(stderr)) != 0),
+      enabled_(!progress_bars_hidden && isatty(fileno(stderr)) != 0),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 

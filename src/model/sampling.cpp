@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "can/compute_counts.h"
+#include "can/distributed.h"
 #include "can/error.h"
 #include "can/model_weights.h"
 
@@ -190,11 +191,37 @@ std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::v
   validate(model, prompts, options);
   torch::NoGradGuard no_grad;
   std::vector<Generation> out(prompts.size());
-  for (size_t first = 0; first < prompts.size(); first += options.batch_size) {
-    const size_t count = std::min<size_t>(options.batch_size, prompts.size() - first);
+  const auto batch_size = static_cast<size_t>(options.batch_size);
+  const auto batches = static_cast<int64_t>((prompts.size() + batch_size - 1) / batch_size);
+  // A batch's rows, each as [n, stopped_at_eos, n tokens, n log-probs].
+  const auto encoded = run_sharded(options.group, batches, [&](int64_t batch) {
+    const size_t first = static_cast<size_t>(batch) * batch_size;
+    const size_t count = std::min(batch_size, prompts.size() - first);
     sample_batch(model, prompts, first, count, options, out);
+    std::vector<double> rows;
+    for (size_t i = first; i < first + count; ++i) {
+      const Generation& generation = out[i];
+      count_sampled_tokens(static_cast<int64_t>(generation.tokens.size()));
+      rows.push_back(static_cast<double>(generation.tokens.size()));
+      rows.push_back(generation.stopped_at_eos ? 1 : 0);
+      rows.insert(rows.end(), generation.tokens.begin(), generation.tokens.end());
+      rows.insert(rows.end(), generation.logprobs.begin(), generation.logprobs.end());
+    }
+    return rows;
+  });
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    const std::vector<double>& rows = encoded[batch];
+    size_t next = 0;
+    for (size_t i = static_cast<size_t>(batch) * batch_size; next < rows.size(); ++i) {
+      const auto length = static_cast<int64_t>(rows[next]);
+      Generation& generation = out[i];
+      generation.stopped_at_eos = rows[next + 1] != 0;
+      const auto tokens = rows.begin() + static_cast<int64_t>(next) + 2;
+      generation.tokens.assign(tokens, tokens + length);
+      generation.logprobs.assign(tokens + length, tokens + 2 * length);
+      next += 2 + 2 * static_cast<size_t>(length);
+    }
   }
-  for (const Generation& generation : out) count_sampled_tokens(static_cast<int64_t>(generation.tokens.size()));
   return out;
 }
 

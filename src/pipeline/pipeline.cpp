@@ -75,6 +75,7 @@ TrainingOptions training_options(const TrainingOptions& configured, const Config
   options.seed = static_cast<uint64_t>(config.run.seed);
   options.resume = context.resuming;
   options.output_dir = context.work_dir;
+  options.process_group = context.group;
   return options;
 }
 
@@ -187,6 +188,7 @@ void copy_tokenizer_into(const StageContext& context, const fs::path& model_dir)
 
 // Checkpoints are for resuming the stage; once it has finished they are dead weight.
 void finish_training(const StageContext& context, const TrainingSummary& summary) {
+  if (!context.writes()) return;
   copy_tokenizer_into(context, summary.model_directory);
   remove_tree(context.work_dir / "checkpoints");
 }
@@ -209,13 +211,22 @@ std::vector<TokenizedSequence> pair_sequences(const std::vector<PreferencePair>&
 }
 
 // Sampled responses are scored whole: cutting one would read a reward or cost
-// mid-response instead of at its EOS. Dataset pairs are cut as DPO cuts them.
-BatchInferenceOptions sampled_inference_options(const Config& config) {
-  return {config.sampling.generation.batch_size, std::numeric_limits<int64_t>::max()};
+// mid-response instead of at its EOS. Dataset pairs are cut as DPO cuts them. In a
+// job the ranks share the batches.
+BatchInferenceOptions sampled_inference_options(const Config& config, const StageContext& context) {
+  return {config.sampling.generation.batch_size, std::numeric_limits<int64_t>::max(), context.group};
 }
 
-BatchInferenceOptions pair_inference_options(const Config& config) {
-  return {config.sampling.generation.batch_size, config.dpo.training.max_length};
+BatchInferenceOptions pair_inference_options(const Config& config, const StageContext& context) {
+  return {config.sampling.generation.batch_size, config.dpo.training.max_length, context.group};
+}
+
+// The configured sampling, seeded, the job's ranks sharing the batches.
+SamplingOptions sampling_options(const Config& config, const StageContext& context, uint64_t seed) {
+  SamplingOptions sampling = config.sampling.generation;
+  sampling.seed = seed;
+  sampling.group = context.group;
+  return sampling;
 }
 
 // ------------------------------------------------------------------ stages
@@ -398,7 +409,7 @@ void run_dpo_from(const Config& config, const StageContext& context, const DpoOp
   }
   auto [train, holdout] = split_holdout(pairs);
   const auto summary = train_dpo(model, tokenizer, chat_template(config), train, holdout, training, options);
-  if (lora) {
+  if (lora && context.writes()) {
     write_directory_atomically(context.work_dir / "adapter", [&](const fs::path& directory) {
       save_lora_adapters(*model, directory, fs::absolute(start).string());
     });
@@ -418,17 +429,17 @@ void run_offline_scores(const Config& config, const StageContext& context) {
   std::vector<SampledPrompt> samples;
   {  // the sampling copy of π_ref is released before the scorer loads its models
     LlamaForCausalLM reference = load_policy_model(config, reference_directory(config, context));
-    SamplingOptions sampling = config.sampling.generation;
-    sampling.seed = static_cast<uint64_t>(config.run.seed);
     const auto prompts = read_prompts(context.artifact("data") / "prompts_sample.jsonl", config.sampling.num_prompts);
     spdlog::info("sampling {} responses for each of {} prompts from the reference policy",
                  config.sampling.responses_per_prompt, prompts.size());
     samples = sample_responses(reference, tokenizer, chat_template(config), prompts,
-                               config.sampling.responses_per_prompt, sampling);
+                               config.sampling.responses_per_prompt,
+                               sampling_options(config, context, static_cast<uint64_t>(config.run.seed)));
   }
-  write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
+  if (context.writes()) write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
   const auto scorer = pipeline_scorer(config, context, tokenizer);
-  const OfflineScores scores = score_samples(samples, *scorer, sampled_inference_options(config));
+  const OfflineScores scores = score_samples(samples, *scorer, sampled_inference_options(config, context));
+  if (!context.writes()) return;  // what follows judges the samples and writes
   scores.save(context.work_dir / "scores.jsonl");
   // On the world's prompts the judge tells how well r and g rank the samples (Theorem 3's condition).
   const auto prompts = load_evaluation_prompts(context.artifact("data") / "prompts_sample.jsonl");
@@ -491,11 +502,12 @@ void run_relabel(const Config& config, const StageContext& context, const std::s
   // r and g of response_0 and response_1 of every pair.
   std::array<SequenceScores, 2> scores;
   for (int response = 0; response < 2; ++response) {
-    scores[response] = scorer->score(pair_sequences(pairs, response, tokenizer, chat), pair_inference_options(config));
+    scores[response] = scorer->score(pair_sequences(pairs, response, tokenizer, chat), pair_inference_options(config, context));
   }
   const auto relabeled = relabel_pairs(pairs, composite_scores(scores[0].reward, scores[0].safety, dual.lambda),
                                        composite_scores(scores[1].reward, scores[1].safety, dual.lambda),
                                        config.relabel);
+  if (!context.writes()) return;
   write_preference_pairs(context.work_dir / "pairs.jsonl", relabeled.pairs);
   std::vector<nlohmann::json> lines;
   size_t changed = 0;
@@ -522,7 +534,8 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
   EvaluationOptions options = config.eval.options;
   options.sampling.batch_size = config.sampling.generation.batch_size;
   options.sampling.seed = static_cast<uint64_t>(config.run.seed);
-  options.scoring = sampled_inference_options(config);
+  options.sampling.group = context.group;
+  options.scoring = sampled_inference_options(config, context);
   std::optional<DualSolution> dual;
   std::optional<ScoreAccuracy> accuracy;
   if (dual_stage) {
@@ -546,7 +559,7 @@ void run_eval(const Config& config, const StageContext& context, const std::stri
     report.prompt_set = prompt_set;
     if (dual) report.prediction_caveats = prediction_caveats(config);
     report.score_accuracy = accuracy;
-    write_evaluation_report(directory, report);
+    if (context.writes()) write_evaluation_report(directory, report);
   }
 }
 
@@ -562,7 +575,7 @@ OfflineScores score_pairs(const Config& config, const StageContext& context, con
   const ChatTemplate chat = chat_template(config);
   std::array<SequenceScores, 2> scores;
   for (int response = 0; response < 2; ++response) {
-    scores[response] = scorer->score(pair_sequences(pairs, response, tokenizer, chat), pair_inference_options(config));
+    scores[response] = scorer->score(pair_sequences(pairs, response, tokenizer, chat), pair_inference_options(config, context));
   }
   const int m = num_constraints(config);
   std::vector<std::string> ids;
@@ -594,15 +607,16 @@ std::vector<double> pair_composite_scores(const OfflineScores& pair_scores, int 
 // Round k's first half: sample the policy it starts from (`start`) on the sampling
 // prompts, score the samples, take the dual step and re-label the pairs with the new λ.
 // Writes responses.jsonl, scores.jsonl, pair_scores.jsonl (round 0), pairs.jsonl and,
-// last, round.json.
-PrimalDualRound sample_and_relabel(const Config& config, const StageContext& context, int64_t k,
-                                   const fs::path& start) {
+// last, round.json; returns the round and the re-labelled pairs.
+std::pair<PrimalDualRound, std::vector<PreferencePair>> sample_and_relabel(const Config& config,
+                                                                           const StageContext& context, int64_t k,
+                                                                           const fs::path& start) {
   const Tokenizer tokenizer = load_tokenizer(context);
   std::vector<SampledPrompt> samples;
   {  // the sampling copy of the policy is released before the scorers load
     LlamaForCausalLM policy = load_policy_model(config, start);
-    SamplingOptions sampling = config.sampling.generation;
-    sampling.seed = static_cast<uint64_t>(config.run.seed + k);  // each round draws new samples
+    // Each round draws new samples.
+    const SamplingOptions sampling = sampling_options(config, context, static_cast<uint64_t>(config.run.seed + k));
     const auto prompts = read_prompts(context.artifact("data") / "prompts_sample.jsonl", config.sampling.num_prompts);
     spdlog::info("round {}: sampling {} responses for each of {} prompts from {}", k,
                  config.primal_dual.responses_per_prompt, prompts.size(),
@@ -610,10 +624,10 @@ PrimalDualRound sample_and_relabel(const Config& config, const StageContext& con
     samples = sample_responses(policy, tokenizer, chat_template(config), prompts,
                                config.primal_dual.responses_per_prompt, sampling);
   }
-  write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
+  if (context.writes()) write_sampled_responses(context.work_dir / "responses.jsonl", samples, tokenizer);
   const OfflineScores scores =
-      score_samples(samples, *score_model_scorer(config, context, tokenizer), sampled_inference_options(config));
-  scores.save(context.work_dir / "scores.jsonl");
+      score_samples(samples, *score_model_scorer(config, context, tokenizer), sampled_inference_options(config, context));
+  if (context.writes()) scores.save(context.work_dir / "scores.jsonl");
 
   PrimalDualRound round;
   round.round = k;
@@ -626,7 +640,7 @@ PrimalDualRound sample_and_relabel(const Config& config, const StageContext& con
     round.reference = round.policy;
     round.lambda_before.assign(round.margins.size(), config.primal_dual.lambda_init);
     pair_scores = score_pairs(config, context, tokenizer, pairs);
-    pair_scores->save(context.work_dir / "pair_scores.jsonl");
+    if (context.writes()) pair_scores->save(context.work_dir / "pair_scores.jsonl");
   } else {
     const fs::path previous = context.artifact(round_stage(k - 1));
     const PrimalDualRound before = read_primal_dual_round(previous / "round.json");
@@ -640,9 +654,11 @@ PrimalDualRound sample_and_relabel(const Config& config, const StageContext& con
   relabel.seed += static_cast<uint64_t>(k);  // each round draws its own labels
   const auto relabeled = relabel_pairs(pairs, pair_composite_scores(*pair_scores, 0, round.lambda_after),
                                        pair_composite_scores(*pair_scores, 1, round.lambda_after), relabel);
-  write_preference_pairs(context.work_dir / "pairs.jsonl", relabeled.pairs);
-  write_primal_dual_round(context.work_dir / "round.json", round);
-  return round;
+  if (context.writes()) {
+    write_preference_pairs(context.work_dir / "pairs.jsonl", relabeled.pairs);
+    write_primal_dual_round(context.work_dir / "round.json", round);
+  }
+  return {round, relabeled.pairs};
 }
 
 // Round k of the primal-dual pipeline (primal_dual.h). A resumed round whose round.json
@@ -650,8 +666,10 @@ PrimalDualRound sample_and_relabel(const Config& config, const StageContext& con
 void run_primal_dual_round(const Config& config, const StageContext& context, int64_t k) {
   const fs::path start = k == 0 ? reference_directory(config, context) : context.artifact(round_stage(k - 1)) / "model";
   const fs::path record = context.work_dir / "round.json";
-  const PrimalDualRound round = context.resuming && fs::exists(record) ? read_primal_dual_round(record)
-                                                                       : sample_and_relabel(config, context, k, start);
+  const auto [round, pairs] =
+      context.resuming && fs::exists(record)
+          ? std::pair(read_primal_dual_round(record), read_preference_pairs(context.work_dir / "pairs.jsonl"))
+          : sample_and_relabel(config, context, k, start);
   std::vector<double> improvement;  // E_π[g_j] − E_ref[g_j], estimated
   for (size_t j = 0; j < round.margins.size(); ++j) improvement.push_back(round.policy.safety[j] - round.reference.safety[j]);
   *context.summary = {{"lambda_before", round.lambda_before},
@@ -666,8 +684,7 @@ void run_primal_dual_round(const Config& config, const StageContext& context, in
   TrainingOptions training = training_options(config.dpo.training, config, context);
   training.max_steps = config.primal_dual.updates_per_round;
   training.seed += static_cast<uint64_t>(k);  // each round visits the pairs in its own order
-  run_dpo_from(config, context, config.dpo.loss, training, read_preference_pairs(context.work_dir / "pairs.jsonl"),
-               PreferenceLabel::kBetter, start);
+  run_dpo_from(config, context, config.dpo.loss, training, pairs, PreferenceLabel::kBetter, start);
 }
 
 }  // namespace
@@ -707,8 +724,10 @@ std::string sweep_stage_suffix(const Config& config, double margin) {
 std::vector<Stage> pipeline_stages(const Config& config) {
   const bool pecan = config.pipeline == "pecan";
   std::vector<Stage> stages;
+  // Training and inference stages are job-wide; data, tokenizer and dual run on rank 0 alone.
   auto add = [&](std::string name, std::vector<std::string> inputs, std::function<void(const StageContext&)> run) {
-    stages.push_back({std::move(name), std::move(inputs), std::move(run)});
+    const bool job_wide = name != "data" && name != "tokenizer" && name.rfind("dual", 0) != 0;
+    stages.push_back({std::move(name), std::move(inputs), std::move(run), job_wide});
   };
   // Stages that train a model the user gave are left out; their consumers read config.models.
   auto trained = [](const std::string& given, const std::string& stage) {

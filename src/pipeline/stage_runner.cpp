@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <ATen/ATen.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 #include "can/atomic_file.h"
 #include "can/compute_counts.h"
+#include "can/distributed.h"
 #include "can/error.h"
 #include "can/json_fields.h"
 #include "can/logging.h"
@@ -202,11 +204,35 @@ void check_inputs(const std::vector<Stage>& stages, const std::set<std::string>&
   }
 }
 
-void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) {
+// The job's compute counts: every rank's summed (a stage rank 0 runs alone: rank 0's).
+ComputeCounts job_compute_counts(const ProcessGroup* group) {
+  ComputeCounts counts = compute_counts();
+  if (group == nullptr) return counts;
+  const at::Tensor sums = at::tensor({static_cast<double>(counts.forward_tokens), static_cast<double>(counts.backward_tokens),
+                                      static_cast<double>(counts.sampled_tokens),
+                                      static_cast<double>(counts.optimizer_updates)},
+                                     at::kDouble);
+  group->all_reduce_sum({sums});
+  const auto value = [&](int64_t i) { return static_cast<int64_t>(sums[i].item<double>()); };
+  return {value(0), value(1), value(2), value(3)};
+}
+
+// What rank 0 tells the others at the end of each stage: "" when it finished, else why not.
+void tell_the_job(const ProcessGroup* group, const std::string& failure) {
+  if (group != nullptr) group->broadcast_bytes(failure, 0);
+}
+
+// Rank 0's part of a stage (a process alone: all of it). `group`: the job, if any.
+void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest, const ProcessGroup* group) {
   StageContext context;
   context.run_dir = run_dir;
   context.work_dir = work_dir_of(run_dir, stage.name);
   context.resuming = fs::exists(context.work_dir);
+  const bool job_wide = group != nullptr && stage.job_wide;
+  if (job_wide) {
+    context.group = group;
+    group->broadcast_bytes(context.resuming ? "resuming" : "", 0);
+  }
   nlohmann::json summary = nlohmann::json::object();
   context.summary = &summary;
   fs::create_directories(context.work_dir);
@@ -219,15 +245,15 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
        {"peak_rss_bytes", nullptr},
        {"compute", nullptr},
        {"error", nullptr}});
-  spdlog::info("stage {}: {} in {}", stage.name, context.resuming ? "resuming" : "starting", context.work_dir.string());
+  spdlog::info("stage {}: {} in {}{}", stage.name, context.resuming ? "resuming" : "starting", context.work_dir.string(),
+               group == nullptr ? "" : job_wide ? fmt::format(" (all {} ranks)", group->world_size()) : " (rank 0)");
   const auto start = std::chrono::steady_clock::now();
   malloc_trim(0);  // heap that earlier stages freed goes back to the system, out of this stage's peak
   const bool peak_is_the_stages = reset_peak_resident_memory();
   reset_compute_counts();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  const auto record_end = [&](const char* status, const std::string& error) {
+  const auto record_end = [&](const char* status, const std::string& error, const ComputeCounts& counts) {
     const int64_t peak = peak_is_the_stages ? peak_resident_bytes() : -1;
-    const ComputeCounts counts = compute_counts();
     nlohmann::json fields = {{"status", status},
                              {"finished", utc_now()},
                              {"seconds", seconds()},
@@ -241,27 +267,59 @@ void run_stage(const Stage& stage, const fs::path& run_dir, Manifest& manifest) 
     if (!summary.empty()) fields["summary"] = summary;
     manifest.record(stage.name, fields);
   };
+  // A failure in a job-wide stage is not told: the others may be inside a collective of
+  // the stage, and they learn of it when this process's connections close.
   try {
     stage.run(context);
   } catch (const Interrupted& interrupted) {
-    record_end("interrupted", interrupted.what());
+    record_end("interrupted", interrupted.what(), compute_counts());
     spdlog::warn("stage {}: interrupted; --resume continues it in {}", stage.name, context.work_dir.string());
+    if (group != nullptr && !job_wide) tell_the_job(group, fmt::format("stage {} was interrupted", stage.name));
     throw;
   } catch (const std::exception& error) {
-    record_end("failed", error.what());
+    record_end("failed", error.what(), compute_counts());
     spdlog::error("stage {}: failed after {:.1f} s; its work is kept in {} for --resume", stage.name, seconds(),
                   context.work_dir.string());
+    if (group != nullptr && !job_wide) tell_the_job(group, fmt::format("stage {} failed: {}", stage.name, error.what()));
     throw;
   }
-  const fs::path final_dir = run_dir / stage.name;
-  check(!fs::exists(final_dir), "stage '{}' wrote {} itself; a stage writes only into its work directory {}",
-        stage.name, final_dir.string(), context.work_dir.string());
-  rename_durably(context.work_dir, final_dir);
-  record_end("done", "");
+  const ComputeCounts counts = job_wide ? job_compute_counts(group) : compute_counts();
+  try {
+    const fs::path final_dir = run_dir / stage.name;
+    check(!fs::exists(final_dir), "stage '{}' wrote {} itself; a stage writes only into its work directory {}",
+          stage.name, final_dir.string(), context.work_dir.string());
+    rename_durably(context.work_dir, final_dir);
+    record_end("done", "", counts);
+  } catch (const std::exception& error) {
+    tell_the_job(group, fmt::format("stage {} failed at its end: {}", stage.name, error.what()));
+    throw;
+  }
+  tell_the_job(group, "");
   spdlog::info("stage {}: done in {:.1f} s", stage.name, seconds());
 }
 
+// The part of a stage of a rank other than 0: its share of a job-wide stage's work, then
+// rank 0's word that the stage finished.
+void follow_stage(const Stage& stage, const fs::path& run_dir, const ProcessGroup& group) {
+  if (stage.job_wide) {
+    StageContext context;
+    context.run_dir = run_dir;
+    context.work_dir = work_dir_of(run_dir, stage.name);
+    context.resuming = group.broadcast_bytes("", 0) == "resuming";
+    nlohmann::json summary = nlohmann::json::object();  // rank 0's goes into stages.json
+    context.summary = &summary;
+    context.group = &group;
+    reset_compute_counts();
+    stage.run(context);
+    job_compute_counts(&group);
+  }
+  const std::string failure = group.broadcast_bytes("", 0);
+  check(failure.empty(), "rank 0: {}", failure);
+}
+
 }  // namespace
+
+bool StageContext::writes() const { return group == nullptr || group->rank() == 0; }
 
 fs::path StageContext::artifact(const std::string& stage) const {
   check(is_finished(run_dir, stage), "stage '{}' has not finished: {} does not exist", stage,
@@ -287,38 +345,64 @@ void check_run_can_start(const Config& config, const std::vector<Stage>& stages,
   check_inputs(stages, selected, run_dir);
 }
 
-void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection) {
+void run_stages(const Config& config, const std::vector<Stage>& stages, const StageSelection& selection,
+                const ProcessGroup* group) {
   check_pipeline(stages);
   const std::set<std::string> selected = select(stages, selection, config.pipeline);
   const fs::path run_dir = config.run.dir;
-  check(!fs::exists(run_dir) || fs::is_directory(run_dir), "run.dir {} exists and is not a directory",
-        run_dir.string());
-  // Before anything of an existing run is read: a second process on it stops here.
-  std::optional<RunLock> lock;
-  if (fs::exists(run_dir)) lock.emplace(run_dir / kLockFile);
-  check_run_can_start(config, stages, selection);
-
-  fs::create_directories(run_dir);
-  if (!lock) lock.emplace(run_dir / kLockFile);
-  setup_logging(config.run.log_level, (run_dir / kLogFile).string());
-  // Under the lock no other process writes here: temporaries are what a killed run left.
-  if (const int removed = remove_stale_temporaries(run_dir); removed > 0) {
-    spdlog::info("removed {} temporary file(s) or folder(s) a killed run left in {}", removed, run_dir.string());
-  }
-  const fs::path resolved = run_dir / kResolvedConfigFile;
-  if (!fs::exists(resolved)) write_text_atomically(resolved, config_to_yaml(config));
-  Manifest manifest(run_dir / kManifestFile);
-  spdlog::info("{} run in {}: stages {}", config.pipeline, run_dir.string(),
-               selection.stages.empty() ? stage_names(stages) : fmt::format("{}", fmt::join(selection.stages, ", ")));
-  for (const Stage& stage : stages) {
-    if (!selected.count(stage.name)) continue;
-    if (is_finished(run_dir, stage.name)) {
-      spdlog::info("stage {}: finished earlier, skipped (delete {} to run it again)", stage.name,
-                   (run_dir / stage.name).string());
-      continue;
+  if (group != nullptr && group->rank() != 0) {
+    // Rank 0 checks and prepares the run, then names the stages to run, or says why none.
+    const nlohmann::json plan = nlohmann::json::parse(group->broadcast_bytes("", 0));
+    check(!plan.contains("error"), "rank 0 could not start the run: {}", plan.value("error", ""));
+    for (const nlohmann::json& entry : plan.at("stages")) {
+      const std::string name = entry.get<std::string>();
+      follow_stage(*std::find_if(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == name; }),
+                   run_dir, *group);
     }
-    run_stage(stage, run_dir, manifest);
+    return;
   }
+  std::optional<RunLock> lock;
+  std::optional<Manifest> manifest;
+  std::vector<const Stage*> to_run;
+  try {
+    check(!fs::exists(run_dir) || fs::is_directory(run_dir), "run.dir {} exists and is not a directory",
+          run_dir.string());
+    // Before anything of an existing run is read: a second process on it stops here.
+    if (fs::exists(run_dir)) lock.emplace(run_dir / kLockFile);
+    check_run_can_start(config, stages, selection);
+
+    fs::create_directories(run_dir);
+    if (!lock) lock.emplace(run_dir / kLockFile);
+    setup_logging(config.run.log_level, (run_dir / kLogFile).string(), group != nullptr ? "rank 0" : "");
+    // Under the lock no other process writes here: temporaries are what a killed run left.
+    if (const int removed = remove_stale_temporaries(run_dir); removed > 0) {
+      spdlog::info("removed {} temporary file(s) or folder(s) a killed run left in {}", removed, run_dir.string());
+    }
+    const fs::path resolved = run_dir / kResolvedConfigFile;
+    if (!fs::exists(resolved)) write_text_atomically(resolved, config_to_yaml(config));
+    manifest.emplace(run_dir / kManifestFile);
+    spdlog::info("{} run in {}: stages {}{}", config.pipeline, run_dir.string(),
+                 selection.stages.empty() ? stage_names(stages) : fmt::format("{}", fmt::join(selection.stages, ", ")),
+                 group != nullptr ? fmt::format(", a job of {} processes", group->world_size()) : "");
+    for (const Stage& stage : stages) {
+      if (!selected.count(stage.name)) continue;
+      if (is_finished(run_dir, stage.name)) {
+        spdlog::info("stage {}: finished earlier, skipped (delete {} to run it again)", stage.name,
+                     (run_dir / stage.name).string());
+        continue;
+      }
+      to_run.push_back(&stage);
+    }
+  } catch (const std::exception& error) {
+    if (group != nullptr) group->broadcast_bytes(nlohmann::json{{"error", error.what()}}.dump(), 0);
+    throw;
+  }
+  if (group != nullptr) {
+    nlohmann::json names = nlohmann::json::array();
+    for (const Stage* stage : to_run) names.push_back(stage->name);
+    group->broadcast_bytes(nlohmann::json{{"stages", names}}.dump(), 0);
+  }
+  for (const Stage* stage : to_run) run_stage(*stage, run_dir, *manifest, group);
   spdlog::info("all selected stages of {} have finished", run_dir.string());
 }
 

@@ -4,6 +4,7 @@
 
 #include <numeric>
 
+#include "can/distributed.h"
 #include "can/error.h"
 #include "can/logprobs.h"
 #include "can/model_weights.h"
@@ -14,7 +15,8 @@ namespace can {
 namespace {
 
 // Runs `forward` on batches of sequences of similar length (less padding), on
-// `device`, and scatters its [batch] results back into input order.
+// `device`, the batches shared among a job's ranks, and scatters its [batch] results
+// back into input order.
 template <typename Forward>
 std::vector<double> batched(const std::vector<TokenizedSequence>& sequences, const BatchInferenceOptions& options,
                             torch::Device device, Forward forward) {
@@ -24,17 +26,24 @@ std::vector<double> batched(const std::vector<TokenizedSequence>& sequences, con
   auto length = [&](size_t i) { return sequences[i].prompt_ids.size() + sequences[i].response_ids.size(); };
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return length(a) < length(b); });
   const BatchingOptions batching{options.max_length, /*pad_id=*/0};
-  std::vector<double> results(sequences.size());
   torch::NoGradGuard no_grad;
-  for (size_t first = 0; first < order.size(); first += options.batch_size) {
-    const size_t count = std::min<size_t>(options.batch_size, order.size() - first);
+  const auto batch_size = static_cast<size_t>(options.batch_size);
+  const auto batches = static_cast<int64_t>((order.size() + batch_size - 1) / batch_size);
+  const auto values = run_sharded(options.group, batches, [&](int64_t batch) {
+    const size_t first = static_cast<size_t>(batch) * batch_size;
+    const size_t count = std::min(batch_size, order.size() - first);
     std::vector<TokenizedSequence> chunk;
     for (size_t i = 0; i < count; ++i) chunk.push_back(sequences[order[first + i]]);
-    const torch::Tensor values = forward(batch_to_device(make_batch(chunk, batching), device))
+    const torch::Tensor result = forward(batch_to_device(make_batch(chunk, batching), device))
                                      .to(torch::kCPU, torch::kFloat64)
                                      .contiguous();  // [count]
-    const double* data = values.data_ptr<double>();
-    for (size_t i = 0; i < count; ++i) results[order[first + i]] = data[i];
+    return std::vector<double>(result.data_ptr<double>(), result.data_ptr<double>() + count);
+  });
+  std::vector<double> results(sequences.size());
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    for (size_t i = 0; i < values[batch].size(); ++i) {
+      results[order[static_cast<size_t>(batch) * batch_size + i]] = values[batch][i];
+    }
   }
   return results;
 }

@@ -39,8 +39,9 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
   auto all_rejected = train_pairs.rejected;
   all_rejected.insert(all_rejected.end(), eval_pairs.rejected.begin(), eval_pairs.rejected.end());
   const ReferenceLogprobs reference =
-      cached_reference_logprobs(dpo.reference != nullptr ? *dpo.reference : model, all_chosen, all_rejected, batching, options.micro_batch_size,
-                             options.output_dir / "reference_logprobs.safetensors");
+      cached_reference_logprobs(dpo.reference != nullptr ? *dpo.reference : model, all_chosen, all_rejected, batching,
+                                options.micro_batch_size, options.output_dir / "reference_logprobs.safetensors",
+                                options.process_group);
 
   // offset: where the set's pairs start in the reference tensors.
   const auto loss_on = [&](const TokenizedPairs& pairs, int64_t offset, const std::vector<int64_t>& indices) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "can/batch_inference.h"
+#include "can/distributed.h"
 #include "can/error.h"
 #include "can/lora.h"
 #include "can/model_weights.h"
@@ -103,7 +104,8 @@ std::optional<ReferenceLogprobs> read_cache(const std::filesystem::path& cache_f
 
 ReferenceLogprobs cached_reference_logprobs(LlamaForCausalLM& reference, const std::vector<TokenizedSequence>& chosen,
                                       const std::vector<TokenizedSequence>& rejected, const BatchingOptions& batching,
-                                      int64_t batch_size, const std::filesystem::path& cache_file) {
+                                      int64_t batch_size, const std::filesystem::path& cache_file,
+                                      const ProcessGroup* group) {
   check(chosen.size() == rejected.size() && !chosen.empty(),
         "reference log-probs need as many rejected as chosen sequences (at least one), got {} and {}", chosen.size(),
         rejected.size());
@@ -113,7 +115,13 @@ ReferenceLogprobs cached_reference_logprobs(LlamaForCausalLM& reference, const s
       {"weights_hash", hash_weights(*reference)},
       {"data_hash", hash_sequences(chosen, rejected, batching.max_length)},
       {"num_pairs", std::to_string(pairs)}};
-  if (auto cached = read_cache(cache_file, metadata, pairs)) {
+  std::optional<ReferenceLogprobs> cached = read_cache(cache_file, metadata, pairs);
+  if (group != nullptr) {  // every rank reuses the file, or every rank computes
+    at::Tensor missing = torch::tensor({cached ? 0.0 : 1.0}, torch::kDouble);
+    group->all_reduce_sum({missing});
+    if (missing.item<double>() > 0) cached.reset();
+  }
+  if (cached) {
     spdlog::info("reusing reference log-probs of {} pairs from '{}' (weights {}, data {})", pairs, cache_file.string(),
                  metadata.at("weights_hash"), metadata.at("data_hash"));
     return *cached;
@@ -121,23 +129,32 @@ ReferenceLogprobs cached_reference_logprobs(LlamaForCausalLM& reference, const s
 
   const c10::Device device = module_device(*reference);
   const LoraDisabled base_model(*reference);
-  std::vector<at::Tensor> chosen_parts, rejected_parts;
-  ProgressBar progress("reference log-probs", pairs, "pairs");
-  for (int64_t begin = 0; begin < pairs; begin += batch_size) {
-    const int64_t end = std::min(pairs, begin + batch_size);
+  const int64_t batches = (pairs + batch_size - 1) / batch_size;
+  ProgressBar progress("reference log-probs", batches, "batches");
+  // Each batch's [count] chosen log-probs, then its [count] rejected ones.
+  const auto results = run_sharded(group, batches, [&](int64_t index) {
+    const int64_t begin = index * batch_size, end = std::min(pairs, begin + batch_size);
     const std::vector<TokenizedSequence> batch_chosen(chosen.begin() + begin, chosen.begin() + end);
     const std::vector<TokenizedSequence> batch_rejected(rejected.begin() + begin, rejected.begin() + end);
     const SequenceBatch batch = make_pair_batch(batch_chosen, batch_rejected, batching);
     const auto logprobs = frozen_sequence_logprobs(reference, batch_to_device(batch, device));
     const auto [chosen_logprobs, rejected_logprobs] = split_chosen_rejected(logprobs.cpu());
-    chosen_parts.push_back(chosen_logprobs);
-    rejected_parts.push_back(rejected_logprobs);
-    progress.advance(end - begin);
-  }
+    const at::Tensor both = torch::cat({chosen_logprobs, rejected_logprobs}).to(torch::kDouble).contiguous();  // [2 count]
+    progress.advance(1);
+    return std::vector<double>(both.data_ptr<double>(), both.data_ptr<double>() + both.numel());
+  });
   progress.finish();
+  std::vector<at::Tensor> chosen_parts, rejected_parts;
+  for (const std::vector<double>& both : results) {
+    const at::Tensor values = torch::tensor(both, torch::kDouble).to(torch::kFloat);  // [2 count], float32 values
+    chosen_parts.push_back(values.narrow(0, 0, values.size(0) / 2));
+    rejected_parts.push_back(values.narrow(0, values.size(0) / 2, values.size(0) / 2));
+  }
   ReferenceLogprobs computed{torch::cat(chosen_parts), torch::cat(rejected_parts), /*reused=*/false};
-  save_safetensors(cache_file, {{"chosen", computed.chosen}, {"rejected", computed.rejected}}, metadata);
-  spdlog::info("reference log-probs of {} pairs computed and cached in '{}'", pairs, cache_file.string());
+  if (group == nullptr || group->rank() == 0) {
+    save_safetensors(cache_file, {{"chosen", computed.chosen}, {"rejected", computed.rejected}}, metadata);
+    spdlog::info("reference log-probs of {} pairs computed and cached in '{}'", pairs, cache_file.string());
+  }
   return computed;
 }
 

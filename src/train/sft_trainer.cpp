@@ -49,6 +49,11 @@ TrainingSummary train_sft(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
   task.model = model.ptr();
   task.num_examples = static_cast<int64_t>(train_sequences.size());
   task.compute_loss = [&](const std::vector<int64_t>& indices) { return loss_on(train_sequences, indices); };
+  // The loss is a mean over response tokens: the predicted ones (response_nll's denominator).
+  task.loss_items = [&](const std::vector<int64_t>& indices) {
+    const at::Tensor mask = make_batch(select(train_sequences, indices), batching).response_mask;  // [B, T]
+    return mask.narrow(1, 1, mask.size(1) - 1).sum().item<int64_t>();
+  };
   if (!eval_sequences.empty()) {
     task.evaluate = [&] {
       return evaluate_in_batches(

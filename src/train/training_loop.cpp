@@ -147,6 +147,11 @@ bool all_finite(const std::vector<at::Tensor>& parameters) {
   return torch::cat(flags).all().item<bool>();
 }
 
+// What the task's loss averages over in the examples at `indices`.
+int64_t loss_items(const TrainingTask& task, const std::vector<int64_t>& indices) {
+  return task.loss_items ? task.loss_items(indices) : static_cast<int64_t>(indices.size());
+}
+
 }  // namespace
 
 int64_t total_training_steps(int64_t num_examples, const TrainingOptions& options) {
@@ -248,19 +253,21 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     // The update's micro-batches of the job, never past the end of the epoch, and this
     // rank's part of each (none at an epoch's end when the job's micro-batch runs short).
     std::vector<std::vector<int64_t>> micro_batches;
-    int64_t update_examples = 0;  // the job's
+    int64_t update_items = 0;  // what the loss averages over, in the job's micro-batches
     for (int64_t k = 0; k < options.gradient_accumulation_steps; ++k) {
       const std::vector<int64_t> job_batch = shuffler.next_batch(options.micro_batch_size * world);
-      update_examples += static_cast<int64_t>(job_batch.size());
+      update_items += loss_items(task, job_batch);
       const auto begin = std::min<int64_t>(rank * options.micro_batch_size, static_cast<int64_t>(job_batch.size()));
       const auto end = std::min<int64_t>(begin + options.micro_batch_size, static_cast<int64_t>(job_batch.size()));
       if (begin < end) micro_batches.emplace_back(job_batch.begin() + begin, job_batch.begin() + end);
       if (shuffler.state().position == 0) break;
     }
+    bool job_interrupted = false;  // in a job: a rank was asked to stop
     at::Tensor update_loss;  // [] detached, on the device: Σ this rank's weighted losses (none without examples)
     for (const auto& indices : micro_batches) {
       const MicroBatchLoss result = task.compute_loss(indices);
-      const double weight = static_cast<double>(indices.size()) / static_cast<double>(update_examples);
+      const double weight =
+          static_cast<double>(loss_items(task, indices)) / static_cast<double>(std::max<int64_t>(1, update_items));
       (result.output.loss * weight).backward();
       const auto weighted_loss = result.output.loss.detach() * weight;
       update_loss = update_loss.defined() ? update_loss + weighted_loss : weighted_loss;
@@ -278,7 +285,11 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       // One copy to the host per update, where the loss is read anyway.
       update_loss = update_loss.defined() ? update_loss.to(torch::kCPU, torch::kDouble) : torch::zeros({}, torch::kDouble);
       sums.push_back(update_loss);
+      // Ctrl-C on any rank stops every rank after this same update.
+      const at::Tensor interrupts = torch::tensor(interrupt_requested ? 1.0 : 0.0, torch::kDouble);
+      sums.push_back(interrupts);
       group->all_reduce_sum(sums);
+      job_interrupted = interrupts.item<double>() > 0;
     }
     grad_norm = clip_gradient_norm(parameters, max_grad_norm);
     const double loss = update_loss.item<double>();
@@ -290,7 +301,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
           stage, step + 1, std::isfinite(loss) ? "grad_norm" : "loss", loss, grad_norm, last_good_checkpoint());
     }
     adamw_step(*optimizer);
-    count_optimizer_update();
+    if (writer) count_optimizer_update();  // one of the job's, counted once
     const auto trained_until = std::chrono::steady_clock::now();  // tokens/s leaves out evaluation and saving
     ++step;
     window.updates += 1;
@@ -298,7 +309,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     if (writer) progress.advance(1, fmt::format("loss {:.4f}", loss));
 
     const bool final_step = step == total_steps;
-    const bool interrupted = interrupt_requested && !final_step;
+    const bool interrupted = (group != nullptr ? job_interrupted : interrupt_requested.load()) && !final_step;
     const bool evaluate_now =
         task.evaluate && (final_step || (options.eval_every > 0 && step % options.eval_every == 0));
     const bool save_now = final_step || interrupted || (options.save_every > 0 && step % options.save_every == 0);
