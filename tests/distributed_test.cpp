@@ -271,6 +271,24 @@ TEST(DistributedWorker, Run) {
   group.broadcast({from_one}, 1);
   EXPECT_TRUE(torch::equal(from_one, torch::full({4}, 1.0)));
   group.barrier();
+
+  // Bytes of different sizes (rank 1's empty), gathered and broadcast.
+  const std::string mine = r == 0 ? std::string("rank zero\0!", 11) : std::string();
+  EXPECT_EQ(group.all_gather_bytes(mine), (std::vector<std::string>{std::string("rank zero\0!", 11), ""}));
+  EXPECT_EQ(group.broadcast_bytes(r == 1 ? "from one" : "ignored", 1), "from one");
+  // Five units on two ranks: rank 0 computes 0, 2, 4 and rank 1 computes 1, 3; every
+  // rank gets every unit's result in order, of any length (unit 3's is empty).
+  std::vector<int64_t> computed;
+  const auto results = can::run_sharded(&group, 5, [&](int64_t unit) {
+    computed.push_back(unit);
+    return std::vector<double>(static_cast<size_t>(unit == 3 ? 0 : unit + 1), unit + 0.25);
+  });
+  EXPECT_EQ(computed, r == 0 ? (std::vector<int64_t>{0, 2, 4}) : (std::vector<int64_t>{1, 3}));
+  ASSERT_EQ(results.size(), 5u);
+  for (int64_t unit = 0; unit < 5; ++unit) {
+    EXPECT_EQ(results[unit], std::vector<double>(static_cast<size_t>(unit == 3 ? 0 : unit + 1), unit + 0.25)) << unit;
+  }
+  EXPECT_EQ(can::run_sharded(&group, 0, [](int64_t) { return std::vector<double>{1}; }).size(), 0u);
 }
 
 }  // namespace

@@ -235,6 +235,40 @@ TEST_F(Trainers, SftLowersTheResponseLossAndMakesTheResponsesLikelier) {
   EXPECT_TRUE(torch::equal(saved->lm_head->weight, model->lm_head->weight));
 }
 
+// The update's loss is the mean over its response tokens, as transformers' Trainer with
+// num_items_in_batch: splitting a micro-batch into accumulated smaller ones (or across
+// the ranks of a job) changes nothing but the summation order. Weighting each
+// micro-batch's token mean by its share of examples instead makes a different update.
+TEST_F(Trainers, SftUpdateIsTheTokenMeanWhateverTheMicroBatchSplit) {
+  auto examples = sft_examples(32, 21);
+  for (size_t i = 0; i < examples.size(); i += 3) examples[i].response += " and the rest of it is long";
+  const auto train_with = [&](int64_t micro_batch_size, int64_t accumulation, const fs::path& output) {
+    auto model = policy();
+    auto options = base_options(output);
+    options.micro_batch_size = micro_batch_size;
+    options.gradient_accumulation_steps = accumulation;
+    options.learning_rate = 1e-2;
+    can::train_sft(model, *tokenizer_, chat_template_, examples, {}, options);
+    return model;
+  };
+  const auto whole = train_with(8, 1, output_dir_.path() / "whole");
+  const auto split = train_with(2, 4, output_dir_.path() / "split");
+  double worst = 0, moved = 0;
+  const auto initial = policy()->named_parameters();
+  for (const auto& parameter : whole->named_parameters()) {
+    const at::Tensor& expected = parameter.value();
+    const at::Tensor& actual = split->named_parameters()[parameter.key()];
+    worst = std::max(worst, ((actual - expected).abs().max() / expected.abs().max()).item<double>());
+    moved = std::max(moved, (expected - initial[parameter.key()]).abs().max().item<double>());
+  }
+  EXPECT_LE(worst, 1e-5) << "largest relative difference of a parameter";
+  EXPECT_GT(moved, 1e-3) << "training moved the weights";
+  const auto loss = [&](const char* run) {
+    return can::testing::read_json_lines(output_dir_.path() / run / "metrics.jsonl").front()["loss"].get<double>();
+  };
+  EXPECT_NEAR(loss("split"), loss("whole"), 1e-5 * loss("whole"));
+}
+
 TEST_F(Trainers, RewardModelLearnsASeparablePreference) {
   const auto train = marker_pairs(160, 21, /*same_words=*/false);
   const auto eval = marker_pairs(48, 22, /*same_words=*/false);

@@ -33,14 +33,18 @@ int integer_variable(const char* name, const char* value, int low, int high) {
   return parsed;
 }
 
-// Runs a c10d call; its c10::Error (a timeout, a peer gone) becomes a can::Error saying
-// what this rank was doing.
+// Runs a c10d call; what it throws (c10's errors: a timeout; Gloo's: a peer's connection
+// closed) becomes a can::Error saying what this rank was doing.
 template <typename Action>
 auto collective(const std::string& what, int rank, Action&& action) {
   try {
     return action();
   } catch (const c10::Error& error) {
     fail("rank {}: {} failed: {}", rank, what, error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    fail("rank {}: {} failed (another rank of the job failed, was killed or stopped answering; its own messages "
+         "say which): {}",
+         rank, what, error.what());
   }
 }
 
