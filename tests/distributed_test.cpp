@@ -25,9 +25,12 @@
 #include "can/error.h"
 #include "can/hf_checkpoint.h"
 #include "can/model_weights.h"
+#include "can/optimizer.h"
+#include "can/training_checkpoint.h"
 #include "can/preference_data.h"
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
+#include "json_files.h"
 #include "temporary_directory.h"
 #include "tiny_model.h"
 
@@ -165,7 +168,8 @@ TEST(Distributed, ARankWhoseOthersNeverComeFailsWithinItsTimeout) {
 // One DPO epoch of a tiny model on the synthetic world's pairs: the folder holds the
 // tokenizer, the initial model and the pairs; `output` gets the run.
 can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std::filesystem::path& output,
-                                  int64_t micro_batch_size, const can::ProcessGroup* group) {
+                                  int64_t micro_batch_size, const can::ProcessGroup* group,
+                                  bool shard_optimizer = false) {
   const can::Tokenizer tokenizer = can::Tokenizer::load((folder / "tokenizer.model").string());
   can::LlamaForCausalLM model = can::load_causal_lm((folder / "initial").string());
   const auto pairs = can::read_preference_pairs(folder / "pairs_train.jsonl");
@@ -174,6 +178,7 @@ can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std
   options.micro_batch_size = micro_batch_size;
   options.gradient_accumulation_steps = 2;
   options.learning_rate = 1e-3;
+  options.max_grad_norm = 0.05;  // below every update's norm: clipping uses the job's norm
   options.warmup_steps = 2;
   options.log_every = 1;
   options.save_every = 0;
@@ -181,8 +186,38 @@ can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std
   options.max_length = 96;
   options.output_dir = output;
   options.process_group = group;
+  options.shard_optimizer = shard_optimizer;
   can::DpoTrainingOptions dpo;
   return can::train_dpo(model, tokenizer, can::ChatTemplate(), pairs, {}, options, dpo);
+}
+
+// The largest relative difference between two folders' tensors (max |a − b| / max |b| per tensor).
+double largest_relative_difference(const std::map<std::string, at::Tensor>& actual,
+                                   const std::map<std::string, at::Tensor>& expected) {
+  EXPECT_EQ(actual.size(), expected.size());
+  double worst = 0;
+  for (const auto& [name, tensor] : expected) {
+    const at::Tensor difference = (actual.at(name) - tensor).abs().max() / tensor.abs().max().clamp_min(1e-12);
+    worst = std::max(worst, difference.item<double>());
+  }
+  return worst;
+}
+
+// The AdamW moments in a run's last checkpoint, by parameter name ("exp_avg:" and "exp_avg_sq:" prefixes).
+std::map<std::string, at::Tensor> checkpoint_moments(const std::filesystem::path& folder,
+                                                     const std::filesystem::path& output) {
+  can::LlamaForCausalLM model = can::load_causal_lm((folder / "initial").string());
+  auto optimizer = can::make_adamw(model->named_parameters(), {});
+  can::load_optimizer_state(*optimizer, can::latest_training_checkpoint(output) / "optimizer.pt");
+  std::map<std::string, at::Tensor> moments;
+  for (const auto& parameter : model->named_parameters()) {
+    const auto& state = static_cast<const torch::optim::AdamWParamState&>(
+        *optimizer->state().at(parameter.value().unsafeGetTensorImpl()));
+    moments["exp_avg:" + parameter.key()] = state.exp_avg();
+    moments["exp_avg_sq:" + parameter.key()] = state.exp_avg_sq();
+    moments["step:" + parameter.key()] = torch::tensor(static_cast<double>(state.step()));
+  }
+  return moments;
 }
 
 TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
@@ -200,28 +235,43 @@ TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
   can::LlamaConfig config = can::testing::tiny_llama_config(400);
   can::save_causal_lm(can::LlamaForCausalLM(config), (folder.path() / "initial").string());
 
-  const int port = free_port();
-  ASSERT_GT(port, 0);
-  const pid_t first = start_worker("dpo", 0, 2, port, folder.path().string());
-  const pid_t second = start_worker("dpo", 1, 2, port, folder.path().string());
+  // Two jobs of two ranks, unsharded and with sharded optimizer state (ZeRO stage 1).
+  std::vector<pid_t> workers;
+  for (const char* task : {"dpo", "dpo-sharded"}) {
+    const int port = free_port();
+    ASSERT_GT(port, 0);
+    workers.push_back(start_worker(task, 0, 2, port, folder.path().string()));
+    workers.push_back(start_worker(task, 1, 2, port, folder.path().string()));
+  }
   // Meanwhile, one process with the job's micro-batch (2 ranks × 3 pairs).
   const can::TrainingSummary single = train_dpo_in(folder.path(), folder.path() / "single", 6, nullptr);
-  ASSERT_EQ(wait_for(first, std::chrono::seconds(120)), 0) << "rank 0; its output is above";
-  ASSERT_EQ(wait_for(second, std::chrono::seconds(120)), 0) << "rank 1; its output is above";
+  for (const pid_t worker : workers) ASSERT_EQ(wait_for(worker, std::chrono::seconds(180)), 0) << "output above";
 
-  EXPECT_FALSE(std::filesystem::exists(folder.path() / "rank-1" / "model")) << "rank 0 alone writes the model";
   const auto expected = can::load_checkpoint_tensors(folder.path() / "single" / "model");
-  const auto actual = can::load_checkpoint_tensors(folder.path() / "rank-0" / "model");
-  ASSERT_EQ(actual.size(), expected.size());
-  double worst = 0;
-  for (const auto& [name, tensor] : expected) {
-    const at::Tensor difference = (actual.at(name) - tensor).abs().max() / tensor.abs().max().clamp_min(1e-12);
-    worst = std::max(worst, difference.item<double>());
-  }
-  EXPECT_LE(worst, 1e-5) << "largest relative difference of a parameter";
   const auto initial = can::load_checkpoint_tensors(folder.path() / "initial");
-  EXPECT_GT((actual.at("lm_head.weight") - initial.at("lm_head.weight")).abs().max().item<double>(), 1e-4)
-      << "training moved the weights";
+  for (const char* job : {"dpo", "dpo-sharded"}) {
+    EXPECT_FALSE(std::filesystem::exists(folder.path() / job / "rank-1" / "model")) << job << ": rank 0 alone writes";
+    const auto actual = can::load_checkpoint_tensors(folder.path() / job / "rank-0" / "model");
+    EXPECT_LE(largest_relative_difference(actual, expected), 1e-5) << job << ": largest relative difference";
+    EXPECT_GT((actual.at("lm_head.weight") - initial.at("lm_head.weight")).abs().max().item<double>(), 1e-4)
+        << "training moved the weights";
+    // Each update's loss and gradient norm (the job's, from the owners' parts when sharded).
+    const auto lines = can::testing::read_json_lines(folder.path() / job / "rank-0" / "metrics.jsonl");
+    const auto single_lines = can::testing::read_json_lines(folder.path() / "single" / "metrics.jsonl");
+    ASSERT_EQ(lines.size(), single_lines.size());
+    for (size_t i = 0; i < lines.size(); ++i) {
+      for (const char* metric : {"loss", "grad_norm"}) {
+        const double expected_value = single_lines[i].at(metric).get<double>();
+        EXPECT_NEAR(lines[i].at(metric).get<double>(), expected_value, 1e-5 * expected_value)
+            << job << ", update " << i + 1 << ": " << metric;
+      }
+    }
+    // The checkpoint's optimizer state (gathered onto rank 0 when sharded) is one process's.
+    EXPECT_LE(largest_relative_difference(checkpoint_moments(folder.path(), folder.path() / job / "rank-0"),
+                                          checkpoint_moments(folder.path(), folder.path() / "single")),
+              1e-4)
+        << job << ": AdamW's moments";
+  }
   EXPECT_EQ(single.steps, 4);  // ceil(ceil(37 / 6) / 2)
 }
 
@@ -241,10 +291,11 @@ TEST(DistributedWorker, Run) {
     return;
   }
   const can::ProcessGroup group = can::ProcessGroup::join(launch, std::chrono::seconds(30));
-  if (std::string(task) == "dpo") {
+  if (std::string(task).rfind("dpo", 0) == 0) {
     const std::filesystem::path folder = std::getenv("CAN_DISTRIBUTED_FOLDER");
+    const bool sharded = std::string(task) == "dpo-sharded";
     const can::TrainingSummary summary =
-        train_dpo_in(folder, folder / ("rank-" + std::to_string(launch.rank)), 3, &group);
+        train_dpo_in(folder, folder / task / ("rank-" + std::to_string(launch.rank)), 3, &group, sharded);
     EXPECT_EQ(summary.steps, 4);
     return;
   }

@@ -94,6 +94,11 @@ struct EvaluationStageOptions {
   bool same_template_prompts = false;
 };
 
+// A job of several processes (can-train under torchrun; README, "Several processes").
+struct DistributedOptions {
+  bool shard_optimizer = false;  // ZeRO stage 1: each rank keeps 1/N of AdamW's moments
+};
+
 struct SweepOptions {
   std::vector<double> margins;  // empty: no sweep
   int64_t constraint = 0;       // the constraint j whose margin is swept; the others keep dual.margins
@@ -128,6 +133,7 @@ struct Config {
   EvaluationStageOptions eval;
   SweepOptions sweep;
   PrimalDualOptions primal_dual;  // pipeline primal_dual's rounds
+  DistributedOptions distributed;
 };
 
 // m, the number of safety constraints: one margin each in dual.margins.

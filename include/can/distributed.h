@@ -53,6 +53,9 @@ class ProcessGroup {
   // own) and each bucket is one collective, as DDP's reducer does, not one per tensor.
   // Every rank must pass tensors of the same dtypes and shapes, in the same order.
   void all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes = kDefaultBucketBytes) const;
+  // As all_reduce_sum, but only `root`'s tensors get the sums (the others' are left
+  // with unspecified values): the reduce half of ZeRO's gradient exchange.
+  void reduce_sum(const std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes = kDefaultBucketBytes) const;
   // Each tensor takes `root`'s values, in place.
   void broadcast(const std::vector<at::Tensor>& tensors, int root) const;
   // Returns once every rank has called it.

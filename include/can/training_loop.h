@@ -27,6 +27,8 @@
 // process with micro_batch_size × world_size. Loss, gradient norm, clipping, the
 // non-finite stop and metrics use the job's values, identical on every rank. Rank 0
 // alone logs, writes metrics, checkpoints and the model; the others wait for it.
+// With shard_optimizer, ZeRO stage 1 (sharded_optimizer.h): gradients are reduced onto
+// each parameter's owner, which updates it and shares it; the same parameters.
 // Every rank starts from rank 0's parameters; dropout draws from seed + rank. Ctrl-C
 // on any rank stops every rank after the same update, with rank 0's checkpoint.
 #pragma once
@@ -77,6 +79,9 @@ struct TrainingOptions {
   int64_t max_steps = 0;
   // The job whose ranks train together (distributed.h); null: this process alone. Not a config key.
   const ProcessGroup* process_group = nullptr;
+  // In a job, each rank keeps AdamW's moments of 1/N of the parameters (ZeRO stage 1,
+  // sharded_optimizer.h). Not a trainer key: distributed.shard_optimizer sets it.
+  bool shard_optimizer = false;
   bool resume = false;               // continue from <output_dir>/checkpoints/latest when it exists
   std::filesystem::path output_dir;  // metrics.jsonl, checkpoints/, model/
 };

@@ -112,14 +112,14 @@ ProcessGroup ProcessGroup::join(const LaunchEnvironment& launch, std::chrono::mi
 int ProcessGroup::rank() const { return state_->rank; }
 int ProcessGroup::world_size() const { return state_->world_size; }
 
-void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) const {
-  const auto reduce = [&](at::Tensor flat) {  // flat: [n], contiguous
-    std::vector<at::Tensor> one = {flat};
-    collective("all-reduce", rank(), [&] { state_->group->allreduce(one)->wait(); });
-  };
+namespace {
+
+// Packs `tensors` into buckets (tensors of one dtype, at most bucket_bytes together, at
+// least one), runs `collective` on each bucket, flat, and copies its values back.
+void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
+                const std::function<void(std::vector<at::Tensor>& flat)>& collective) {
   size_t begin = 0;
   while (begin < tensors.size()) {
-    // The bucket: tensors [begin, end) of one dtype, at most bucket_bytes together (at least one).
     size_t end = begin + 1;
     int64_t bytes = tensors[begin].nbytes();
     while (end < tensors.size() && tensors[end].scalar_type() == tensors[begin].scalar_type() &&
@@ -129,16 +129,33 @@ void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_
     }
     std::vector<at::Tensor> flats;
     for (size_t i = begin; i < end; ++i) flats.push_back(tensors[i].reshape({-1}));
-    const at::Tensor bucket = at::cat(flats);  // [Σ numel]
-    reduce(bucket);
+    std::vector<at::Tensor> bucket = {at::cat(flats)};  // [Σ numel]
+    collective(bucket);
     int64_t offset = 0;
     for (size_t i = begin; i < end; ++i) {
       const int64_t count = tensors[i].numel();
-      tensors[i].copy_(bucket.narrow(0, offset, count).view(tensors[i].sizes()));
+      tensors[i].copy_(bucket[0].narrow(0, offset, count).view(tensors[i].sizes()));
       offset += count;
     }
     begin = end;
   }
+}
+
+}  // namespace
+
+void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) const {
+  in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
+    collective("all-reduce", rank(), [&] { state_->group->allreduce(bucket)->wait(); });
+  });
+}
+
+void ProcessGroup::reduce_sum(const std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes) const {
+  check(root >= 0 && root < world_size(), "reduce onto rank {}, outside [0, {})", root, world_size());
+  c10d::ReduceOptions options;
+  options.rootRank = root;
+  in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
+    collective("reduce", rank(), [&] { state_->group->reduce(bucket, options)->wait(); });
+  });
 }
 
 void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root) const {

@@ -380,6 +380,16 @@ ConfigSchema build_schema() {
       .at_least(1);
   s.add("primal_dual.updates_per_round", "DPO optimizer updates per round", &C::primal_dual, &P::updates_per_round)
       .at_least(1);
+
+  s.section("distributed",
+            "A job of several processes (torchrun --no-python --nproc-per-node N can-train ...): training is "
+            "data-parallel with a global batch of micro_batch_size × processes × gradient_accumulation_steps, "
+            "sampling and scoring are shared, rank 0 writes. One process alone ignores this section.");
+  s.add("distributed.shard_optimizer",
+        "ZeRO stage 1: each rank keeps and updates AdamW's moments of 1/N of the parameters (the same parameters; "
+        "checkpoints unchanged)",
+        &C::distributed, &DistributedOptions::shard_optimizer)
+      .without_effect_on_artifacts();
   return s;
 }
 

@@ -76,6 +76,7 @@ TrainingOptions training_options(const TrainingOptions& configured, const Config
   options.resume = context.resuming;
   options.output_dir = context.work_dir;
   options.process_group = context.group;
+  options.shard_optimizer = context.group != nullptr && config.distributed.shard_optimizer;
   return options;
 }
 

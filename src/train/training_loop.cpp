@@ -20,6 +20,7 @@
 #include "can/model_weights.h"
 #include "can/optimizer.h"
 #include "can/progress.h"
+#include "can/sharded_optimizer.h"
 #include "can/runtime.h"
 #include "can/trainer_state.h"
 #include "can/training_checkpoint.h"
@@ -195,6 +196,10 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
   adamw.weight_decay = options.weight_decay;
   auto optimizer = make_adamw(model.named_parameters(), adamw);
   const auto parameters = optimizer_parameters(*optimizer);
+  check(!options.shard_optimizer || group != nullptr,
+        "{}: shard_optimizer needs a job of several processes (distributed.shard_optimizer)", stage);
+  std::optional<ShardedOptimizer> shards;  // ZeRO stage 1: this rank's share of AdamW's moments
+  if (options.shard_optimizer) shards.emplace(*group, parameters);
   LearningRateSchedule schedule;
   schedule.peak_lr = options.learning_rate;
   schedule.warmup_steps = options.warmup_steps;
@@ -217,6 +222,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     const TrainerState state = load_training_checkpoint(
         last_checkpoint, task.load_trained_weights ? task.load_trained_weights : load_all_parameters, *optimizer);
     restore_trainer_state(state, shuffler, world);
+    if (shards) shards->drop_moments_of_others(*optimizer);
     step = state.step;
     check(step <= total_steps, "{}: checkpoint '{}' is at update {}, beyond this run's {} updates", stage,
           last_checkpoint.string(), step, total_steps);
@@ -280,8 +286,9 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       std::vector<at::Tensor> sums;
       for (const auto& parameter : parameters) {
         if (!parameter.grad().defined()) parameter.mutable_grad() = torch::zeros_like(parameter);
-        sums.push_back(parameter.grad());
+        if (!shards) sums.push_back(parameter.grad());
       }
+      if (shards) shards->reduce_gradients();  // each gradient's sum on its owner alone
       // One copy to the host per update, where the loss is read anyway.
       update_loss = update_loss.defined() ? update_loss.to(torch::kCPU, torch::kDouble) : torch::zeros({}, torch::kDouble);
       sums.push_back(update_loss);
@@ -291,7 +298,7 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
       group->all_reduce_sum(sums);
       job_interrupted = interrupts.item<double>() > 0;
     }
-    grad_norm = clip_gradient_norm(parameters, max_grad_norm);
+    grad_norm = shards ? shards->clip_gradients(max_grad_norm) : clip_gradient_norm(parameters, max_grad_norm);
     const double loss = update_loss.item<double>();
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       optimizer->zero_grad();
@@ -300,7 +307,8 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
           "Check the data and lower the learning rate, then resume.",
           stage, step + 1, std::isfinite(loss) ? "grad_norm" : "loss", loss, grad_norm, last_good_checkpoint());
     }
-    adamw_step(*optimizer);
+    adamw_step(*optimizer);  // sharded: the parameters this rank owns, the only ones with gradients
+    if (shards) shards->share_parameters();
     if (writer) count_optimizer_update();  // one of the job's, counted once
     const auto trained_until = std::chrono::steady_clock::now();  // tokens/s leaves out evaluation and saving
     ++step;
@@ -354,11 +362,13 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     if (save_now) {
       check(all_finite(parameters), "{}: the weights are not finite after update {}; not saving them. {}.", stage, step,
             last_good_checkpoint());
+      if (shards) shards->gather_moments(*optimizer);  // one checkpoint, in the unsharded format
       if (writer) {
         last_checkpoint = save_training_checkpoint(
             options.output_dir, step, task.save_trained_weights ? task.save_trained_weights : task.save_model,
             *optimizer, capture_trainer_state(step, shuffler, world));
       }
+      if (shards) shards->drop_moments_of_others(*optimizer);
       if (group != nullptr) group->barrier();
     }
     if (window.updates == 0) window.start = std::chrono::steady_clock::now();

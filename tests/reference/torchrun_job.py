@@ -4,7 +4,8 @@
   * one machine: `torchrun --no-python --nproc-per-node 2 can-train ...` (torchrun's
     agent serves the store: TORCHELASTIC_USE_AGENT_STORE=True, every rank a client);
   * two machines, emulated on localhost: two torchrun agents, `--nnodes 2 --node-rank
-    0|1 --nproc-per-node 1` meeting through c10d rendezvous at one endpoint;
+    0|1 --nproc-per-node 1` meeting through c10d rendezvous at one endpoint, with
+    distributed.shard_optimizer (ZeRO stage 1);
 each on the tiny MoCAN config with half of each trainer's micro-batch per rank, against
 one process with the whole micro-batch (the same global batches). Checked: the job
 exits 0, its offline samples are the same text as the single process's, λ* within
@@ -85,11 +86,12 @@ def main():
             agents = [subprocess.Popen(torchrun("--no-python", "--nnodes", "2", "--node-rank", str(node),
                                                 "--nproc-per-node", "1", "--rdzv-backend", "c10d",
                                                 "--rdzv-endpoint", endpoint, "--rdzv-id", "can-test",
-                                                *can_train(two_machines, *HALF_MICRO_BATCHES)),
+                                                *can_train(two_machines, *HALF_MICRO_BATCHES, "--set",
+                                                           "distributed.shard_optimizer=true")),
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
                       for node in (0, 1)]
             outputs = [agent.communicate(timeout=600)[0] for agent in agents]
-            if checks.equal("torchrun --nnodes 2 (two agents, c10d rendezvous): both exit 0",
+            if checks.equal("torchrun --nnodes 2 (two agents, c10d rendezvous, sharded optimizer): both exit 0",
                             [agent.returncode for agent in agents], [0, 0]):
                 compare(checks, "two machines", two_machines, single)
             else:
