@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
   try {
     const can::LaunchEnvironment launch = can::read_launch_environment(std::getenv);
     if (launch.world_size > 1) who = fmt::format("can-train (rank {} of {})", launch.rank, launch.world_size);
-    const can::Config config = can::load_config(config_file, overrides);
+    can::Config config = can::load_config(config_file, overrides);
     if (print_config) {
       std::cout << can::config_to_yaml(config);
       return 0;
@@ -105,15 +105,14 @@ int main(int argc, char** argv) {
     can::configure_threads(static_cast<int>(config.run.threads));
     std::optional<can::ProcessGroup> group;
     if (launch.world_size > 1) {
-      can::check(can::select_device(config.run.device).is_cpu(),
-                 "a job of {} processes runs on the CPU (Gloo) in this version, and run.device is {}: set it to cpu "
-                 "(NCCL for GPUs is not built yet)",
-                 launch.world_size, config.run.device);
+      // On GPUs each rank takes its machine's GPU LOCAL_RANK, and NCCL carries CUDA tensors.
+      const bool gpus = can::select_device(config.run.device).is_cuda();
+      if (gpus) config.run.device = fmt::format("cuda:{}", launch.local_rank);
       if (launch.rank != 0) {  // rank 0 logs for the job; the others say only what stops them
         can::setup_logging(config.run.log_level == "off" ? "off" : "error", "", fmt::format("rank {}", launch.rank));
         can::hide_progress_bars();
       }
-      group.emplace(can::ProcessGroup::join(launch, kJobTimeout));
+      group.emplace(can::ProcessGroup::join(launch, kJobTimeout, gpus));
     }
     can::run_stages(config, can::pipeline_stages(config), selection, group ? &*group : nullptr);
     if (!config.sweep.margins.empty() && launch.rank == 0) can::write_sweep_summary(config);

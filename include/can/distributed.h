@@ -1,5 +1,5 @@
 // Several processes, one job, on the engine the ecosystem already trusts: LibTorch's
-// c10d process groups (Gloo), with rendezvous through c10d's TCPStore. A launcher
+// c10d process groups (Gloo; NCCL for GPUs), with rendezvous through c10d's TCPStore. A launcher
 // (torchrun --no-python, Slurm's srun, or a shell loop) sets the variables torchrun
 // sets; read_launch_environment reads them and ProcessGroup::join joins the job.
 //
@@ -41,9 +41,12 @@ LaunchEnvironment read_launch_environment(const std::function<const char*(const 
 class ProcessGroup {
  public:
   // Joins the job: connects to the store (rank 0 serves it unless torchrun's agent does),
-  // waits for every rank, and creates a Gloo process group. Every collective, and the
-  // wait for the others, fails with can::Error after `timeout` instead of hanging.
-  static ProcessGroup join(const LaunchEnvironment& launch, std::chrono::milliseconds timeout);
+  // waits for every rank, and creates a Gloo process group; with `gpus` also an NCCL one
+  // (each rank on its own GPU, cuda:LOCAL_RANK), which the collectives use for CUDA
+  // tensors, Gloo serving the CPU tensors (flags, counts, gathered results) as in
+  // PyTorch's object collectives. A build without NCCL refuses `gpus`. Every collective,
+  // and the wait for the others, fails with can::Error after `timeout` instead of hanging.
+  static ProcessGroup join(const LaunchEnvironment& launch, std::chrono::milliseconds timeout, bool gpus = false);
 
   int rank() const;
   int world_size() const;

@@ -8,6 +8,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <ATen/ATen.h>
 
@@ -78,8 +81,16 @@ LaunchEnvironment read_launch_environment(const std::function<const char*(const 
 }
 
 struct ProcessGroup::State {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> gloo;  // CPU tensors: every job's small messages, and a CPU job's all
+  c10::intrusive_ptr<c10d::Backend> nccl;  // CUDA tensors, in a job on GPUs; null otherwise
   int rank, world_size;
+
+  // The backend of the tensors' device.
+  c10d::Backend& of(const at::Tensor& tensor) const {
+    if (!tensor.is_cuda()) return *gloo;
+    check(nccl, "rank {}: a collective on a CUDA tensor in a job without NCCL", rank);
+    return *nccl;
+  }
 };
 
 ProcessGroup::ProcessGroup(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -87,7 +98,7 @@ ProcessGroup::~ProcessGroup() = default;
 ProcessGroup::ProcessGroup(ProcessGroup&&) noexcept = default;
 ProcessGroup& ProcessGroup::operator=(ProcessGroup&&) noexcept = default;
 
-ProcessGroup ProcessGroup::join(const LaunchEnvironment& launch, std::chrono::milliseconds timeout) {
+ProcessGroup ProcessGroup::join(const LaunchEnvironment& launch, std::chrono::milliseconds timeout, bool gpus) {
   const int rank = launch.rank;
   c10d::TCPStoreOptions options;
   options.port = static_cast<uint16_t>(launch.master_port);
@@ -102,11 +113,28 @@ ProcessGroup ProcessGroup::join(const LaunchEnvironment& launch, std::chrono::mi
   });
   // Keys of CAN's own under the agent's store, which holds the agent's rendezvous too.
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("can", store);
-  auto group = collective("creating the Gloo process group through " + where, rank, [&] {
+  auto state = std::make_unique<State>();
+  state->rank = rank;
+  state->world_size = launch.world_size;
+  state->gloo = collective("creating the Gloo process group through " + where, rank, [&] {
     return c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, launch.world_size,
                                                        c10d::ProcessGroupGloo::Options::create_default(timeout));
   });
-  return ProcessGroup(std::make_unique<State>(State{std::move(group), rank, launch.world_size}));
+  if (gpus) {
+#ifdef USE_C10D_NCCL
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;
+    auto nccl_store = c10::make_intrusive<c10d::PrefixStore>("can-nccl", store);
+    state->nccl = collective("creating the NCCL process group through " + where, rank, [&] {
+      return c10::make_intrusive<c10d::ProcessGroupNCCL>(nccl_store, rank, launch.world_size, options);
+    });
+#else
+    fail("rank {}: a job on GPUs needs NCCL, and this CAN was built without it (nccl.h was not found when it was "
+         "configured; CMakeLists.txt looks in the PyTorch wheel's nvidia/ folders)",
+         rank);
+#endif
+  }
+  return ProcessGroup(std::move(state));
 }
 
 int ProcessGroup::rank() const { return state_->rank; }
@@ -114,8 +142,8 @@ int ProcessGroup::world_size() const { return state_->world_size; }
 
 namespace {
 
-// Packs `tensors` into buckets (tensors of one dtype, at most bucket_bytes together, at
-// least one), runs `collective` on each bucket, flat, and copies its values back.
+// Packs `tensors` into buckets (tensors of one dtype and device, at most bucket_bytes
+// together, at least one), runs `collective` on each bucket, flat, and copies its values back.
 void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
                 const std::function<void(std::vector<at::Tensor>& flat)>& collective) {
   size_t begin = 0;
@@ -123,6 +151,7 @@ void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
     size_t end = begin + 1;
     int64_t bytes = tensors[begin].nbytes();
     while (end < tensors.size() && tensors[end].scalar_type() == tensors[begin].scalar_type() &&
+           tensors[end].device() == tensors[begin].device() &&
            bytes + static_cast<int64_t>(tensors[end].nbytes()) <= bucket_bytes) {
       bytes += tensors[end].nbytes();
       ++end;
@@ -145,7 +174,7 @@ void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
 
 void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) const {
   in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
-    collective("all-reduce", rank(), [&] { state_->group->allreduce(bucket)->wait(); });
+    collective("all-reduce", rank(), [&] { state_->of(bucket[0]).allreduce(bucket)->wait(); });
   });
 }
 
@@ -154,7 +183,7 @@ void ProcessGroup::reduce_sum(const std::vector<at::Tensor>& tensors, int root, 
   c10d::ReduceOptions options;
   options.rootRank = root;
   in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
-    collective("reduce", rank(), [&] { state_->group->reduce(bucket, options)->wait(); });
+    collective("reduce", rank(), [&] { state_->of(bucket[0]).reduce(bucket, options)->wait(); });
   });
 }
 
@@ -165,13 +194,13 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root) c
     std::vector<at::Tensor> one = {contiguous};
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    collective("broadcast", rank(), [&] { state_->group->broadcast(one, options)->wait(); });
+    collective("broadcast", rank(), [&] { state_->of(one[0]).broadcast(one, options)->wait(); });
     if (!contiguous.is_same(tensor)) tensor.copy_(contiguous);
   }
 }
 
 void ProcessGroup::barrier() const {
-  collective("barrier", rank(), [&] { state_->group->barrier()->wait(); });
+  collective("barrier", rank(), [&] { state_->gloo->barrier()->wait(); });
 }
 
 std::vector<std::string> ProcessGroup::all_gather_bytes(const std::string& bytes) const {
@@ -181,14 +210,14 @@ std::vector<std::string> ProcessGroup::all_gather_bytes(const std::string& bytes
   std::vector<at::Tensor> size_in = {at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong)};
   std::vector<std::vector<at::Tensor>> size_out(1);
   for (int r = 0; r < world; ++r) size_out[0].push_back(at::empty({1}, at::kLong));
-  collective("all-gather of sizes", rank(), [&] { state_->group->allgather(size_out, size_in)->wait(); });
+  collective("all-gather of sizes", rank(), [&] { state_->gloo->allgather(size_out, size_in)->wait(); });
   int64_t longest = 1;
   for (const at::Tensor& size : size_out[0]) longest = std::max(longest, size.item<int64_t>());
   std::vector<at::Tensor> in = {at::zeros({longest}, at::kByte)};
   std::memcpy(in[0].data_ptr(), bytes.data(), bytes.size());
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < world; ++r) out[0].push_back(at::empty({longest}, at::kByte));
-  collective("all-gather", rank(), [&] { state_->group->allgather(out, in)->wait(); });
+  collective("all-gather", rank(), [&] { state_->gloo->allgather(out, in)->wait(); });
   std::vector<std::string> gathered;
   for (int r = 0; r < world; ++r) {
     gathered.emplace_back(static_cast<const char*>(out[0][r].data_ptr()),
