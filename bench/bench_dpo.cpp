@@ -25,14 +25,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-can::LlamaConfig bench_config(const std::string& name) {
-  if (name != "tiny") return can::testing::small_llama_config();  // "small": ~25M parameters
-  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/512);
-  config.hidden_size = 64;
-  config.intermediate_size = 172;
-  return config;
-}
-
 // `count` pair batches of `batch` pairs, every sequence exactly `length` tokens:
 // half prompt (BOS first), half response (EOS last); chosen and rejected responses differ.
 std::vector<can::SequenceBatch> pair_batches(int64_t count, int64_t batch, int64_t length, int64_t vocab) {
@@ -63,7 +55,7 @@ std::vector<can::SequenceBatch> pair_batches(int64_t count, int64_t batch, int64
 }
 
 nlohmann::json run(const std::string& name, int64_t steps, int64_t batch, int64_t length) {
-  const can::LlamaConfig config = bench_config(name);
+  const can::LlamaConfig config = can::testing::dpo_bench_llama_config(name);
   if (steps <= 0) steps = name == "tiny" ? 40 : 6;
   torch::manual_seed(0);
   can::LlamaForCausalLM policy(config);

@@ -36,14 +36,6 @@
 
 namespace {
 
-can::LlamaConfig bench_config(const std::string& name) {
-  if (name != "tiny") return can::testing::small_llama_config();  // "small": ~25M parameters
-  can::LlamaConfig config = can::testing::tiny_llama_config(/*vocab_size=*/512);
-  config.hidden_size = 64;
-  config.intermediate_size = 172;
-  return config;
-}
-
 // `count` pairs, every sequence `length` tokens: half prompt (BOS first), half response
 // (EOS last); chosen and rejected responses differ. The same on every rank.
 std::vector<std::pair<can::TokenizedSequence, can::TokenizedSequence>> pairs(int64_t count, int64_t length,
@@ -97,7 +89,7 @@ int main(int argc, char** argv) {
     can::check(global_batch % world == 0 && updates > 5, "--global-batch {} must divide among {} processes, and "
                "--updates must exceed the 5 of warm-up", global_batch, world);
 
-    const can::LlamaConfig config = bench_config(config_name);
+    const can::LlamaConfig config = can::testing::dpo_bench_llama_config(config_name);
     torch::manual_seed(0);
     can::LlamaForCausalLM policy(config);
     const auto data = pairs(global_batch * updates, length, config.vocab_size);

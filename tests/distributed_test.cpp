@@ -5,10 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,12 +28,15 @@
 #include "can/synthetic_world.h"
 #include "can/tokenizer.h"
 #include "json_files.h"
+#include "free_port.h"
 #include "temporary_directory.h"
 #include "tiny_model.h"
 
 extern char** environ;
 
 namespace {
+
+using can::testing::free_port;
 
 using Variables = std::map<std::string, std::string>;
 
@@ -96,21 +96,6 @@ TEST(LaunchEnvironment, WrongOrPartialVariablesAreNamed) {
 }
 
 // --- two processes ---------------------------------------------------------------------
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 // Starts this binary as worker `rank` of `world` doing `task` (in `folder`, when it has
 // one); returns its pid.

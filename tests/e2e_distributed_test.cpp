@@ -5,10 +5,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,29 +19,17 @@
 #include "can/atomic_file.h"
 #include "can/json_fields.h"
 #include "command_line.h"
+#include "free_port.h"
 #include "temporary_directory.h"
 
 extern char** environ;
 
 namespace {
 
+using can::testing::free_port;
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 // The tiny MoCAN config into `run_dir`, with `settings` (" --set k=v ..."): the command line.
 std::string can_train(const fs::path& run_dir, const std::string& settings) {
@@ -98,6 +83,15 @@ nlohmann::json stage_entry(const fs::path& run_dir, const std::string& name) {
   return nullptr;
 }
 
+// Returns once stages.json lists `stage` (it has started), or after a minute.
+void wait_until_started(const fs::path& run_dir, const std::string& stage) {
+  const auto started = Clock::now();
+  while (!(fs::exists(run_dir / "stages.json") && stage_entry(run_dir, stage).is_object()) &&
+         Clock::now() - started < std::chrono::seconds(60)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 TEST(E2eDistributed, TwoRanksGiveOneProcesssLambdaAndReport) {
   const can::testing::TemporaryDirectory folder;
   const fs::path single = folder.path() / "single", job = folder.path() / "job";
@@ -142,8 +136,8 @@ TEST(E2eDistributed, TwoRanksGiveOneProcesssLambdaAndReport) {
 }
 
 // A rank killed mid-run (SIGKILL: no word, no clean-up) ends the job: rank 0 notices at
-// its next collective, says so naming itself, and exits non-zero; the stage stays
-// unfinished (.partial) and stages.json says it failed.
+// its next collective, says so naming itself and the rank whose process ended, and exits
+// non-zero; the stage stays unfinished (.partial) and stages.json says it failed.
 TEST(E2eDistributed, KillingOneRankEndsTheJobWithinAMinute) {
   const can::testing::TemporaryDirectory folder;
   const fs::path job = folder.path() / "job";
@@ -153,11 +147,7 @@ TEST(E2eDistributed, KillingOneRankEndsTheJobWithinAMinute) {
   const std::string settings = kHalfMicroBatches + " --set sft.epochs=200";
   const Rank first = start_rank(can_train(job, settings), 0, 2, port, folder.path() / "rank0.log");
   const Rank second = start_rank(can_train(job, settings), 1, 2, port, folder.path() / "rank1.log");
-  const auto started = Clock::now();
-  while (!(fs::exists(job / "stages.json") && stage_entry(job, "reference").is_object()) &&
-         Clock::now() - started < std::chrono::seconds(60)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  wait_until_started(job, "reference");
   ASSERT_TRUE(stage_entry(job, "reference").is_object()) << can::read_text_file(first.log);
   std::this_thread::sleep_for(std::chrono::seconds(1));  // inside the training loop
   ASSERT_EQ(::kill(second.pid, SIGKILL), 0);
@@ -168,6 +158,8 @@ TEST(E2eDistributed, KillingOneRankEndsTheJobWithinAMinute) {
   EXPECT_EQ(status, 1) << can::read_text_file(first.log);
   const std::string said = can::read_text_file(first.log);
   EXPECT_NE(said.find("can-train (rank 0 of 2): error: rank 0:"), std::string::npos) << said;
+  EXPECT_NE(said.find(fmt::format("(rank 1, process {} on this machine, has ended)", second.pid)), std::string::npos)
+      << said;
   EXPECT_FALSE(fs::exists(job / "reference"));
   EXPECT_TRUE(fs::exists(job / "reference.partial"));
   EXPECT_EQ(stage_entry(job, "reference").at("status"), "failed");
@@ -183,11 +175,7 @@ TEST(E2eDistributed, CtrlCOnOneRankStopsTheJobAndResumeFinishesIt) {
   ASSERT_GT(port, 0);
   const Rank first = start_rank(can_train(job, settings), 0, 2, port, folder.path() / "rank0.log");
   const Rank second = start_rank(can_train(job, settings), 1, 2, port, folder.path() / "rank1.log");
-  const auto started = Clock::now();
-  while (!(fs::exists(job / "stages.json") && stage_entry(job, "reference").is_object()) &&
-         Clock::now() - started < std::chrono::seconds(60)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  wait_until_started(job, "reference");
   std::this_thread::sleep_for(std::chrono::seconds(1));
   ASSERT_EQ(::kill(second.pid, SIGINT), 0);
   EXPECT_EQ(wait_for(second, std::chrono::seconds(60)), 130) << can::read_text_file(second.log);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "can/llama.h"
 
@@ -32,6 +33,15 @@ inline LlamaConfig small_llama_config() {
   config.num_hidden_layers = 6;
   config.num_attention_heads = 8;
   config.num_key_value_heads = 4;
+  return config;
+}
+
+// The DPO benchmarks' two shapes by name: "tiny" (hidden 64, vocabulary 512) or "small".
+inline LlamaConfig dpo_bench_llama_config(const std::string& name) {
+  if (name != "tiny") return small_llama_config();
+  LlamaConfig config = tiny_llama_config(/*vocab_size=*/512);
+  config.hidden_size = 64;
+  config.intermediate_size = 172;
   return config;
 }
 

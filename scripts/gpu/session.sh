@@ -48,12 +48,12 @@ devdeps_unpack 2>> "$out/system.txt" && cuda_configure_args 2>> "$out/system.txt
   || echo "devdeps: failed (system.txt says why)" >> "$out/steps.txt"
 
 step configure 120 cmake -S . -B build-cuda "${CUDA_CONFIGURE_ARGS[@]}"
-targets=(gpu_model_test gpu_hf_parity_test llama_test can-train bench_gpu)
+targets=(gpu_model_test gpu_hf_parity_test gpu_distributed_test llama_test can-train bench_gpu)
 step build 330 cmake --build build-cuda -j "$(nproc)" --target "${targets[@]}" -- -k 0
 tail -n 40 "$out/build.log" > "$out/build.tail.log"
 
 export CAN_SOURCE_DIR=$PWD CAN_BINARY_DIR=$PWD/build-cuda
-for test in gpu_model_test gpu_hf_parity_test llama_test; do
+for test in gpu_model_test gpu_hf_parity_test gpu_distributed_test llama_test; do
   [ -x build-cuda/$test ] && step "$test" 120 build-cuda/$test --gtest_output=json:"$out/$test.json"
 done
 

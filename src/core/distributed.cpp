@@ -13,9 +13,13 @@
 #endif
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
+#include <csignal>
+#include <fstream>
 #include <cstring>
 #include <limits>
 
@@ -37,18 +41,39 @@ int integer_variable(const char* name, const char* value, int low, int high) {
 }
 
 // Runs a c10d call; what it throws (c10's errors: a timeout; Gloo's: a peer's connection
-// closed) becomes a can::Error saying what this rank was doing.
+// closed) becomes a can::Error saying what this rank was doing, and `ended()` (when
+// given) which of the other ranks are known to have ended.
 template <typename Action>
-auto collective(const std::string& what, int rank, Action&& action) {
+auto collective(const std::string& what, int rank, Action&& action,
+                const std::function<std::string()>& ended = nullptr) {
   try {
     return action();
   } catch (const c10::Error& error) {
-    fail("rank {}: {} failed: {}", rank, what, error.what_without_backtrace());
+    fail("rank {}: {} failed{}: {}", rank, what, ended ? ended() : "", error.what_without_backtrace());
   } catch (const std::exception& error) {
-    fail("rank {}: {} failed (another rank of the job failed, was killed or stopped answering; its own messages "
-         "say which): {}",
-         rank, what, error.what());
+    const std::string known = ended ? ended() : "";
+    fail("rank {}: {} failed{}: {}", rank, what,
+         known.empty() ? " (another rank of the job failed, was killed or stopped answering; its own messages say "
+                         "which)"
+                       : known,
+         error.what());
   }
+}
+
+std::string host_name() {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return name;
+}
+
+// Whether process `pid` of this machine has ended: gone, or a zombie not yet reaped.
+bool process_ended(int64_t pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  std::getline(stat, line);
+  const size_t close = line.rfind(')');  // "pid (name) state ..."
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
 }  // namespace
@@ -84,6 +109,23 @@ struct ProcessGroup::State {
   c10::intrusive_ptr<c10d::Backend> gloo;  // CPU tensors: every job's small messages, and a CPU job's all
   c10::intrusive_ptr<c10d::Backend> nccl;  // CUDA tensors, in a job on GPUs; null otherwise
   int rank, world_size;
+  std::vector<std::string> hosts;  // [world] each rank's machine and process id, exchanged when joining
+  std::vector<int64_t> pids;
+
+  // " (rank 1, process 4242 on this machine, has ended)" for the ranks on this machine
+  // whose processes have ended; "" when none is known to have (other machines' are not seen).
+  std::string ended_ranks() const {
+    const std::string here = host_name();
+    std::string ended;
+    for (int r = 0; r < world_size; ++r) {
+      if (r == rank || hosts[r] != here || !process_ended(pids[r])) continue;
+      ended += fmt::format("{}rank {}, process {} on this machine", ended.empty() ? "" : "; ", r, pids[r]);
+    }
+    return ended.empty() ? "" : " (" + ended + ", has ended)";
+  }
+  std::function<std::string()> ended_ranks_of_peers() const {
+    return [this] { return ended_ranks(); };
+  }
 
   // The backend of the tensors' device.
   c10d::Backend& of(const at::Tensor& tensor) const {
@@ -120,13 +162,25 @@ ProcessGroup ProcessGroup::join(const LaunchEnvironment& launch, std::chrono::mi
     return c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, launch.world_size,
                                                        c10d::ProcessGroupGloo::Options::create_default(timeout));
   });
+  // Each rank's machine and process, so that a rank can tell which of its peers ended.
+  collective("exchanging the ranks' processes through " + where, rank, [&] {
+    const std::string mine = fmt::format("{} {}", host_name(), static_cast<long>(::getpid()));
+    prefixed->set(fmt::format("process/{}", rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+    for (int r = 0; r < launch.world_size; ++r) {
+      const std::vector<uint8_t> value = prefixed->get(fmt::format("process/{}", r));
+      const std::string text(value.begin(), value.end());
+      const size_t space = text.rfind(' ');
+      state->hosts.push_back(text.substr(0, space));
+      state->pids.push_back(std::stoll(text.substr(space + 1)));
+    }
+  });
   if (gpus) {
 #ifdef USE_C10D_NCCL
-    auto options = c10d::ProcessGroupNCCL::Options::create();
-    options->timeout = timeout;
+    auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+    nccl_options->timeout = timeout;
     auto nccl_store = c10::make_intrusive<c10d::PrefixStore>("can-nccl", store);
     state->nccl = collective("creating the NCCL process group through " + where, rank, [&] {
-      return c10::make_intrusive<c10d::ProcessGroupNCCL>(nccl_store, rank, launch.world_size, options);
+      return c10::make_intrusive<c10d::ProcessGroupNCCL>(nccl_store, rank, launch.world_size, nccl_options);
     });
 #else
     fail("rank {}: a job on GPUs needs NCCL, and this CAN was built without it (nccl.h was not found when it was "
@@ -174,7 +228,7 @@ void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
 
 void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) const {
   in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
-    collective("all-reduce", rank(), [&] { state_->of(bucket[0]).allreduce(bucket)->wait(); });
+    collective("all-reduce", rank(), [&] { state_->of(bucket[0]).allreduce(bucket)->wait(); }, state_->ended_ranks_of_peers());
   });
 }
 
@@ -183,7 +237,7 @@ void ProcessGroup::reduce_sum(const std::vector<at::Tensor>& tensors, int root, 
   c10d::ReduceOptions options;
   options.rootRank = root;
   in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
-    collective("reduce", rank(), [&] { state_->of(bucket[0]).reduce(bucket, options)->wait(); });
+    collective("reduce", rank(), [&] { state_->of(bucket[0]).reduce(bucket, options)->wait(); }, state_->ended_ranks_of_peers());
   });
 }
 
@@ -194,13 +248,13 @@ void ProcessGroup::broadcast(const std::vector<at::Tensor>& tensors, int root) c
     std::vector<at::Tensor> one = {contiguous};
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    collective("broadcast", rank(), [&] { state_->of(one[0]).broadcast(one, options)->wait(); });
+    collective("broadcast", rank(), [&] { state_->of(one[0]).broadcast(one, options)->wait(); }, state_->ended_ranks_of_peers());
     if (!contiguous.is_same(tensor)) tensor.copy_(contiguous);
   }
 }
 
 void ProcessGroup::barrier() const {
-  collective("barrier", rank(), [&] { state_->gloo->barrier()->wait(); });
+  collective("barrier", rank(), [&] { state_->gloo->barrier()->wait(); }, state_->ended_ranks_of_peers());
 }
 
 std::vector<std::string> ProcessGroup::all_gather_bytes(const std::string& bytes) const {
@@ -210,14 +264,14 @@ std::vector<std::string> ProcessGroup::all_gather_bytes(const std::string& bytes
   std::vector<at::Tensor> size_in = {at::tensor({static_cast<int64_t>(bytes.size())}, at::kLong)};
   std::vector<std::vector<at::Tensor>> size_out(1);
   for (int r = 0; r < world; ++r) size_out[0].push_back(at::empty({1}, at::kLong));
-  collective("all-gather of sizes", rank(), [&] { state_->gloo->allgather(size_out, size_in)->wait(); });
+  collective("all-gather of sizes", rank(), [&] { state_->gloo->allgather(size_out, size_in)->wait(); }, state_->ended_ranks_of_peers());
   int64_t longest = 1;
   for (const at::Tensor& size : size_out[0]) longest = std::max(longest, size.item<int64_t>());
   std::vector<at::Tensor> in = {at::zeros({longest}, at::kByte)};
   std::memcpy(in[0].data_ptr(), bytes.data(), bytes.size());
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < world; ++r) out[0].push_back(at::empty({longest}, at::kByte));
-  collective("all-gather", rank(), [&] { state_->gloo->allgather(out, in)->wait(); });
+  collective("all-gather", rank(), [&] { state_->gloo->allgather(out, in)->wait(); }, state_->ended_ranks_of_peers());
   std::vector<std::string> gathered;
   for (int r = 0; r < world; ++r) {
     gathered.emplace_back(static_cast<const char*>(out[0][r].data_ptr()),
