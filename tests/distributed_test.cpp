@@ -157,7 +157,9 @@ can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std
                                   bool shard_optimizer = false) {
   const can::Tokenizer tokenizer = can::Tokenizer::load((folder / "tokenizer.model").string());
   can::LlamaForCausalLM model = can::load_causal_lm((folder / "initial").string());
-  const auto pairs = can::read_preference_pairs(folder / "pairs_train.jsonl");
+  auto pairs = can::read_preference_pairs(folder / "pairs_train.jsonl");
+  const std::vector<can::PreferencePair> eval(pairs.begin() + 37, pairs.end());  // 7, in batches of the micro-batch
+  pairs.resize(37);
   can::TrainingOptions options;
   options.epochs = 1;
   options.micro_batch_size = micro_batch_size;
@@ -173,7 +175,7 @@ can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std
   options.process_group = group;
   options.shard_optimizer = shard_optimizer;
   can::DpoTrainingOptions dpo;
-  return can::train_dpo(model, tokenizer, can::ChatTemplate(), pairs, {}, options, dpo);
+  return can::train_dpo(model, tokenizer, can::ChatTemplate(), pairs, eval, options, dpo);
 }
 
 // The largest relative difference between two folders' tensors (max |a − b| / max |b| per tensor).
@@ -208,7 +210,8 @@ std::map<std::string, at::Tensor> checkpoint_moments(const std::filesystem::path
 TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
   const can::testing::TemporaryDirectory folder;
   can::WorldOptions world;
-  world.num_train_prompts = 37;  // the last job micro-batch of the epoch is short: rank 1 gets none of it
+  world.num_train_prompts = 44;  // 37 to train on (the epoch's last job micro-batch is short: rank 1 gets none of it),
+                                 // 7 held out (the trainer's evaluation, its batches shared by the ranks)
   world.num_test_prompts = 2;
   can::write_world(world, folder.path());
   can::TokenizerTrainOptions tokenizer;
@@ -245,7 +248,9 @@ TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
     const auto single_lines = can::testing::read_json_lines(folder.path() / "single" / "metrics.jsonl");
     ASSERT_EQ(lines.size(), single_lines.size());
     for (size_t i = 0; i < lines.size(); ++i) {
-      for (const char* metric : {"loss", "grad_norm"}) {
+      for (const char* metric : {"loss", "grad_norm", "eval_loss", "eval_rewards/accuracies"}) {
+        if (!single_lines[i].contains(metric)) continue;  // evaluation: at the end only
+        ASSERT_TRUE(lines[i].contains(metric)) << job << ", update " << i + 1 << ": " << metric;
         const double expected_value = single_lines[i].at(metric).get<double>();
         EXPECT_NEAR(lines[i].at(metric).get<double>(), expected_value, 1e-5 * expected_value)
             << job << ", update " << i + 1 << ": " << metric;
@@ -258,6 +263,7 @@ TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
         << job << ": AdamW's moments";
   }
   EXPECT_EQ(single.steps, 4);  // ceil(ceil(37 / 6) / 2)
+  EXPECT_TRUE(single.eval_metrics.count("eval_loss"));
 }
 
 // What the workers do, in the processes the tests above start.

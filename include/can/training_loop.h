@@ -138,8 +138,10 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
 int64_t total_training_steps(int64_t num_examples, const TrainingOptions& options);
 
 // Mean loss ("loss") and metrics over examples [0, num_examples) in order, in
-// batches of batch_size weighted by their size. For TrainingTask::evaluate.
+// batches of batch_size weighted by their size. For TrainingTask::evaluate. In a job
+// (`group`) rank r computes the batches b ≡ r (mod N) and every rank gets the job's means.
 std::map<std::string, double> evaluate_in_batches(
-    int64_t num_examples, int64_t batch_size, const std::function<LossOutput(const std::vector<int64_t>&)>& compute);
+    int64_t num_examples, int64_t batch_size, const std::function<LossOutput(const std::vector<int64_t>&)>& compute,
+    const ProcessGroup* group = nullptr);
 
 }  // namespace can

@@ -65,7 +65,7 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
     task.evaluate = [&] {
       return evaluate_in_batches(eval_pairs.size(), options.micro_batch_size, [&](const std::vector<int64_t>& indices) {
         return loss_on(eval_pairs, train_pairs.size(), indices).output;
-      });
+      }, options.process_group);
     };
   }
   task.save_model = [&](const std::filesystem::path& directory) { save_causal_lm(model, directory.string()); };

@@ -59,7 +59,7 @@ TrainingSummary train_score_model(ScoreModelKind kind, LlamaForScore& model, con
     task.evaluate = [&] {
       return evaluate_in_batches(eval_pairs.size(), options.micro_batch_size, [&](const std::vector<int64_t>& indices) {
         return loss_on(eval_pairs, indices).output;
-      });
+      }, options.process_group);
     };
   }
   task.save_model = [&](const std::filesystem::path& directory) { save_score_model(model, directory.string()); };

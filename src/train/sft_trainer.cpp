@@ -58,7 +58,8 @@ TrainingSummary train_sft(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
     task.evaluate = [&] {
       return evaluate_in_batches(
           static_cast<int64_t>(eval_sequences.size()), options.micro_batch_size,
-          [&](const std::vector<int64_t>& indices) { return loss_on(eval_sequences, indices).output; });
+          [&](const std::vector<int64_t>& indices) { return loss_on(eval_sequences, indices).output; },
+          options.process_group);
     };
   }
   task.save_model = [&](const std::filesystem::path& directory) { save_causal_lm(model, directory.string()); };

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <csignal>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
@@ -163,16 +164,27 @@ int64_t total_training_steps(int64_t num_examples, const TrainingOptions& option
 }
 
 std::map<std::string, double> evaluate_in_batches(
-    int64_t num_examples, int64_t batch_size, const std::function<LossOutput(const std::vector<int64_t>&)>& compute) {
+    int64_t num_examples, int64_t batch_size, const std::function<LossOutput(const std::vector<int64_t>&)>& compute,
+    const ProcessGroup* group) {
   check(num_examples > 0 && batch_size > 0, "evaluation needs examples and a positive batch size, got {} and {}",
         num_examples, batch_size);
+  const int64_t rank = group != nullptr ? group->rank() : 0;
+  const int64_t world = group != nullptr ? group->world_size() : 1;
   MetricsWindow totals;
-  for (int64_t begin = 0; begin < num_examples; begin += batch_size) {
+  for (int64_t begin = rank * batch_size; begin < num_examples; begin += world * batch_size) {  // this rank's batches
     std::vector<int64_t> indices;
     for (int64_t i = begin; i < std::min(num_examples, begin + batch_size); ++i) indices.push_back(i);
     LossOutput output = compute(indices);
     output.metrics["loss"] = output.loss.detach();
     totals.add(output, static_cast<int64_t>(indices.size()));
+  }
+  if (group != nullptr) {  // the job's sums, over every metric any rank computed
+    std::set<std::string> names;
+    for (const auto& entry : totals.metric_sums) names.insert(entry.first);
+    for (const std::string& listed : group->all_gather_bytes(nlohmann::json(names).dump())) {
+      for (const auto& name : nlohmann::json::parse(listed)) names.insert(name.get<std::string>());
+    }
+    totals.sum_over(*group, names);
   }
   return totals.means();
 }
