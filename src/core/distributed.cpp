@@ -304,11 +304,12 @@ std::vector<std::vector<double>> run_sharded(const ProcessGroup* group, int64_t 
     mine.push_back(static_cast<double>(result.size()));
     mine.insert(mine.end(), result.begin(), result.end());
   }
-  const std::vector<std::string> gathered = group->all_gather_bytes(
-      std::string(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(double)));
+  std::string bytes;  // (mine.data() may be null when it is empty)
+  if (!mine.empty()) bytes.assign(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(double));
+  const std::vector<std::string> gathered = group->all_gather_bytes(bytes);
   for (int r = 0; r < world; ++r) {
     std::vector<double> values(gathered[r].size() / sizeof(double));
-    std::memcpy(values.data(), gathered[r].data(), values.size() * sizeof(double));
+    if (!values.empty()) std::memcpy(values.data(), gathered[r].data(), values.size() * sizeof(double));
     size_t next = 0;
     for (int64_t unit = r; unit < units; unit += world) {
       check(next < values.size(), "rank {}: rank {} sent fewer results than units", rank, r);
