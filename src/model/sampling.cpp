@@ -209,7 +209,8 @@ std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::v
     }
     return rows;
   });
-  for (int64_t batch = 0; batch < batches; ++batch) {
+  if (options.group == nullptr) return out;  // every batch was decoded here, into `out`
+  for (int64_t batch = 0; batch < batches; ++batch) {  // the other ranks' batches, and this rank's again
     const std::vector<double>& rows = encoded[batch];
     size_t next = 0;
     for (size_t i = static_cast<size_t>(batch) * batch_size; next < rows.size(); ++i) {
