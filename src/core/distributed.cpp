@@ -22,6 +22,7 @@
 #include <fstream>
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "can/error.h"
 
@@ -114,14 +115,22 @@ struct ProcessGroup::State {
 
   // " (rank 1, process 4242 on this machine, has ended)" for the ranks on this machine
   // whose processes have ended; "" when none is known to have (other machines' are not seen).
+  // A process being killed closes its sockets before it becomes a zombie, so its peers may
+  // see the failure first: with peers on this machine, look again for up to half a second.
   std::string ended_ranks() const {
     const std::string here = host_name();
-    std::string ended;
-    for (int r = 0; r < world_size; ++r) {
-      if (r == rank || hosts[r] != here || !process_ended(pids[r])) continue;
-      ended += fmt::format("{}rank {}, process {} on this machine", ended.empty() ? "" : "; ", r, pids[r]);
+    bool peers_here = false;
+    for (int r = 0; r < world_size; ++r) peers_here = peers_here || (r != rank && hosts[r] == here);
+    for (int look = 0;; ++look) {
+      std::string ended;
+      for (int r = 0; r < world_size; ++r) {
+        if (r == rank || hosts[r] != here || !process_ended(pids[r])) continue;
+        ended += fmt::format("{}rank {}, process {} on this machine", ended.empty() ? "" : "; ", r, pids[r]);
+      }
+      if (!ended.empty()) return " (" + ended + ", has ended)";
+      if (!peers_here || look == 10) return "";
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    return ended.empty() ? "" : " (" + ended + ", has ended)";
   }
   std::function<std::string()> ended_ranks_of_peers() const {
     return [this] { return ended_ranks(); };
