@@ -195,6 +195,47 @@ TEST(Llama, FusedAttentionEqualsReferenceOnPaddedBatches) {
   }
 }
 
+// forward_at (the score model's path: the last layer's queries, MLP and norm at chosen
+// slots only) against its reference, the gather of forward's output: left and right
+// padding, two slots per row (one a padding slot), either kernel, and the gradient of
+// every parameter through it (the reward and cost trainers use it with gradients).
+TEST(Llama, ForwardAtSlotsEqualsTheFullForwardGatheredThere) {
+  auto model = tiny_model();
+  for (const auto kernel : {can::AttentionKernel::Fused, can::AttentionKernel::Reference}) {
+    can::set_attention_kernel(*model, kernel);
+    for (const bool left : {false, true}) {
+      const auto [ids, mask] = padded_batch(left);  // [3, 6]
+      const torch::Tensor last = mask.cumsum(1).argmax(1);                              // [3] last real token
+      const torch::Tensor slots = torch::stack({last, torch::full_like(last, left ? 0 : 5)}, 1);  // [3, 2]
+      const std::string label = std::string(kernel == can::AttentionKernel::Fused ? "fused" : "reference") +
+                                (left ? ", left padding" : ", right padding");
+      model->zero_grad();
+      const torch::Tensor full = torch::take_along_dim(model->model(ids, mask), slots.unsqueeze(-1), 1);  // [3, 2, H]
+      full.select(1, 0).pow(2).sum().backward();
+      std::map<std::string, torch::Tensor> reference_grads;
+      for (const auto& parameter : model->named_parameters()) {
+        if (parameter.value().grad().defined()) reference_grads[parameter.key()] = parameter.value().grad().clone();
+      }
+      model->zero_grad();
+      const torch::Tensor at = model->model->forward_at(ids, mask, slots);  // [3, 2, H]
+      at.select(1, 0).pow(2).sum().backward();
+      // Real tokens' rows equal; a padding slot is only required to be finite.
+      EXPECT_LE(max_abs_diff(at.select(1, 0), full.select(1, 0)), 1e-5) << label;
+      EXPECT_TRUE(torch::isfinite(at).all().item<bool>()) << label;
+      EXPECT_GT(full.select(1, 0).abs().max().item<double>(), 1e-2) << label;
+      EXPECT_EQ(reference_grads.size(), model->model->named_parameters().size()) << label;  // all but the head
+      for (const auto& [name, grad] : reference_grads) {
+        const torch::Tensor fast = model->named_parameters()[name].grad();
+        ASSERT_TRUE(fast.defined()) << label << ": " << name;
+        EXPECT_LE(max_abs_diff(fast, grad), 1e-5 * (1 + grad.abs().max().item<double>())) << label << ": " << name;
+      }
+    }
+  }
+  const auto [ids, mask] = padded_batch(false);
+  EXPECT_THROW(model->model->forward_at(ids, mask, torch::full({3, 1}, 6, torch::kInt64)), can::Error);
+  EXPECT_THROW(model->model->forward_at(ids, mask, torch::zeros({2, 1}, torch::kInt64)), can::Error);
+}
+
 // With a KV cache SDPA's top-left causal alignment would be wrong, so the cached
 // paths pass a mask: a left-padded prompt, then a chunk of 3 after it, then
 // single decode steps, must equal the full forward with either kernel.

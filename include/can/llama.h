@@ -128,8 +128,11 @@ class LlamaAttentionImpl : public torch::nn::Module {
   // allowed [B, 1, T, S] bool (true: the query may see the key), or undefined for
   // plain causal attention of T queries over the same T keys (no cache, no
   // padding before a real token: LlamaModel::forward decides).
+  // query_slots [B, N] int64, when given: queries at those slots only (keys and values
+  // still at every slot), allowed [B, 1, N, S], and the result [B, N, H].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& allowed, KVCache* cache, int64_t layer);
+                        const torch::Tensor& allowed, KVCache* cache, int64_t layer,
+                        const torch::Tensor& query_slots = {});
   Linear q_proj{nullptr};  // [Q*D, H]
   Linear k_proj{nullptr};  // [K*D, H]
   Linear v_proj{nullptr};  // [K*D, H]
@@ -152,8 +155,10 @@ TORCH_MODULE(LlamaMLP);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
+  // As LlamaAttention::forward: query_slots [B, N], when given, makes the result [B, N, H].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& allowed, KVCache* cache, int64_t layer);
+                        const torch::Tensor& allowed, KVCache* cache, int64_t layer,
+                        const torch::Tensor& query_slots = {});
   RMSNorm input_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   RMSNorm post_attention_layernorm{nullptr};
@@ -171,6 +176,12 @@ class LlamaModelImpl : public torch::nn::Module {
   // left-padded and a right-padded batch give the same hidden states for real
   // tokens. With a cache, keys and values are appended to it. Returns [B, T, H].
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache = nullptr);
+  // forward(input_ids, attention_mask)'s rows at slots [B, N] int64 only -> [B, N, H]
+  // (a score model's last real token): the last decoder layer computes queries, MLP
+  // and the final norm at those slots alone (keys and values at every slot). Its
+  // reference is that gather of forward's output.
+  torch::Tensor forward_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                           const torch::Tensor& slots);
 
   LlamaConfig config;
   torch::nn::Embedding embed_tokens{nullptr};  // [V, H]
@@ -184,6 +195,11 @@ class LlamaModelImpl : public torch::nn::Module {
   // Parameter gradients then reach .grad through loss.backward(), not through
   // torch::autograd::grad. Never used with a KV cache.
   bool activation_checkpointing = false;
+
+ private:
+  // forward and forward_at: slots undefined for every slot.
+  torch::Tensor run(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache,
+                    const torch::Tensor& slots);
 };
 TORCH_MODULE(LlamaModel);
 

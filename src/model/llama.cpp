@@ -32,29 +32,17 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
 torch::Tensor fused_attention(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
                               const torch::Tensor& allowed) {
   const bool grouped = query.size(1) != key.size(1);  // the memory-efficient kernel takes no GQA: ask only when needed
-  if (!allowed.defined()) {
-    // No mask: on a GPU the flash kernel qualifies (bf16/fp16; GQA included), or the
-    // memory-efficient one when there is no GQA; float32 takes the math kernel. SDPA's causal mask
-    // is aligned to the top-left corner, right only when queries and keys start
-    // at the same slot, which LlamaModel::forward guarantees for this case.
-    return at::scaled_dot_product_attention(query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                            /*is_causal=*/true, /*scale=*/std::nullopt, grouped);
-  }
-  // A query with no allowed key (a left-padding slot) would get NaN from some
-  // kernels, and NaN at a padding slot leaks into real tokens through 0 * NaN in
-  // later layers, so every query also sees its own slot: padding outputs change,
-  // real tokens (which never see padding keys) do not.
-  const int64_t steps = query.size(2), keys = key.size(2);
-  const auto slot_options = torch::TensorOptions(query.device()).dtype(torch::kInt64);
-  const torch::Tensor own_slot = torch::arange(keys - steps, keys, slot_options).unsqueeze(1) ==
-                                 torch::arange(0, keys, slot_options).unsqueeze(0);  // [T, S]
-  return at::scaled_dot_product_attention(query, key, value, allowed | own_slot, /*dropout_p=*/0.0,
-                                          /*is_causal=*/false, /*scale=*/std::nullopt, grouped);
+  // No mask: on a GPU the flash kernel qualifies (bf16/fp16; GQA included), or the
+  // memory-efficient one when there is no GQA; float32 takes the math kernel. SDPA's causal mask
+  // is aligned to the top-left corner, right only when queries and keys start
+  // at the same slot, which LlamaModel guarantees for this case.
+  const auto mask = allowed.defined() ? std::optional<torch::Tensor>(allowed) : std::nullopt;
+  return at::scaled_dot_product_attention(query, key, value, mask, /*dropout_p=*/0.0,
+                                          /*is_causal=*/!allowed.defined(), /*scale=*/std::nullopt, grouped);
 }
 
 // The reference: same contract as fused_attention, written out. Scores and
-// softmax in float32; a masked score is the lowest finite float, not -inf, so a
-// query with no allowed key (a padding slot) gets a harmless uniform average.
+// softmax in float32; a masked score is the lowest finite float, not -inf.
 torch::Tensor reference_attention(const torch::Tensor& query, const torch::Tensor& key, const torch::Tensor& value,
                                   const torch::Tensor& allowed) {
   const int64_t group = query.size(1) / key.size(1);  // query heads sharing one key/value head
@@ -70,6 +58,22 @@ torch::Tensor reference_attention(const torch::Tensor& query, const torch::Tenso
   scores = scores.masked_fill(mask.logical_not(), std::numeric_limits<float>::lowest());
   const torch::Tensor weights = torch::softmax(scores, -1).to(values.scalar_type());
   return torch::matmul(weights, values);  // [B, Q, T, D]
+}
+
+// Rows of x [B, T, X] at slots [B, N] int64 -> [B, N, X].
+torch::Tensor at_slots(const torch::Tensor& x, const torch::Tensor& slots) {
+  return torch::take_along_dim(x, slots.unsqueeze(-1), /*dim=*/1);
+}
+
+// Which keys each query may see: query slot q sees key slot j when j <= q and key j is
+// real, and always its own slot, so that a padding query (which no real token ever
+// reads) sees one key instead of none: a query with no allowed key gets NaN from some
+// kernels, and NaN at a padding slot leaks into real tokens through 0 * NaN in later
+// layers. query_slots [B or 1, N], key_mask [B, S] bool -> [B, 1, N, S].
+torch::Tensor visible_keys(const torch::Tensor& query_slots, const torch::Tensor& key_mask) {
+  const torch::Tensor key_slots = torch::arange(key_mask.size(1), query_slots.options()).view({1, 1, -1});  // [1, 1, S]
+  const torch::Tensor query = query_slots.unsqueeze(-1);                                                     // [B, N, 1]
+  return (((key_slots <= query) & key_mask.unsqueeze(1)) | (key_slots == query)).unsqueeze(1);
 }
 
 }  // namespace
@@ -142,14 +146,22 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config)
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                          const torch::Tensor& allowed, KVCache* cache, int64_t layer) {
+                                          const torch::Tensor& allowed, KVCache* cache, int64_t layer,
+                                          const torch::Tensor& query_slots) {
   const int64_t batch = x.size(0), steps = x.size(1);
-  auto heads = [&](const torch::Tensor& projected, int64_t count) {  // [B, T, count*D] -> [B, count, T, D]
-    return projected.view({batch, steps, count, head_dim}).transpose(1, 2);
+  const int64_t queries = query_slots.defined() ? query_slots.size(1) : steps;
+  auto heads = [&](const torch::Tensor& projected, int64_t count) {  // [B, N, count*D] -> [B, count, N, D]
+    return projected.view({batch, projected.size(1), count, head_dim}).transpose(1, 2);
   };
-  torch::Tensor query = apply_rotary(heads(q_proj(x), num_heads), cos, sin);                 // [B, Q, T, D]
-  torch::Tensor key = apply_rotary(heads(k_proj(x), num_key_value_heads), cos, sin);         // [B, K, T, D]
-  torch::Tensor value = heads(v_proj(x), num_key_value_heads);                               // [B, K, T, D]
+  torch::Tensor query;  // [B, Q, N, D]
+  if (query_slots.defined()) {
+    query = apply_rotary(heads(q_proj(at_slots(x, query_slots)), num_heads), at_slots(cos, query_slots),
+                         at_slots(sin, query_slots));
+  } else {
+    query = apply_rotary(heads(q_proj(x), num_heads), cos, sin);
+  }
+  torch::Tensor key = apply_rotary(heads(k_proj(x), num_key_value_heads), cos, sin);  // [B, K, T, D]
+  torch::Tensor value = heads(v_proj(x), num_key_value_heads);                        // [B, K, T, D]
   if (cache != nullptr) {
     const int64_t begin = cache->length, end = cache->length + steps;
     check(end <= cache->capacity(), "KV cache overflow: {} positions needed, capacity {}", end, cache->capacity());
@@ -158,12 +170,12 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
     key = cache->keys[layer].slice(2, 0, end);      // [B, K, S, D]
     value = cache->values[layer].slice(2, 0, end);  // [B, K, S, D]
   }
-  check(allowed.defined() || key.size(2) == steps,
+  check(allowed.defined() || (key.size(2) == steps && !query_slots.defined()),
         "attention without a mask must be plain causal over its own {} positions, but sees {} keys", steps,
         key.size(2));
   const torch::Tensor attended = kernel == AttentionKernel::Fused ? fused_attention(query, key, value, allowed)
                                                                   : reference_attention(query, key, value, allowed);
-  return o_proj(attended.transpose(1, 2).reshape({batch, steps, num_heads * head_dim}));
+  return o_proj(attended.transpose(1, 2).reshape({batch, queries, num_heads * head_dim}));  // [B, N, H]
 }
 
 LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& config) {
@@ -186,8 +198,9 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& config) {
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
                                              const torch::Tensor& sin, const torch::Tensor& allowed, KVCache* cache,
-                                             int64_t layer) {
-  const torch::Tensor h = x + self_attn(input_layernorm(x), cos, sin, allowed, cache, layer);
+                                             int64_t layer, const torch::Tensor& query_slots) {
+  const torch::Tensor residual = query_slots.defined() ? at_slots(x, query_slots) : x;  // [B, N, H]
+  const torch::Tensor h = residual + self_attn(input_layernorm(x), cos, sin, allowed, cache, layer, query_slots);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -201,6 +214,21 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config_) : config(config_) {
 
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                       KVCache* cache) {
+  return run(input_ids, attention_mask, cache, /*slots=*/{});
+}
+
+torch::Tensor LlamaModelImpl::forward_at(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                         const torch::Tensor& slots) {
+  check(slots.dim() == 2 && slots.size(0) == input_ids.size(0) && slots.scalar_type() == torch::kInt64,
+        "slots must be [batch {}, N] int64, got {} {}", input_ids.size(0), c10::str(slots.sizes()),
+        c10::toString(slots.scalar_type()));
+  check(!((slots < 0) | (slots >= input_ids.size(1))).any().item<bool>(), "slots must lie in [0, {}), got {}",
+        input_ids.size(1), c10::str(slots));
+  return run(input_ids, attention_mask, /*cache=*/nullptr, slots);
+}
+
+torch::Tensor LlamaModelImpl::run(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache,
+                                  const torch::Tensor& slots) {
   const int64_t steps = input_ids.size(1);
   count_forward_tokens(input_ids.numel(), torch::GradMode::is_enabled());
   const int64_t past = cache != nullptr ? cache->length : 0;
@@ -232,20 +260,23 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
   // attention gets no mask (undefined `allowed`): the fast kernels qualify.
   // Deciding reads one boolean from the mask's device: a host sync per forward when
   // the mask lives on a GPU (the trainers move it there first), none for a CPU mask.
-  torch::Tensor allowed;
+  const auto slot_options = torch::TensorOptions(device).dtype(torch::kInt64);
+  torch::Tensor allowed;  // [B, 1, T, S]
   if (cache != nullptr || padding_before_real_token(attention_mask)) {
-    const torch::Tensor query_slots = torch::arange(past, keys, torch::TensorOptions(device).dtype(torch::kInt64));
-    const torch::Tensor key_slots = torch::arange(0, keys, torch::TensorOptions(device).dtype(torch::kInt64));
-    const torch::Tensor causal = key_slots.unsqueeze(0) <= query_slots.unsqueeze(1);  // [T, S]
-    allowed = causal.unsqueeze(0).unsqueeze(0) & key_mask.unsqueeze(1).unsqueeze(1);  // [B, 1, T, S]
+    allowed = visible_keys(torch::arange(past, keys, slot_options).unsqueeze(0), key_mask);
   }
 
   torch::Tensor hidden = hidden_in;
   const bool checkpointed = activation_checkpointing && is_training() && torch::GradMode::is_enabled();
-  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+  const int64_t layer_count = config.num_hidden_layers;
+  for (int64_t i = 0; i < layer_count; ++i) {
     auto& layer = layers->at<LlamaDecoderLayerImpl>(i);
-    hidden = checkpointed && cache == nullptr ? checkpointed_decoder_layer(layer, hidden, cos, sin, allowed)
-                                              : layer.forward(hidden, cos, sin, allowed, cache, i);
+    if (slots.defined() && i + 1 == layer_count) {  // the last layer's queries at the slots only: [B, N, H]
+      hidden = layer.forward(hidden, cos, sin, visible_keys(slots, key_mask), /*cache=*/nullptr, i, slots);
+    } else {
+      hidden = checkpointed && cache == nullptr ? checkpointed_decoder_layer(layer, hidden, cos, sin, allowed)
+                                                : layer.forward(hidden, cos, sin, allowed, cache, i);
+    }
   }
   if (cache != nullptr) cache->length = keys;
   return norm(hidden);

@@ -128,7 +128,10 @@ void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t
   torch::Tensor finished = torch::zeros({batch}, on_device.dtype(torch::kBool));  // [b]
 
   seed_stream(options.seed, first);
-  torch::Tensor logits = model(input_ids, mask.slice(1, 0, longest), &cache).select(1, -1).to(torch::kFloat32);
+  // The prefill needs the next-token logits of the last prompt column only: the LM head
+  // runs on [B, H], not [B, P, H].
+  const torch::Tensor prompt_hidden = model->model(input_ids, mask.slice(1, 0, longest), &cache);  // [B, P, H]
+  torch::Tensor logits = model->logits(prompt_hidden.select(1, -1)).to(torch::kFloat32);           // [B, V]
   for (int64_t step = 0; step < steps; ++step) {
     torch::Tensor noise;  // [b, V]
     if (options.temperature > 0) {

@@ -28,13 +28,11 @@ LlamaForScoreImpl::LlamaForScoreImpl(const LlamaConfig& config_) : config(config
 }
 
 torch::Tensor LlamaForScoreImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
-  const torch::Tensor hidden = model(input_ids, attention_mask, nullptr);  // [B, T, H]
   // Last real token: the first position where the running count of real tokens
   // reaches its maximum (Safe-RLHF's rule; right or left padding alike).
-  const torch::Tensor last = attention_mask.to(hidden.device(), torch::kInt64).cumsum(1).argmax(1);  // [B]
-  const torch::Tensor batch_rows = torch::arange(hidden.size(0), last.options());
-  const torch::Tensor final_hidden = hidden.index({batch_rows, last});  // [B, H]
-  return score_head(final_hidden);                                      // [B, score_dim]
+  const torch::Tensor last = attention_mask.to(input_ids.device(), torch::kInt64).cumsum(1).argmax(1);  // [B]
+  const torch::Tensor final_hidden = model->forward_at(input_ids, attention_mask, last.unsqueeze(1));  // [B, 1, H]
+  return score_head(final_hidden.squeeze(1));                                                          // [B, score_dim]
 }
 
 LlamaForScore load_score_model(const std::string& directory, torch::Device device, torch::ScalarType dtype) {
