@@ -350,6 +350,50 @@ TEST(Sampling, ReproducibleUnderASeedAndDifferentAcrossSeeds) {
   EXPECT_TRUE(any_difference);
 }
 
+// The nucleus on a hand example: probabilities 1/2, 1/4, 1/8, 1/8. At top_p 0.6 the
+// first two reach it and the tied pair is dropped; at 0.8 the pair is needed and kept
+// whole (a sort would keep one of the two); 0.5 keeps the first alone.
+TEST(Sampling, TopPKeepsTheMostProbableTokensAndTiesWhole) {
+  const torch::Tensor logits = torch::log(torch::tensor({{0.125f, 0.5f, 0.125f, 0.25f}}));  // [1, 4]
+  auto kept = [&](double top_p) {
+    const torch::Tensor filtered = can::top_p_filter(logits, top_p);
+    EXPECT_TRUE(filtered.equal(can::top_p_filter_by_sorting(logits, top_p))) << "top_p " << top_p;
+    return torch::isfinite(filtered)[0];
+  };
+  EXPECT_TRUE(kept(0.6).equal(torch::tensor({false, true, false, true})));
+  EXPECT_TRUE(kept(0.8).equal(torch::tensor({true, true, true, true})));
+  EXPECT_TRUE(kept(0.5).equal(torch::tensor({false, true, false, false})));
+  EXPECT_TRUE(kept(1e-9).equal(torch::tensor({false, true, false, false})));
+}
+
+// The CPU selection against the sorting reference: flat, moderate and peaked rows of a
+// vocabulary of 5000, with ties (logits rounded to one decimal), from a tiny top_p to
+// nearly 1; a NaN row ends (every token kept) instead of looping.
+TEST(Sampling, TopPSelectionEqualsTheSortingReference) {
+  torch::manual_seed(3);
+  for (const double scale : {0.01, 1.0, 8.0}) {
+    for (const bool rounded : {false, true}) {
+      torch::Tensor logits = torch::randn({48, 5000}) * scale;  // [B, V]
+      if (rounded) logits = (logits * 10).round() / 10;
+      for (const double top_p : {1e-6, 0.1, 0.5, 0.9, 0.999}) {
+        const torch::Tensor fast = can::top_p_filter(logits, top_p);
+        const torch::Tensor reference = can::top_p_filter_by_sorting(logits, top_p);
+        EXPECT_TRUE(torch::isfinite(fast).equal(torch::isfinite(reference)))
+            << "scale " << scale << (rounded ? ", rounded" : "") << ", top_p " << top_p;
+        const int64_t kept = torch::isfinite(fast).sum().item<int64_t>();
+        EXPECT_GE(kept, 48);
+        if (top_p == 0.5 && scale == 1.0) {
+          EXPECT_LT(kept, 48 * 5000 / 2);  // the filter drops tokens
+        }
+      }
+    }
+  }
+  torch::Tensor with_nan = torch::randn({2, 100});
+  with_nan[1][7] = std::numeric_limits<float>::quiet_NaN();
+  const torch::Tensor fast = can::top_p_filter(with_nan, 0.9), reference = can::top_p_filter_by_sorting(with_nan, 0.9);
+  EXPECT_TRUE(torch::isfinite(fast[0]).equal(torch::isfinite(reference[0])));  // the row without NaN
+}
+
 TEST(Sampling, StopsEachSequenceAtEos) {
   auto model = tiny_model();
   can::SamplingOptions options;

@@ -13,7 +13,7 @@ class ProcessGroup;
 struct SamplingOptions {
   int64_t max_new_tokens = 128;
   double temperature = 1.0;  // 0: greedy (argmax)
-  double top_p = 1.0;        // nucleus: the smallest set of tokens whose probability reaches top_p
+  double top_p = 1.0;        // nucleus (top_p_filter): the most probable tokens, whose probability reaches top_p
   int64_t top_k = 0;         // 0: no top-k filter
   uint64_t seed = 0;         // seeds LibTorch's generators at the start of the call
   int64_t eos_id = -1;       // -1: the model's eos_token_id
@@ -56,5 +56,17 @@ std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::v
 // sampled exactly as `sample` with batch_size 1 (same streams, same draws).
 std::vector<Generation> sample_without_cache(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                              const SamplingOptions& options);
+
+// The nucleus (top-p) filter: logits [B, V] float32 -> the same with the dropped tokens
+// at -inf. A token is kept when the tokens more probable than it hold less than top_p of
+// the probability: the smallest set of most probable tokens whose probability reaches
+// top_p, and every token tied with its least probable member (a tie is kept or dropped
+// whole). On the CPU, a selection per row in linear expected time; elsewhere the sort.
+torch::Tensor top_p_filter(const torch::Tensor& logits, double top_p);
+
+// The same by sorting each row and summing in float64: the slow, obviously correct
+// reference, and the path on other devices. The two agree except where the probability
+// above a token is within float64 rounding of top_p.
+torch::Tensor top_p_filter_by_sorting(const torch::Tensor& logits, double top_p);
 
 }  // namespace can

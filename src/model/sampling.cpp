@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -71,16 +72,34 @@ torch::Tensor choose_tokens(const torch::Tensor& logits, const torch::Tensor& no
     const torch::Tensor kth = std::get<0>(scaled.topk(options.top_k, -1)).select(-1, options.top_k - 1);  // [B]
     scaled = scaled.masked_fill(scaled < kth.unsqueeze(-1), -std::numeric_limits<float>::infinity());
   }
-  if (options.top_p < 1) {
-    const auto [sorted, order] = scaled.sort(-1, /*descending=*/true);  // [B, V]
-    const torch::Tensor probabilities = sorted.softmax(-1);
-    // Drop a token when the tokens ranked above it already reach top_p; the first always stays.
-    const torch::Tensor mass_before = probabilities.cumsum(-1) - probabilities;
-    const torch::Tensor drop_sorted = mass_before >= options.top_p;
-    const torch::Tensor drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
-    scaled = scaled.masked_fill(drop, -std::numeric_limits<float>::infinity());
-  }
+  if (options.top_p < 1) scaled = top_p_filter(scaled, options.top_p);
   return (scaled.softmax(-1) / (limited ? noise.slice(-1, 0, options.vocab_limit) : noise)).argmax(-1);
+}
+
+// The probability of the least probable token the nucleus keeps, for one row: `values`
+// holds the row's probabilities and is reordered. Quickselect on the mass: split the
+// candidates around a pivot into more probable, tied and less probable; the answer lies
+// in the first part if it alone reaches top_p (with what is known to lie above), is the
+// pivot if the ties reach it, and lies in the last part otherwise.
+float nucleus_threshold(std::vector<float>& values, double top_p) {
+  auto low = values.begin(), high = values.end();
+  double above = 0;  // the mass of the tokens more probable than every candidate in [low, high); < top_p
+  while (true) {
+    const float a = *low, b = *(low + (high - low) / 2), c = *(high - 1);
+    const float pivot = std::max(std::min(a, b), std::min(std::max(a, b), c));  // median of three
+    const auto more_end = std::partition(low, high, [pivot](float v) { return v > pivot; });
+    const auto tied_end = std::partition(more_end, high, [pivot](float v) { return v == pivot; });
+    if (tied_end == more_end) return pivot;  // a NaN pivot: nothing compares equal (keeps every token)
+    const double more = std::accumulate(low, more_end, 0.0);
+    if (above + more >= top_p) {  // non-empty, since above < top_p
+      high = more_end;
+      continue;
+    }
+    const double tied = static_cast<double>(tied_end - more_end) * pivot;
+    if (above + more + tied >= top_p || tied_end == high) return pivot;
+    above += more + tied;
+    low = tied_end;
+  }
 }
 
 int64_t resolve_eos(const LlamaForCausalLM& model, const SamplingOptions& options) {
@@ -188,6 +207,34 @@ void sample_batch(LlamaForCausalLM& model, const std::vector<std::vector<int64_t
 }
 
 }  // namespace
+
+torch::Tensor top_p_filter(const torch::Tensor& logits, double top_p) {
+  check(logits.dim() == 2 && logits.scalar_type() == torch::kFloat32, "top_p_filter: logits must be [B, V] float32");
+  if (!logits.device().is_cpu()) return top_p_filter_by_sorting(logits, top_p);
+  const torch::Tensor probabilities = logits.softmax(-1).contiguous();  // [B, V]
+  const int64_t rows = probabilities.size(0), vocab = probabilities.size(1);
+  torch::Tensor thresholds = torch::empty({rows, 1}, probabilities.options());  // [B, 1]
+  const float* row_data = probabilities.data_ptr<float>();
+  float* threshold_data = thresholds.data_ptr<float>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> values;
+    for (int64_t row = begin; row < end; ++row) {
+      values.assign(row_data + row * vocab, row_data + (row + 1) * vocab);
+      threshold_data[row] = nucleus_threshold(values, top_p);
+    }
+  });
+  return logits.masked_fill(probabilities < thresholds, -std::numeric_limits<float>::infinity());
+}
+
+torch::Tensor top_p_filter_by_sorting(const torch::Tensor& logits, double top_p) {
+  check(logits.dim() == 2 && logits.scalar_type() == torch::kFloat32, "top_p_filter: logits must be [B, V] float32");
+  const torch::Tensor probabilities = logits.softmax(-1);                                  // [B, V]
+  const torch::Tensor sorted = std::get<0>(probabilities.to(torch::kFloat64).sort(-1, /*descending=*/true));
+  const torch::Tensor mass_before = sorted.cumsum(-1) - sorted;                            // [B, V]
+  const torch::Tensor kept = (mass_before < top_p).sum(-1, /*keepdim=*/true).clamp_min(1);  // [B, 1] (0: NaN)
+  const torch::Tensor thresholds = sorted.gather(-1, kept - 1).to(torch::kFloat32);        // [B, 1]
+  return logits.masked_fill(probabilities < thresholds, -std::numeric_limits<float>::infinity());
+}
 
 std::vector<Generation> sample(LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
                                const SamplingOptions& options) {
