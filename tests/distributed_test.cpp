@@ -18,6 +18,7 @@
 
 #include "can/chat_template.h"
 #include "can/distributed.h"
+#include "can/gradient_all_reduce.h"
 #include "can/dpo_trainer.h"
 #include "can/error.h"
 #include "can/hf_checkpoint.h"
@@ -331,6 +332,59 @@ TEST(DistributedWorker, Run) {
     EXPECT_EQ(results[unit], std::vector<double>(static_cast<size_t>(unit == 3 ? 0 : unit + 1), unit + 0.25)) << unit;
   }
   EXPECT_EQ(can::run_sharded(&group, 0, [](int64_t) { return std::vector<double>{1}; }).size(), 0u);
+
+  // Gradients summed while backward runs: two layers in buckets of 100 bytes, one
+  // tensor each (reverse registration order: the second layer's bias [3], its weight
+  // [3, 8], the first's bias [8], its weight [8, 4]). Rank r's loss is (r + 1) × a sum,
+  // over two backward passes (gradient accumulation, armed before the second); rank 1
+  // leaves the second layer out, so its buckets (the first two) never start during rank
+  // 1's backward, and the later ones wait for them: the order is every rank's.
+  torch::manual_seed(1);
+  torch::nn::Linear first(4, 8), second(8, 3);
+  std::vector<at::Tensor> parameters;
+  for (auto* layer : {&first, &second}) {
+    for (const auto& parameter : (*layer)->parameters()) parameters.push_back(parameter);
+  }
+  const at::Tensor input = torch::randn({5, 4});
+  auto loss = [&](bool with_second) {
+    const at::Tensor hidden = torch::tanh(first(input));
+    return (with_second ? second(hidden).sum() : torch::zeros({})) + hidden.sum();
+  };
+  auto gradients = [&](bool with_second) {  // one pass's gradients, zeros where none
+    for (const at::Tensor& parameter : parameters) parameter.mutable_grad() = at::Tensor();
+    loss(with_second).backward();
+    std::vector<at::Tensor> grads;
+    for (const at::Tensor& parameter : parameters) {
+      grads.push_back(parameter.grad().defined() ? parameter.grad().clone() : torch::zeros_like(parameter));
+    }
+    for (const at::Tensor& parameter : parameters) parameter.mutable_grad() = at::Tensor();
+    return grads;
+  };
+  const auto with_second = gradients(true), without_second = gradients(false);
+  std::vector<at::Tensor> expected;  // the job's sums over 2 passes: 1 × rank 0's + 2 × rank 1's
+  for (size_t k = 0; k < parameters.size(); ++k) expected.push_back(2 * (with_second[k] + 2 * without_second[k]));
+  {
+    can::GradientAllReduce gradient_sum(group, parameters, /*bucket_bytes=*/100);
+    EXPECT_EQ(gradient_sum.bucket_count(), 4);
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 1) gradient_sum.arm();
+      (loss(r == 0) * (r + 1)).backward();
+      EXPECT_EQ(gradient_sum.started_buckets(), pass == 1 && r == 0 ? 4 : 0) << "pass " << pass;
+    }
+    gradient_sum.finish();
+    for (size_t k = 0; k < parameters.size(); ++k) {
+      EXPECT_TRUE(torch::allclose(parameters[k].grad(), expected[k], 1e-6, 1e-6)) << "parameter " << k;
+    }
+    // A second update, every gradient fresh: the state was reset.
+    for (const at::Tensor& parameter : parameters) parameter.mutable_grad() = at::Tensor();
+    gradient_sum.arm();
+    (loss(true) * (r + 1)).backward();
+    EXPECT_EQ(gradient_sum.started_buckets(), 4);
+    gradient_sum.finish();
+    EXPECT_TRUE(torch::allclose(parameters[3].grad(), 3 * with_second[3], 1e-6, 1e-6));
+  }
+  // The hooks are gone with it: a backward now sends nothing (a collective here would hang the test).
+  loss(true).backward();
 }
 
 }  // namespace

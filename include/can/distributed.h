@@ -56,6 +56,10 @@ class ProcessGroup {
   // own) and each bucket is one collective, as DDP's reducer does, not one per tensor.
   // Every rank must pass tensors of the same dtypes and shapes, in the same order.
   void all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes = kDefaultBucketBytes) const;
+  // Starts summing `flat` (one contiguous tensor) across ranks and returns at once; the
+  // sums are in `flat` when the returned function has returned (it fails as
+  // all_reduce_sum would). Ranks must start their collectives in the same order.
+  std::function<void()> start_all_reduce_sum(const at::Tensor& flat) const;
   // As all_reduce_sum, but only `root`'s tensors get the sums (the others' are left
   // with unspecified values): the reduce half of ZeRO's gradient exchange.
   void reduce_sum(const std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes = kDefaultBucketBytes) const;

@@ -241,6 +241,16 @@ void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_
   });
 }
 
+std::function<void()> ProcessGroup::start_all_reduce_sum(const at::Tensor& flat) const {
+  check(flat.is_contiguous(), "rank {}: start_all_reduce_sum needs a contiguous tensor", rank());
+  std::vector<at::Tensor> one = {flat};
+  auto work = collective("all-reduce", rank(), [&] { return state_->of(flat).allreduce(one); },
+                         state_->ended_ranks_of_peers());
+  return [this, work] {
+    collective("all-reduce", rank(), [&] { work->wait(); }, state_->ended_ranks_of_peers());
+  };
+}
+
 void ProcessGroup::reduce_sum(const std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes) const {
   check(root >= 0 && root < world_size(), "reduce onto rank {}, outside [0, {})", root, world_size());
   c10d::ReduceOptions options;

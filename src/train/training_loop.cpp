@@ -16,6 +16,7 @@
 #include "can/compute_counts.h"
 #include "can/distributed.h"
 #include "can/epoch_shuffler.h"
+#include "can/gradient_all_reduce.h"
 #include "can/hf_checkpoint.h"
 #include "can/metrics_writer.h"
 #include "can/model_weights.h"
@@ -212,6 +213,9 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
         "{}: shard_optimizer needs a job of several processes (distributed.shard_optimizer)", stage);
   std::optional<ShardedOptimizer> shards;  // ZeRO stage 1: this rank's share of AdamW's moments
   if (options.shard_optimizer) shards.emplace(*group, parameters);
+  // Unsharded, in a job: the gradients' all-reduce overlapped with the update's last backward.
+  std::optional<GradientAllReduce> gradient_sum;
+  if (group != nullptr && !shards) gradient_sum.emplace(*group, parameters);
   LearningRateSchedule schedule;
   schedule.peak_lr = options.learning_rate;
   schedule.warmup_steps = options.warmup_steps;
@@ -282,10 +286,12 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     }
     bool job_interrupted = false;  // in a job: a rank was asked to stop
     at::Tensor update_loss;  // [] detached, on the device: Σ this rank's weighted losses (none without examples)
-    for (const auto& indices : micro_batches) {
+    for (size_t m = 0; m < micro_batches.size(); ++m) {
+      const std::vector<int64_t>& indices = micro_batches[m];
       const MicroBatchLoss result = task.compute_loss(indices);
       const double weight =
           static_cast<double>(loss_items(task, indices)) / static_cast<double>(std::max<int64_t>(1, update_items));
+      if (gradient_sum && m + 1 == micro_batches.size()) gradient_sum->arm();  // this backward's gradients are final
       (result.output.loss * weight).backward();
       const auto weighted_loss = result.output.loss.detach() * weight;
       update_loss = update_loss.defined() ? update_loss + weighted_loss : weighted_loss;
@@ -295,19 +301,19 @@ TrainingSummary run_training(const TrainingTask& task, const TrainingOptions& op
     }
 
     if (group != nullptr) {  // the job's gradient and loss: sums of the ranks' weighted parts
-      std::vector<at::Tensor> sums;
-      for (const auto& parameter : parameters) {
-        if (!parameter.grad().defined()) parameter.mutable_grad() = torch::zeros_like(parameter);
-        if (!shards) sums.push_back(parameter.grad());
+      if (shards) {
+        for (const auto& parameter : parameters) {
+          if (!parameter.grad().defined()) parameter.mutable_grad() = torch::zeros_like(parameter);
+        }
+        shards->reduce_gradients();  // each gradient's sum on its owner alone
+      } else {
+        gradient_sum->finish();  // the buckets backward did not start, then every bucket's sums
       }
-      if (shards) shards->reduce_gradients();  // each gradient's sum on its owner alone
       // One copy to the host per update, where the loss is read anyway.
       update_loss = update_loss.defined() ? update_loss.to(torch::kCPU, torch::kDouble) : torch::zeros({}, torch::kDouble);
-      sums.push_back(update_loss);
       // Ctrl-C on any rank stops every rank after this same update.
       const at::Tensor interrupts = torch::tensor(interrupt_requested ? 1.0 : 0.0, torch::kDouble);
-      sums.push_back(interrupts);
-      group->all_reduce_sum(sums);
+      group->all_reduce_sum({update_loss, interrupts});
       job_interrupted = interrupts.item<double>() > 0;
     }
     grad_norm = shards ? shards->clip_gradients(max_grad_norm) : clip_gradient_norm(parameters, max_grad_norm);

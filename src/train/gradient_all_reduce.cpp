@@ -1,0 +1,94 @@
+#include "can/gradient_all_reduce.h"
+
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/torch.h>
+
+#include "can/error.h"
+
+namespace can {
+
+GradientAllReduce::GradientAllReduce(const ProcessGroup& group, std::vector<at::Tensor> parameters,
+                                     int64_t bucket_bytes)
+    : group_(group), parameters_(std::move(parameters)) {
+  bucket_of_.resize(parameters_.size());
+  final_.assign(parameters_.size(), false);
+  int64_t bytes = 0;
+  for (size_t k = parameters_.size(); k-- > 0;) {  // reverse registration order
+    const at::Tensor& parameter = parameters_[k];
+    check(parameter.requires_grad(), "GradientAllReduce: parameter {} does not require a gradient", k);
+    const bool fits = !buckets_.empty() && bytes + static_cast<int64_t>(parameter.nbytes()) <= bucket_bytes &&
+                      parameters_[buckets_.back().members.front()].scalar_type() == parameter.scalar_type() &&
+                      parameters_[buckets_.back().members.front()].device() == parameter.device();
+    if (!fits) {
+      buckets_.emplace_back();
+      bytes = 0;
+    }
+    buckets_.back().members.push_back(k);
+    bytes += static_cast<int64_t>(parameter.nbytes());
+    bucket_of_[k] = buckets_.size() - 1;
+  }
+  for (auto& bucket : buckets_) bucket.pending = bucket.members.size();
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[k]);
+    const uintptr_t key = accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          on_final_gradient(k);
+          return outputs;
+        }));
+    remove_hooks_.push_back([accumulator, key] { accumulator->del_post_hook(key); });
+  }
+}
+
+GradientAllReduce::~GradientAllReduce() {
+  for (auto& remove : remove_hooks_) remove();
+}
+
+void GradientAllReduce::arm() { armed_ = true; }
+
+void GradientAllReduce::on_final_gradient(size_t parameter) {
+  if (!armed_) return;
+  check(!final_[parameter],
+        "GradientAllReduce: parameter {}'s gradient was accumulated twice in one backward, after its bucket "
+        "may have been sent",
+        parameter);
+  final_[parameter] = true;
+  if (--buckets_[bucket_of_[parameter]].pending == 0) start_ready_buckets();
+}
+
+void GradientAllReduce::start_ready_buckets() {
+  while (next_ < buckets_.size() && buckets_[next_].pending == 0) start(buckets_[next_++]);
+}
+
+void GradientAllReduce::start(Bucket& bucket) {
+  std::vector<at::Tensor> flats;
+  for (size_t k : bucket.members) {
+    at::Tensor& parameter = parameters_[k];
+    if (!parameter.grad().defined()) parameter.mutable_grad() = torch::zeros_like(parameter);
+    flats.push_back(parameter.grad().reshape({-1}));
+  }
+  bucket.flat = torch::cat(flats);  // [Σ numel]
+  bucket.wait = group_.start_all_reduce_sum(bucket.flat);
+}
+
+void GradientAllReduce::finish() {
+  armed_ = false;
+  for (auto& bucket : buckets_) bucket.pending = 0;
+  start_ready_buckets();
+  for (auto& bucket : buckets_) {
+    bucket.wait();
+    int64_t offset = 0;
+    for (size_t k : bucket.members) {
+      at::Tensor& grad = parameters_[k].mutable_grad();
+      grad.copy_(bucket.flat.narrow(0, offset, grad.numel()).view(grad.sizes()));
+      offset += grad.numel();
+    }
+    bucket.flat = at::Tensor();
+    bucket.wait = nullptr;
+    bucket.pending = bucket.members.size();
+  }
+  final_.assign(parameters_.size(), false);
+  next_ = 0;
+}
+
+}  // namespace can
