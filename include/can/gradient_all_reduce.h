@@ -32,7 +32,8 @@ class GradientAllReduce {
   void arm();
   // After the update's backward passes (any number, none included): starts the buckets
   // not started yet, waits for every one, and leaves each parameter's .grad holding the
-  // job's sum (zeros summed in for a parameter without a gradient here).
+  // job's sum (zeros summed in for a parameter without a gradient here), on its
+  // bucket's memory (a started bucket holds its gradients: no second copy lives meanwhile).
   void finish();
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }

@@ -68,6 +68,7 @@ void GradientAllReduce::start(Bucket& bucket) {
     flats.push_back(parameter.grad().reshape({-1}));
   }
   bucket.flat = torch::cat(flats);  // [Σ numel]
+  for (size_t k : bucket.members) parameters_[k].mutable_grad() = at::Tensor();  // the bucket holds them now
   bucket.wait = group_.start_all_reduce_sum(bucket.flat);
 }
 
@@ -79,9 +80,13 @@ void GradientAllReduce::finish() {
     bucket.wait();
     int64_t offset = 0;
     for (size_t k : bucket.members) {
-      at::Tensor& grad = parameters_[k].mutable_grad();
-      grad.copy_(bucket.flat.narrow(0, offset, grad.numel()).view(grad.sizes()));
-      offset += grad.numel();
+      // Each gradient a tensor on its bucket's memory, no copy back. Not an autograd view
+      // (narrow/view): optimizers detach gradients in place, which views refuse.
+      at::Tensor& parameter = parameters_[k];
+      at::Tensor grad = at::empty({0}, bucket.flat.options());
+      grad.set_(bucket.flat.storage(), bucket.flat.storage_offset() + offset, parameter.sizes());
+      parameter.mutable_grad() = grad;
+      offset += parameter.numel();
     }
     bucket.flat = at::Tensor();
     bucket.wait = nullptr;
