@@ -155,7 +155,7 @@ TEST(Distributed, ARankWhoseOthersNeverComeFailsWithinItsTimeout) {
 // tokenizer, the initial model and the pairs; `output` gets the run.
 can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std::filesystem::path& output,
                                   int64_t micro_batch_size, const can::ProcessGroup* group,
-                                  bool shard_optimizer = false) {
+                                  bool shard_optimizer = false, bool activation_checkpointing = false) {
   const can::Tokenizer tokenizer = can::Tokenizer::load((folder / "tokenizer.model").string());
   can::LlamaForCausalLM model = can::load_causal_lm((folder / "initial").string());
   auto pairs = can::read_preference_pairs(folder / "pairs_train.jsonl");
@@ -175,6 +175,7 @@ can::TrainingSummary train_dpo_in(const std::filesystem::path& folder, const std
   options.output_dir = output;
   options.process_group = group;
   options.shard_optimizer = shard_optimizer;
+  options.activation_checkpointing = activation_checkpointing;
   can::DpoTrainingOptions dpo;
   return can::train_dpo(model, tokenizer, can::ChatTemplate(), pairs, eval, options, dpo);
 }
@@ -224,9 +225,12 @@ TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
   can::LlamaConfig config = can::testing::tiny_llama_config(400);
   can::save_causal_lm(can::LlamaForCausalLM(config), (folder.path() / "initial").string());
 
-  // Two jobs of two ranks, unsharded and with sharded optimizer state (ZeRO stage 1).
+  // Three jobs of two ranks: unsharded (the all-reduce overlapping backward), with sharded
+  // optimizer state (ZeRO stage 1), and unsharded with activation checkpointing (the
+  // gradients then come from the backward that recomputes each layer).
+  const std::vector<const char*> jobs = {"dpo", "dpo-sharded", "dpo-checkpointed"};
   std::vector<pid_t> workers;
-  for (const char* task : {"dpo", "dpo-sharded"}) {
+  for (const char* task : jobs) {
     const int port = free_port();
     ASSERT_GT(port, 0);
     workers.push_back(start_worker(task, 0, 2, port, folder.path().string()));
@@ -238,7 +242,7 @@ TEST(Distributed, DpoOnTwoRanksEqualsOneProcessWithTheSameJobBatch) {
 
   const auto expected = can::load_checkpoint_tensors(folder.path() / "single" / "model");
   const auto initial = can::load_checkpoint_tensors(folder.path() / "initial");
-  for (const char* job : {"dpo", "dpo-sharded"}) {
+  for (const char* job : jobs) {
     EXPECT_FALSE(std::filesystem::exists(folder.path() / job / "rank-1" / "model")) << job << ": rank 0 alone writes";
     const auto actual = can::load_checkpoint_tensors(folder.path() / job / "rank-0" / "model");
     EXPECT_LE(largest_relative_difference(actual, expected), 1e-5) << job << ": largest relative difference";
@@ -286,8 +290,9 @@ TEST(DistributedWorker, Run) {
   if (std::string(task).rfind("dpo", 0) == 0) {
     const std::filesystem::path folder = std::getenv("CAN_DISTRIBUTED_FOLDER");
     const bool sharded = std::string(task) == "dpo-sharded";
-    const can::TrainingSummary summary =
-        train_dpo_in(folder, folder / task / ("rank-" + std::to_string(launch.rank)), 3, &group, sharded);
+    const bool checkpointed = std::string(task) == "dpo-checkpointed";
+    const can::TrainingSummary summary = train_dpo_in(folder, folder / task / ("rank-" + std::to_string(launch.rank)),
+                                                      3, &group, sharded, checkpointed);
     EXPECT_EQ(summary.steps, 4);
     return;
   }
