@@ -69,7 +69,11 @@ void print_solution(const can::DualSolution& solution) {
   row("lambda*", [&](size_t j) { return fmt::format("{:.6g}", solution.lambda[j]); });
   row("predicted safety improvement",
       [&](size_t j) { return fmt::format("{:.6g}", solution.predicted.safety_improvement[j]); });
+  row("  standard error (prompts)",
+      [&](size_t j) { return fmt::format("{:.3g}", solution.predicted.safety_improvement_stderr[j]); });
   std::cout << fmt::format("  {:<30}{:>14.6g}\n", "predicted reward improvement", solution.predicted.reward_improvement)
+            << fmt::format("  {:<30}{:>14.3g}\n", "  standard error (prompts)",
+                           solution.predicted.reward_improvement_stderr)
             << fmt::format("  {:<30}{:>14.6g} nats\n", "KL(pi_lambda || pi_ref)", solution.predicted.kl)
             << fmt::format("  {:<30}{:>14}\n", "effective sample size / N",
                            fmt::format("min {:.3f}, mean {:.3f}", solution.predicted.ess_min_fraction,

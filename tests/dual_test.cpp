@@ -277,6 +277,32 @@ TEST(DualProblem, RaggedPromptsWeighEqually) {
   EXPECT_NEAR(solution.predicted.kl, (p * std::log(2 * p) + (1 - p) * std::log(2 * (1 - p))) / 2, 1e-9);
 }
 
+TEST(DualProblem, PredictionStandardErrorsAreThoseOfThePerPromptImprovements) {
+  // β = 1, λ = ½. Prompt A: (r, g) = (0, 0), (0, 1): Δg = σ(½) − ½, Δr = 0. Prompt B: (0, 0),
+  // (0, 3): Δg = 3σ(3/2) − 3/2, Δr = 0. Prompt C: (2, 0), (0, 2): logits 2 and 1, response 2
+  // weighs σ(−1), so Δg = 2σ(−1) − 1 and Δr = 2(1 − σ(−1)) − 1.
+  const auto sigmoid = [](double x) { return 1 / (1 + std::exp(-x)); };
+  const OfflineScores scores({"A", "B", "C"}, {{0, 0}, {0, 0}, {2, 0}}, {{{0, 1}}, {{0, 3}}, {{0, 2}}});
+  const std::vector<double> safety = {sigmoid(0.5) - 0.5, 3 * sigmoid(1.5) - 1.5, 2 * sigmoid(-1) - 1};
+  const std::vector<double> reward = {0, 0, 2 * (1 - sigmoid(-1)) - 1};
+  // Sample standard deviation (n − 1 = 2) over √3.
+  const auto standard_error = [](const std::vector<double>& values) {
+    const double mean = (values[0] + values[1] + values[2]) / 3;
+    double squares = 0;
+    for (const double value : values) squares += (value - mean) * (value - mean);
+    return std::sqrt(squares / 2 / 3);
+  };
+  const can::DualPrediction prediction = can::predict(scores, 1.0, {0.5});
+  EXPECT_NEAR(prediction.safety_improvement[0], (safety[0] + safety[1] + safety[2]) / 3, 1e-12);
+  ASSERT_EQ(prediction.safety_improvement_stderr.size(), 1u);
+  EXPECT_NEAR(prediction.safety_improvement_stderr[0], standard_error(safety), 1e-12);
+  EXPECT_NEAR(prediction.reward_improvement_stderr, standard_error(reward), 1e-12);
+  // Identical prompts: no spread, no standard error; one prompt: unknown.
+  EXPECT_EQ(can::predict(two_response_prompts(4), 1.0, {0.5}).safety_improvement_stderr[0], 0.0);
+  EXPECT_TRUE(std::isnan(can::predict(two_response_prompts(1), 1.0, {0.5}).safety_improvement_stderr[0]));
+  EXPECT_TRUE(std::isnan(can::predict(two_response_prompts(1), 1.0, {0.5}).reward_improvement_stderr));
+}
+
 TEST(DualSolver, TwoConstraintsSatisfyKktConditions) {
   const OfflineScores scores = synthetic(2);
   const std::vector<std::vector<double>> margin_pairs{{0.05, 0.02}, {0.08, -0.5}, {-0.5, 0.05}, {-1, -1}};
@@ -441,6 +467,8 @@ TEST(DualSolution, JsonCarriesTheDesignFields) {
   EXPECT_NEAR(solved["predicted"]["safety_improvement"][0].get<double>(), 0.3, 1e-9);
   EXPECT_TRUE(solved["predicted"].contains("reward_improvement"));
   EXPECT_TRUE(solved["predicted"].contains("kl"));
+  EXPECT_EQ(solved["predicted"]["safety_improvement_stderr"][0], 0.0);  // identical prompts
+  EXPECT_EQ(solved["predicted"]["reward_improvement_stderr"], 0.0);
   EXPECT_TRUE(solved["ess"].contains("min") && solved["ess"].contains("mean"));
   EXPECT_EQ(solved["num_prompts"], 2);
   EXPECT_EQ(solved["feasible"], true);
@@ -474,10 +502,17 @@ TEST(DualSolution, JsonReadsBackToTheSameSolutionAndChecksItsFormatVersion) {
   EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "new/dual.json"); }),
                        fmt::format("new/dual.json: format_version {} is not the version {} this CAN reads",
                                    can::kArtifactFormatVersion + 1, can::kArtifactFormatVersion)));
-  // Version 1 (before dual.json recorded its units) is another CAN's file too.
-  old["format_version"] = 1;
-  EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "v1/dual.json"); }),
-                       "format_version 1 is not the version 2"));
+  // Versions 1 (before dual.json recorded its units) and 2 (before the predictions' standard
+  // errors) are another CAN's files too.
+  for (const int version : {1, 2}) {
+    old["format_version"] = version;
+    EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "v/dual.json"); }),
+                         fmt::format("format_version {} is not the version {}", version, can::kArtifactFormatVersion)));
+  }
+  // One prompt: the standard errors are unknown, null in the file and NaN read back.
+  const nlohmann::json single = to_json(solve_dual(two_response_prompts(1), options_for({0.3})));
+  EXPECT_TRUE(single["predicted"]["safety_improvement_stderr"][0].is_null());
+  EXPECT_TRUE(std::isnan(can::dual_solution_from_json(single, "one/dual.json").predicted.reward_improvement_stderr));
   old["format_version"] = can::kArtifactFormatVersion;
   old["predicted"].erase("kl");
   EXPECT_TRUE(contains(error_message([&] { can::dual_solution_from_json(old, "x/dual.json"); }),

@@ -76,7 +76,9 @@ TEST(EndToEnd, TinyPrimalDualStepsLambdaEachRoundAndResumesARoundAfterItsSamplin
     const double constraint = policy_safety - reference_safety - margin;
     lambda = std::max(0.0, lambda - eta * constraint);
     EXPECT_DOUBLE_EQ(round.at("lambda_after")[0].get<double>(), lambda);
-    if (k == 0) EXPECT_DOUBLE_EQ(lambda, 1.0 + eta * margin);
+    if (k == 0) {
+      EXPECT_DOUBLE_EQ(lambda, 1.0 + eta * margin);
+    }
     // stages.json records the round's λ and estimate beside its compute.
     const auto& entry = entries.at("round-" + std::to_string(k));
     EXPECT_DOUBLE_EQ(entry.at("summary").at("lambda")[0].get<double>(), lambda);

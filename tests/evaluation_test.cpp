@@ -42,7 +42,9 @@ can::DualSolution two_constraint_solution() {
   solution.lambda = {1.5, 0.0};
   solution.converged = true;
   solution.predicted.safety_improvement = {0.5, 0.3};
+  solution.predicted.safety_improvement_stderr = {0.04, 0.03};
   solution.predicted.reward_improvement = -0.2;
+  solution.predicted.reward_improvement_stderr = 0.05;
   solution.predicted.kl = 0.7;
   return solution;
 }
@@ -205,6 +207,17 @@ TEST_F(EvaluationTest, ReportJsonHasTheFieldsWithOneEntryPerConstraint) {
   const std::string markdown = can::read_text_file(path("two_costs/report.md"));
   EXPECT_TRUE(contains(markdown, "The prediction may not hold for this run:\n\n- dpo.loss.kind is ipo")) << markdown;
   EXPECT_TRUE(contains(markdown, "| achieved ± 95% |")) << markdown;
+  // The prediction's standard errors come through, and the difference's interval combines both.
+  EXPECT_EQ(written.at("predicted").at("safety_improvement_stderr"), json({0.04, 0.03}));
+  EXPECT_EQ(written.at("predicted").at("reward_improvement_stderr"), 0.05);
+  const double achieved_stderr = report.overall.achieved.safety_improvement_stderr[0];
+  ASSERT_GT(achieved_stderr, 0);
+  const double gap_stderr = std::sqrt(achieved_stderr * achieved_stderr + 0.04 * 0.04);
+  EXPECT_DOUBLE_EQ(can::prediction_gap_stderr(report, 0), gap_stderr);
+  EXPECT_TRUE(contains(markdown, "| 0.5 ± 0.0784 |")) << markdown;
+  EXPECT_TRUE(contains(markdown, fmt::format(" | {:.4g} ± {:.4g} |", report.overall.achieved.safety_improvement[0] - 0.5,
+                                             1.96 * gap_stderr)))
+      << markdown;
 }
 
 TEST_F(EvaluationTest, IdenticalPoliciesAchieveExactlyZeroAndEvenWinRates) {
@@ -329,6 +342,7 @@ TEST_F(EvaluationTest, APredictionScorerMeasuresAchievedInThePredictionsUnit) {
   dual.margins = {0.5};
   dual.lambda = {1.5};
   dual.predicted.safety_improvement = {0.5};
+  dual.predicted.safety_improvement_stderr = {0.04};
   const auto report =
       can::evaluate_policy(models, *tokenizer_, can::ChatTemplate(), world_prompts(), small_options(), dual);
   const can::Improvement& achieved = report.overall.achieved;

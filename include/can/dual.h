@@ -37,6 +37,13 @@ struct DualOptions {
 struct DualPrediction {
   std::vector<double> safety_improvement;  // [m] Σ w g − ḡ
   double reward_improvement = 0;           // Σ w r − r̄
+  // Standard errors of the two means above over the prompts: the sample standard deviation
+  // (n − 1) of the per-prompt improvements Σ_k w_ik g_ik − ḡ_i over √M; NaN for M < 2. They
+  // measure how far the prediction may lie from the same λ's improvement on the prompts'
+  // whole distribution (and on all of π_ref's responses, as each prompt's own N samples
+  // vary too); not the bias of self-normalized weights (see the ESS) nor anything of DPO.
+  std::vector<double> safety_improvement_stderr;  // [m]
+  double reward_improvement_stderr = 0;
   double kl = 0;                           // KL(π_λ ‖ π_ref) in nats, mean over prompts
   double ess_min_fraction = 0;             // min over prompts of (1/Σ_k w_ik²) / N_i
   double ess_mean_fraction = 0;            // mean over prompts of the same

@@ -154,6 +154,12 @@ struct EvaluationReport {
   std::optional<ScoreAccuracy> score_accuracy;
 };
 
+// The standard error of achieved − predicted safety improvement of constraint j,
+// √(se_achieved² + se_predicted²): the evaluation and the dual estimate on different
+// prompts, so the two errors are independent. NaN when either is unknown or there is no
+// dual. ±1.96 of it is the interval a prediction that holds falls inside 95% of the time.
+double prediction_gap_stderr(const EvaluationReport& report, int j);
+
 // Generates one response per prompt from the policy and the reference (same
 // options, same seed), scores each with every score model (and the prediction
 // scorer, when given), judges it when the prompt has a topic (all prompts or none

@@ -49,7 +49,8 @@ std::string prompt_id_field(const nlohmann::json& object, const std::string& whe
 // file of another CAN version is an error that says so instead of being misread.
 // Version 2: dual.json and report.json state the units of their scores, report.json
 // says which prompts it evaluated and carries the model accuracy.
-inline constexpr int64_t kArtifactFormatVersion = 2;
+// Version 3: their predictions carry standard errors (predicted.*_stderr).
+inline constexpr int64_t kArtifactFormatVersion = 3;
 void check_format_version(const nlohmann::json& object, const std::string& where);
 
 }  // namespace can

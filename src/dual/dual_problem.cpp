@@ -167,17 +167,20 @@ DualPrediction DualProblem::predict(const std::vector<double>& lambda) const {
   const int m = num_constraints_;
   check(static_cast<int>(lambda.size()) == m, "dual: lambda has {} entries for {} constraints", lambda.size(), m);
   DualPrediction prediction;
-  prediction.safety_improvement.assign(m, 0);
   prediction.ess_min_fraction = std::numeric_limits<double>::infinity();
   std::vector<double> logits(max_responses_);
   std::vector<double> weights(max_responses_);
   const int64_t num_prompts = this->num_prompts();
+  // Each prompt's improvements Σ_k w_ik x_ik (x centred within the prompt): column 0 the
+  // reward, column 1 + j constraint j.
+  std::vector<double> improvements(static_cast<size_t>(num_prompts * (m + 1)), 0.0);  // [M, 1 + m]
   for (int64_t i = 0; i < num_prompts; ++i) {
     const int64_t begin = offsets_[i];
     const int64_t n = offsets_[i + 1] - begin;
     const double* g = safety_.data() + begin * m;
     const double log_mean_exp =
         tilt_prompt(rewards_.data() + begin, g, n, m, lambda.data(), 1 / beta_, logits.data(), weights.data());
+    double* improvement = improvements.data() + i * (m + 1);
     double kl = 0;
     double square_sum = 0;
     for (int64_t k = 0; k < n; ++k) {
@@ -185,8 +188,8 @@ DualPrediction DualProblem::predict(const std::vector<double>& lambda) const {
       // log(N w_k) = logit_k − log mean exp, exact even where w_k underflows to 0.
       kl += w * (logits[k] - log_mean_exp);
       square_sum += w * w;
-      prediction.reward_improvement += w * rewards_[begin + k];
-      for (int j = 0; j < m; ++j) prediction.safety_improvement[j] += w * g[k * m + j];
+      improvement[0] += w * rewards_[begin + k];
+      for (int j = 0; j < m; ++j) improvement[1 + j] += w * g[k * m + j];
     }
     prediction.kl += kl;
     const double ess_fraction = 1 / (square_sum * static_cast<double>(n));
@@ -194,10 +197,28 @@ DualPrediction DualProblem::predict(const std::vector<double>& lambda) const {
     prediction.ess_mean_fraction += ess_fraction;
   }
   const double inverse_prompts = 1 / static_cast<double>(num_prompts);
-  prediction.reward_improvement *= inverse_prompts;
   prediction.kl *= inverse_prompts;
   prediction.ess_mean_fraction *= inverse_prompts;
-  for (int j = 0; j < m; ++j) prediction.safety_improvement[j] *= inverse_prompts;
+  // Mean and standard error (sample standard deviation over √M) of each column.
+  std::vector<double> means(m + 1), standard_errors(m + 1);
+  for (int column = 0; column <= m; ++column) {
+    double sum = 0;
+    for (int64_t i = 0; i < num_prompts; ++i) sum += improvements[i * (m + 1) + column];
+    const double mean = sum * inverse_prompts;
+    double squares = 0;
+    for (int64_t i = 0; i < num_prompts; ++i) {
+      const double deviation = improvements[i * (m + 1) + column] - mean;
+      squares += deviation * deviation;
+    }
+    means[column] = mean;
+    standard_errors[column] = num_prompts < 2 ? std::numeric_limits<double>::quiet_NaN()
+                                              : std::sqrt(squares / static_cast<double>(num_prompts - 1) *
+                                                          inverse_prompts);
+  }
+  prediction.reward_improvement = means[0];
+  prediction.reward_improvement_stderr = standard_errors[0];
+  prediction.safety_improvement.assign(means.begin() + 1, means.end());
+  prediction.safety_improvement_stderr.assign(standard_errors.begin() + 1, standard_errors.end());
   return prediction;
 }
 

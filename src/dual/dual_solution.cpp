@@ -55,7 +55,9 @@ nlohmann::json to_json(const DualSolution& solution) {
   result["dual_value"] = solution.dual_value;
   result["projected_gradient"] = solution.projected_gradient;
   result["predicted"] = {{"safety_improvement", solution.predicted.safety_improvement},
+                         {"safety_improvement_stderr", numbers_or_nulls(solution.predicted.safety_improvement_stderr)},
                          {"reward_improvement", solution.predicted.reward_improvement},
+                         {"reward_improvement_stderr", number_or_null(solution.predicted.reward_improvement_stderr)},
                          {"kl", solution.predicted.kl}};
   result["ess"] = {{"min", solution.predicted.ess_min_fraction}, {"mean", solution.predicted.ess_mean_fraction}};
   return result;
@@ -92,7 +94,14 @@ DualSolution dual_solution_from_json(const nlohmann::json& json, const std::stri
   check(solution.predicted.safety_improvement.size() == solution.margins.size(),
         "{}: {} safety_improvement value(s) for {} margin(s)", predicted_where,
         solution.predicted.safety_improvement.size(), solution.margins.size());
+  solution.predicted.safety_improvement_stderr =
+      numbers_or_nulls_field(predicted, "safety_improvement_stderr", predicted_where);
+  check(solution.predicted.safety_improvement_stderr.size() == solution.margins.size(),
+        "{}: {} safety_improvement_stderr value(s) for {} margin(s)", predicted_where,
+        solution.predicted.safety_improvement_stderr.size(), solution.margins.size());
   solution.predicted.reward_improvement = number_field(predicted, "reward_improvement", predicted_where);
+  solution.predicted.reward_improvement_stderr =
+      number_or_nan_field(predicted, "reward_improvement_stderr", predicted_where);
   solution.predicted.kl = number_field(predicted, "kl", predicted_where);
   const nlohmann::json& ess = required_field(json, "ess", where);
   solution.predicted.ess_min_fraction = number_field(ess, "min", where + ": ess");

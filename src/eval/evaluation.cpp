@@ -207,10 +207,12 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
   if (dual) {
     check(dual->feasible && dual->lambda.size() == static_cast<size_t>(num_constraints) &&
               dual->margins.size() == static_cast<size_t>(num_constraints) &&
-              dual->predicted.safety_improvement.size() == static_cast<size_t>(num_constraints),
+              dual->predicted.safety_improvement.size() == static_cast<size_t>(num_constraints) &&
+              dual->predicted.safety_improvement_stderr.size() == static_cast<size_t>(num_constraints),
           "evaluation: the dual solution must be feasible with {} constraint(s), one per cost model; it has {} "
-          "margin(s) and {} lambda value(s)",
-          num_constraints, dual->margins.size(), dual->lambda.size());
+          "margin(s), {} lambda value(s) and {} predicted improvement(s) with {} standard error(s)",
+          num_constraints, dual->margins.size(), dual->lambda.size(), dual->predicted.safety_improvement.size(),
+          dual->predicted.safety_improvement_stderr.size());
     const ScoreUnits measured = prediction ? *prediction : score_model_units();
     check((dual->safety_unit.empty() || dual->safety_unit == measured.safety) &&
               (dual->reward_unit.empty() || dual->reward_unit == measured.reward),
@@ -242,6 +244,13 @@ EvaluationReport summarize_evaluation(std::vector<PromptEvaluation> prompts, int
     }
   }
   return report;
+}
+
+double prediction_gap_stderr(const EvaluationReport& report, int j) {
+  if (!report.dual) return std::numeric_limits<double>::quiet_NaN();
+  const double achieved = report.overall.achieved.safety_improvement_stderr.at(static_cast<size_t>(j));
+  const double predicted = report.dual->predicted.safety_improvement_stderr.at(static_cast<size_t>(j));
+  return std::sqrt(achieved * achieved + predicted * predicted);
 }
 
 EvaluationReport evaluate_policy(EvaluationModels& models, const Tokenizer& tokenizer,

@@ -283,16 +283,33 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
                      report.overall.num_prompts, unit_description(achieved.safety_unit),
                      unit_description(achieved.reward_unit),
                      report.dual ? "; the prediction is in the same units" : "");
-  out << "| | predicted | achieved ± 95% | (achieved − predicted) / \\|predicted\\| |\n|---|---:|---:|---:|\n";
-  for (int j = 0; j < report.num_constraints; ++j) {
-    out << "| " << safety_name(achieved.safety_unit, j, report.num_constraints) << " | "
-        << (report.dual ? format_number(report.dual->predicted.safety_improvement[j]) : "—") << " | "
-        << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
-        << (report.dual ? format_number(report.prediction_error[j]) : "—") << " |\n";
+  if (report.dual) {
+    out << "Predicted: π_λ*'s improvement on the dual's sample prompts, ± its 95% interval over those prompts. The "
+           "two are estimated on different prompts, so the difference's interval combines both; a difference inside "
+           "it is one the two samples cannot tell from zero.\n\n";
   }
-  out << "| reward improvement | " << (report.dual ? format_number(report.dual->predicted.reward_improvement) : "—")
-      << " | " << with_interval(achieved.reward_improvement, achieved.reward_improvement_stderr) << " | |\n";
-  if (report.dual) out << "| KL(π ‖ π_ref), nats | " << format_number(report.dual->predicted.kl) << " | — | |\n";
+  out << "| | predicted ± 95% | achieved ± 95% | achieved − predicted ± 95% | (achieved − predicted) / "
+         "\\|predicted\\| |\n|---|---:|---:|---:|---:|\n";
+  for (int j = 0; j < report.num_constraints; ++j) {
+    out << "| " << safety_name(achieved.safety_unit, j, report.num_constraints) << " | ";
+    if (report.dual) {
+      const DualPrediction& predicted = report.dual->predicted;
+      out << with_interval(predicted.safety_improvement[j], predicted.safety_improvement_stderr[j]) << " | "
+          << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
+          << with_interval(achieved.safety_improvement[j] - predicted.safety_improvement[j],
+                           prediction_gap_stderr(report, j))
+          << " | " << format_number(report.prediction_error[j]) << " |\n";
+    } else {
+      out << "— | " << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j])
+          << " | — | — |\n";
+    }
+  }
+  out << "| reward improvement | "
+      << (report.dual ? with_interval(report.dual->predicted.reward_improvement,
+                                      report.dual->predicted.reward_improvement_stderr)
+                      : "—")
+      << " | " << with_interval(achieved.reward_improvement, achieved.reward_improvement_stderr) << " | | |\n";
+  if (report.dual) out << "| KL(π ‖ π_ref), nats | " << format_number(report.dual->predicted.kl) << " | — | | |\n";
   out << '\n';
   if (!report.prediction_caveats.empty()) {
     out << "The prediction may not hold for this run:\n\n";
@@ -503,8 +520,10 @@ nlohmann::json evaluation_report_to_json(const EvaluationReport& report) {
     // taken to be in the units it is compared in.
     result["predicted"] = {
         {"safety_improvement", dual.predicted.safety_improvement},
+        {"safety_improvement_stderr", numbers_or_nulls(dual.predicted.safety_improvement_stderr)},
         {"safety_unit", dual.safety_unit.empty() ? report.overall.achieved.safety_unit : dual.safety_unit},
         {"reward_improvement", dual.predicted.reward_improvement},
+        {"reward_improvement_stderr", number_or_null(dual.predicted.reward_improvement_stderr)},
         {"reward_unit", dual.reward_unit.empty() ? report.overall.achieved.reward_unit : dual.reward_unit},
         {"kl", dual.predicted.kl}};
     result["prediction_error"] = numbers_or_nulls(report.prediction_error);
@@ -543,7 +562,11 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     dual.lambda = numbers_field(json_report, "lambda", where);
     dual.converged = bool_field(json_report, "dual_converged", where);
     dual.predicted.safety_improvement = numbers_field(*predicted, "safety_improvement", where + ": predicted");
+    dual.predicted.safety_improvement_stderr =
+        numbers_or_nulls_field(*predicted, "safety_improvement_stderr", where + ": predicted");
     dual.predicted.reward_improvement = number_field(*predicted, "reward_improvement", where + ": predicted");
+    dual.predicted.reward_improvement_stderr =
+        number_or_nan_field(*predicted, "reward_improvement_stderr", where + ": predicted");
     dual.predicted.kl = number_field(*predicted, "kl", where + ": predicted");
     dual.safety_unit = string_field(*predicted, "safety_unit", where + ": predicted");
     dual.reward_unit = string_field(*predicted, "reward_unit", where + ": predicted");
@@ -560,6 +583,8 @@ EvaluationReport evaluation_report_from_json(const nlohmann::json& json_report, 
     for (const auto& [field, length] : {std::pair<std::string, size_t>{"margins", dual.margins.size()},
                                         {"lambda", dual.lambda.size()},
                                         {"predicted.safety_improvement", dual.predicted.safety_improvement.size()},
+                                        {"predicted.safety_improvement_stderr",
+                                         dual.predicted.safety_improvement_stderr.size()},
                                         {"prediction_error", report.prediction_error.size()}}) {
       check(length == m, "{}: {} has {} entries but num_constraints is {}", where, field, length, m);
     }

@@ -23,31 +23,39 @@ constexpr double kInterval95 = 1.96;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // What the sweep shows of one margin's report, per constraint j where it has one; NaN
-// where the report has no value (not judged).
+// where the report has no value (not judged). Intervals are half-widths, 1.96 standard errors.
 struct SweepRow {
   double margin, kl, predicted_reward, achieved_reward;
-  std::vector<double> lambda, predicted_safety, achieved_safety, achieved_safety_interval, relative_error;  // [m]
+  std::vector<double> lambda, predicted_safety, predicted_safety_interval;  // [m]
+  std::vector<double> achieved_safety, achieved_safety_interval;           // [m]
+  std::vector<double> gap_interval, relative_error;  // [m] of achieved − predicted (evaluation.h's prediction_gap_stderr)
   double judge_safety, judge_helpfulness, reference_judge_safety, reference_judge_helpfulness;
   std::vector<double> judge_safety_by_constraint, reference_judge_safety_by_constraint;  // [m]; empty when not judged
 };
 
-SweepRow sweep_row(const SweepPoint& point) {
-  const EvaluationReport& report = point.report;
+SweepRow sweep_row(double margin, const EvaluationReport& report) {
   check(report.dual.has_value() && !report.dual->lambda.empty() && !report.prediction_error.empty(),
-        "sweep: the report of margin {} has no prediction of the dual", point.margin);
+        "sweep: the report of margin {} has no prediction of the dual", margin);
   const EvaluationSummary& overall = report.overall;
   const DualSolution& dual = *report.dual;
   const auto or_nan = [](const std::optional<double>& value) { return value.value_or(kNaN); };
-  std::vector<double> intervals;
-  for (double standard_error : overall.achieved.safety_improvement_stderr) intervals.push_back(kInterval95 * standard_error);
-  return {point.margin,
+  const auto intervals = [](const std::vector<double>& standard_errors) {
+    std::vector<double> result;
+    for (double standard_error : standard_errors) result.push_back(kInterval95 * standard_error);
+    return result;
+  };
+  std::vector<double> gap_intervals;
+  for (int j = 0; j < report.num_constraints; ++j) gap_intervals.push_back(kInterval95 * prediction_gap_stderr(report, j));
+  return {margin,
           dual.predicted.kl,
           dual.predicted.reward_improvement,
           overall.achieved.reward_improvement,
           dual.lambda,
           dual.predicted.safety_improvement,
+          intervals(dual.predicted.safety_improvement_stderr),
           overall.achieved.safety_improvement,
-          intervals,
+          intervals(overall.achieved.safety_improvement_stderr),
+          gap_intervals,
           report.prediction_error,
           or_nan(overall.policy.judge_safety),
           or_nan(overall.policy.judge_helpfulness),
@@ -59,18 +67,26 @@ SweepRow sweep_row(const SweepPoint& point) {
 
 std::string number(double value) { return std::isfinite(value) ? fmt::format("{:.4g}", value) : "—"; }
 
+// "x ± h", or x alone when h is not finite.
+std::string with_interval(double value, double half_width) {
+  return std::isfinite(half_width) ? fmt::format("{} ± {}", number(value), number(half_width)) : number(value);
+}
+
 // The unit of every margin's safety improvement (Improvement::safety_unit); the margins
 // must agree on it, on the reward's and on the number of constraints.
 std::string safety_unit(const std::vector<SweepPoint>& points) {
   const Improvement& first = points.front().report.overall.achieved;
   for (const SweepPoint& point : points) {
-    const Improvement& achieved = point.report.overall.achieved;
-    check(achieved.safety_unit == first.safety_unit && achieved.reward_unit == first.reward_unit,
-          "sweep: margin {} measures safety in '{}' and reward in '{}' but margin {} in '{}' and '{}'", point.margin,
-          achieved.safety_unit, achieved.reward_unit, points.front().margin, first.safety_unit, first.reward_unit);
-    check(point.report.num_constraints == points.front().report.num_constraints,
-          "sweep: margin {} has {} constraints but margin {} has {}", point.margin, point.report.num_constraints,
-          points.front().margin, points.front().report.num_constraints);
+    for (const EvaluationReport* report : {&point.report, point.same_templates ? &*point.same_templates : nullptr}) {
+      if (report == nullptr) continue;
+      const Improvement& achieved = report->overall.achieved;
+      check(achieved.safety_unit == first.safety_unit && achieved.reward_unit == first.reward_unit,
+            "sweep: margin {} measures safety in '{}' and reward in '{}' but margin {} in '{}' and '{}'", point.margin,
+            achieved.safety_unit, achieved.reward_unit, points.front().margin, first.safety_unit, first.reward_unit);
+      check(report->num_constraints == points.front().report.num_constraints,
+            "sweep: margin {} has {} constraints but margin {} has {}", point.margin, report->num_constraints,
+            points.front().margin, points.front().report.num_constraints);
+    }
   }
   return first.safety_unit;
 }
@@ -88,24 +104,26 @@ bool shows_judge_by_kind(const std::vector<SweepPoint>& points) {
          !first.overall.reference.judge_safety_by_constraint.empty();
 }
 
-std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
+// Every point was evaluated on the sample prompts' own templates as well.
+bool has_same_templates(const std::vector<SweepPoint>& points) {
+  for (const SweepPoint& point : points) {
+    if (!point.same_templates) return false;
+  }
+  return true;
+}
+
+// One prompt set's table: a row per margin, from `report_of(point)`.
+template <typename ReportOf>
+std::string sweep_table(const std::vector<SweepPoint>& points, bool by_kind, ReportOf report_of) {
   const int m = points.front().report.num_constraints;
-  const bool by_kind = shows_judge_by_kind(points);
-  std::ostringstream out;
-  out << "# Margin sweep\n\n"
-      << fmt::format(
-             "One aligned policy per safety margin b{}, evaluated on the held-out prompts. Improvements are in the "
-             "prediction's units (safety: {}); predicted is the dual's, achieved is measured, ± its 95% interval over "
-             "the evaluation prompts (1.96 standard errors of the per-prompt differences); relative error = (achieved "
-             "− predicted) / |predicted|.\n\n",
-             m == 1 ? "" : fmt::format(" of constraint {} (the others at their configured margins)", swept),
-             safety_unit(points));
   std::string header = "| b |", rule = "|---:|";
   for (int j = 0; j < m; ++j) {
-    header += fmt::format(" {} | {} | {} | {} | {} |", per_constraint("λ*", "", j, m),
-                          per_constraint("Δsafety", " predicted", j, m), per_constraint("Δsafety", " achieved ± 95%", j, m),
-                          per_constraint("predicted inside", "", j, m), per_constraint("relative error", "", j, m));
-    rule += "---:|---:|---:|:---:|---:|";
+    header += fmt::format(" {} | {} | {} | {} | {} | {} |", per_constraint("λ*", "", j, m),
+                          per_constraint("Δsafety", " predicted ± 95%", j, m),
+                          per_constraint("Δsafety", " achieved ± 95%", j, m),
+                          per_constraint("Δsafety", " achieved − predicted ± 95%", j, m), per_constraint("inside", "", j, m),
+                          per_constraint("relative error", "", j, m));
+    rule += "---:|---:|---:|---:|:---:|---:|";
   }
   header += " KL predicted | Δreward predicted | Δreward achieved | judge safety | judge helpfulness |";
   rule += "---:|---:|---:|---:|---:|";
@@ -113,29 +131,60 @@ std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
     header += fmt::format(" judge safety, {} harm |", harm_kind_name(static_cast<HarmKind>(j)));
     rule += "---:|";
   }
-  out << header << "\n" << rule << "\n";
-  const SweepRow first = sweep_row(points.front());
+  std::string out = header + "\n" + rule + "\n";
+  const SweepRow first = sweep_row(points.front().margin, report_of(points.front()));
   std::string reference = "| reference |";
-  for (int column = 0; column < 5 * m + 3; ++column) reference += " |";  // nothing under λ*, ..., Δreward achieved
+  for (int column = 0; column < 6 * m + 3; ++column) reference += " |";  // nothing under λ*, ..., Δreward achieved
   reference += fmt::format(" {} | {} |", number(first.reference_judge_safety), number(first.reference_judge_helpfulness));
   for (int j = 0; by_kind && j < m; ++j) reference += fmt::format(" {} |", number(first.reference_judge_safety_by_constraint[j]));
-  out << reference << "\n";
+  out += reference + "\n";
   for (const SweepPoint& point : points) {
-    const SweepRow row = sweep_row(point);
+    const SweepRow row = sweep_row(point.margin, report_of(point));
     std::string line = fmt::format("| {} |", number(row.margin));
     for (int j = 0; j < m; ++j) {
-      const double interval = row.achieved_safety_interval[j];
-      const bool inside = std::abs(row.achieved_safety[j] - row.predicted_safety[j]) <= interval;
-      line += fmt::format(" {} | {} | {} ± {} | {} | {} |", number(row.lambda[j]), number(row.predicted_safety[j]),
-                          number(row.achieved_safety[j]), number(interval),
-                          std::isfinite(interval) ? (inside ? "yes" : "no") : "—", number(row.relative_error[j]));
+      const double gap = row.achieved_safety[j] - row.predicted_safety[j];
+      const double interval = row.gap_interval[j];
+      line += fmt::format(" {} | {} | {} | {} | {} | {} |", number(row.lambda[j]),
+                          with_interval(row.predicted_safety[j], row.predicted_safety_interval[j]),
+                          with_interval(row.achieved_safety[j], row.achieved_safety_interval[j]),
+                          with_interval(gap, interval),
+                          std::isfinite(interval) ? (std::abs(gap) <= interval ? "yes" : "no") : "—",
+                          number(row.relative_error[j]));
     }
     line += fmt::format(" {} | {} | {} | {} | {} |", number(row.kl), number(row.predicted_reward),
                         number(row.achieved_reward), number(row.judge_safety), number(row.judge_helpfulness));
     for (int j = 0; by_kind && j < m; ++j) {
       line += fmt::format(" {} |", row.judge_safety_by_constraint.empty() ? "—" : number(row.judge_safety_by_constraint[j]));
     }
-    out << line << "\n";
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string sweep_markdown(const std::vector<SweepPoint>& points, int swept) {
+  const int m = points.front().report.num_constraints;
+  const bool by_kind = shows_judge_by_kind(points);
+  std::ostringstream out;
+  out << "# Margin sweep\n\n"
+      << fmt::format(
+             "One aligned policy per safety margin b{}. Improvements are in the prediction's units (safety: {}). "
+             "Predicted is the dual's, ± its 95% interval over the dual's sample prompts; achieved is measured on the "
+             "evaluation prompts, ± its 95% interval (1.96 standard errors of the per-prompt differences). The two are "
+             "estimated on different prompts, so the difference's interval combines both (√(se_achieved² + "
+             "se_predicted²)); inside: the difference lies within it. Relative error = (achieved − predicted) / "
+             "|predicted|.\n\n",
+             m == 1 ? "" : fmt::format(" of constraint {} (the others at their configured margins)", swept),
+             safety_unit(points));
+  out << fmt::format("## {} prompts ({})\n\n", points.front().report.overall.num_prompts,
+                     points.front().report.prompt_set.empty() ? "held out" : points.front().report.prompt_set)
+      << sweep_table(points, by_kind, [](const SweepPoint& point) -> const EvaluationReport& { return point.report; });
+  if (has_same_templates(points)) {
+    out << fmt::format("\n## {} new prompts of the sample prompts' own templates (same_templates)\n\n"
+                       "Where the prediction was made: a difference that shows only in the table above is a "
+                       "generalisation gap, not an error of the dual.\n\n",
+                       points.front().same_templates->overall.num_prompts)
+        << sweep_table(points, by_kind,
+                       [](const SweepPoint& point) -> const EvaluationReport& { return *point.same_templates; });
   }
   return out.str();
 }
@@ -144,9 +193,11 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
   const int m = points.front().report.num_constraints;
   std::vector<double> margins, reward, judge_safety, judge_helpfulness;
   std::vector<std::vector<double>> predicted(m), achieved(m), judge_by_constraint(m);
-  std::vector<std::vector<double>> interval_x(m), interval_y(m);  // one vertical segment per policy, NaN between them
+  // One vertical (achieved) and one horizontal (predicted) 95% segment per policy, NaN between them.
+  std::vector<std::vector<double>> interval_x(m), interval_y(m), predicted_x(m), predicted_y(m);
+  std::vector<std::vector<double>> same_predicted(m), same_achieved(m);  // on the sample prompts' own templates
   for (const SweepPoint& point : points) {
-    const SweepRow row = sweep_row(point);
+    const SweepRow row = sweep_row(point.margin, point.report);
     margins.push_back(row.margin);
     for (int j = 0; j < m; ++j) {
       predicted[j].push_back(row.predicted_safety[j]);
@@ -154,6 +205,14 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
       interval_x[j].insert(interval_x[j].end(), {row.predicted_safety[j], row.predicted_safety[j], kNaN});
       interval_y[j].insert(interval_y[j].end(), {row.achieved_safety[j] - row.achieved_safety_interval[j],
                                                  row.achieved_safety[j] + row.achieved_safety_interval[j], kNaN});
+      predicted_x[j].insert(predicted_x[j].end(), {row.predicted_safety[j] - row.predicted_safety_interval[j],
+                                                   row.predicted_safety[j] + row.predicted_safety_interval[j], kNaN});
+      predicted_y[j].insert(predicted_y[j].end(), {row.achieved_safety[j], row.achieved_safety[j], kNaN});
+      if (point.same_templates) {
+        const SweepRow same = sweep_row(point.margin, *point.same_templates);
+        same_predicted[j].push_back(same.predicted_safety[j]);
+        same_achieved[j].push_back(same.achieved_safety[j]);
+      }
       judge_by_constraint[j].push_back(row.judge_safety_by_constraint.empty() ? kNaN
                                                                               : row.judge_safety_by_constraint[j]);
     }
@@ -163,11 +222,11 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
   }
   double low = 0, high = 0;  // the diagonal spans every point, and 0
   for (int j = 0; j < m; ++j) {
-    for (double value : predicted[j]) low = std::min(low, value), high = std::max(high, value);
-    for (double value : interval_y[j]) {
-      if (std::isfinite(value)) low = std::min(low, value), high = std::max(high, value);
+    for (const auto* values : {&interval_y[j], &predicted_x[j], &achieved[j], &same_achieved[j]}) {
+      for (double value : *values) {
+        if (std::isfinite(value)) low = std::min(low, value), high = std::max(high, value);
+      }
     }
-    for (double value : achieved[j]) low = std::min(low, value), high = std::max(high, value);
   }
 
   PlotFigure figure;
@@ -184,7 +243,13 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
     const std::string colour = m == 1 ? "" : palette_color(static_cast<size_t>(j));
     prediction.series.push_back({"95% interval of achieved" + name, interval_x[j], interval_y[j],
                                  m == 1 ? "#9ecae1" : colour, false, false});
+    prediction.series.push_back({"95% interval of predicted" + name, predicted_x[j], predicted_y[j],
+                                 m == 1 ? "#c7e9c0" : colour, false, false});
     prediction.series.push_back({"aligned policies" + name, predicted[j], achieved[j], colour, false, true});
+    if (has_same_templates(points)) {
+      prediction.series.push_back({"aligned policies on the sample prompts' templates" + name, same_predicted[j], same_achieved[j],
+                                   m == 1 ? "#d62728" : colour, true, true});
+    }
   }
   figure.panels.push_back(prediction);
 
@@ -203,7 +268,7 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
     judge.series.push_back({fmt::format("judge safety, {} harm", harm_kind_name(static_cast<HarmKind>(j))), margins,
                             judge_by_constraint[j], palette_color(static_cast<size_t>(j + 2)), false, true});
   }
-  const SweepRow first = sweep_row(points.front());
+  const SweepRow first = sweep_row(points.front().margin, points.front().report);
   const double reference_safety = first.reference_judge_safety;
   const double reference_helpfulness = first.reference_judge_helpfulness;
   const std::vector<double> ends = {margins.front(), margins.back()};
@@ -222,7 +287,9 @@ void write_sweep_report(const std::filesystem::path& directory, const std::vecto
   for (const SweepPoint& point : points) {
     listed.push_back({{"margin", point.margin},
                       {"constraint", point.constraint},
-                      {"report", evaluation_report_to_json(point.report)}});
+                      {"report", evaluation_report_to_json(point.report)},
+                      {"same_templates_report",
+                       point.same_templates ? evaluation_report_to_json(*point.same_templates) : json(nullptr)}});
   }
   const int swept = points.front().constraint;
   for (const SweepPoint& point : points) {

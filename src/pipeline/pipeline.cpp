@@ -837,12 +837,17 @@ void write_sweep_summary(const Config& config) {
   const fs::path run_dir = config.run.dir;
   std::vector<SweepPoint> points;
   for (double margin : config.sweep.margins) {
-    const fs::path report = run_dir / ("eval" + sweep_stage_suffix(config, margin)) / "report.json";
+    const fs::path eval_dir = run_dir / ("eval" + sweep_stage_suffix(config, margin));
+    const fs::path report = eval_dir / "report.json";
     if (!fs::exists(report)) {
       spdlog::info("sweep: {} has not been written yet, so there is no sweep summary yet", report.string());
       return;
     }
-    points.push_back({margin, static_cast<int>(config.sweep.constraint), read_evaluation_report(report)});
+    SweepPoint point{margin, static_cast<int>(config.sweep.constraint), read_evaluation_report(report), std::nullopt};
+    if (const fs::path same = eval_dir / "same_templates" / "report.json"; fs::exists(same)) {
+      point.same_templates = read_evaluation_report(same);
+    }
+    points.push_back(std::move(point));
   }
   write_sweep_report(run_dir, points);
 }

@@ -17,7 +17,7 @@ why: see TOLERANCES below):
     dual_value equals scipy's minimum;
   * CAN's λ satisfies the KKT conditions of the numpy dual (projected gradient),
     and an LP (below) confirms the margins are reachable;
-  * predicted safety/reward improvement, KL, ESS and max_safety_improvement
+  * predicted safety/reward improvement and their standard errors over prompts, KL, ESS and max_safety_improvement
     recomputed in numpy at CAN's λ;
   * constraints made slack give λ_j = 0 exactly in both;
   * infeasible margins give exit status 2 with null lambda, and scipy agrees that
@@ -164,7 +164,12 @@ class NumpyDual:
         log_nw = np.where(self.mask, log_w, 0.0) + np.log(self.n)[:, None]  # padding: w = 0, log finite
         kl = (w * log_nw).sum(axis=1).mean()
         ess = 1.0 / ((w**2).sum(axis=1) * self.n)
-        return {"safety": safety, "reward": reward, "kl": kl, "ess_min": ess.min(), "ess_mean": ess.mean()}
+        # Standard errors over prompts of the per-prompt improvements (sample std, ddof 1, / √M).
+        safety_i = (w[None] * self.g).sum(axis=2) - self.g.sum(axis=2) / self.n  # [m, M]
+        reward_i = (w * self.r).sum(axis=1) - self.r.sum(axis=1) / self.n  # [M]
+        root = np.sqrt(self.M)
+        return {"safety": safety, "reward": reward, "kl": kl, "ess_min": ess.min(), "ess_mean": ess.mean(),
+                "safety_stderr": safety_i.std(axis=1, ddof=1) / root, "reward_stderr": reward_i.std(ddof=1) / root}
 
     def projected_gradient(self, lam):
         _, gradient = self.value_and_gradient(lam)
@@ -272,6 +277,8 @@ def run_feasible(binary, scores, dual, solver, kind, scipy_result):
         "safety": np.abs(np.asarray(reported["safety_improvement"]) - prediction["safety"]).max(),
         "reward": abs(reported["reward_improvement"] - prediction["reward"]),
         "kl": abs(reported["kl"] - prediction["kl"]),
+        "safety stderr": np.abs(np.asarray(reported["safety_improvement_stderr"]) - prediction["safety_stderr"]).max(),
+        "reward stderr": abs(reported["reward_improvement_stderr"] - prediction["reward_stderr"]),
         "ess": max(abs(out["ess"]["min"] - prediction["ess_min"]), abs(out["ess"]["mean"] - prediction["ess_mean"])),
         "reach": np.abs(np.asarray(out["max_safety_improvement"]) - dual.reach).max(),
     }
