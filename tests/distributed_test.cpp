@@ -134,6 +134,19 @@ int wait_for(pid_t pid, std::chrono::seconds limit) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+TEST(Distributed, BucketsAreConsecutiveRunsOfOneDtypeWithinTheByteLimit) {
+  // float32 of 40, 40, 24 and 100 bytes, then a float64 of 16 and a float32 of 8. With a
+  // limit of 80 bytes: [40 + 40] (the 24 would make 104), [24] (the 100 would make 124),
+  // [100] (alone, over the limit), [float64], [the float32 after the dtype change].
+  const auto f32 = [](int64_t n) { return torch::zeros({n}, torch::kFloat32); };
+  const std::vector<at::Tensor> tensors = {f32(10), f32(10), f32(6), f32(25), torch::zeros({2}, torch::kFloat64), f32(2)};
+  using Ranges = std::vector<std::pair<size_t, size_t>>;
+  EXPECT_EQ(can::bucket_ranges(tensors, 80), (Ranges{{0, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}}));
+  EXPECT_EQ(can::bucket_ranges(tensors, 1 << 20), (Ranges{{0, 4}, {4, 5}, {5, 6}}));
+  EXPECT_EQ(can::bucket_ranges(tensors, 1), (Ranges{{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}}));
+  EXPECT_TRUE(can::bucket_ranges({}, 80).empty());
+}
+
 TEST(Distributed, TwoProcessesSumBroadcastAndMeetOverGloo) {
   const int port = free_port();
   ASSERT_GT(port, 0);

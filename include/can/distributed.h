@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace can {
@@ -37,6 +38,12 @@ struct LaunchEnvironment {
 // launcher. Some set and others not, a value that is not a number or out of range:
 // an error naming the variable.
 LaunchEnvironment read_launch_environment(const std::function<const char*(const char*)>& getenv);
+
+// The buckets one collective each carries: consecutive runs of `tensors`, in the order
+// given, of one dtype and device and at most `bucket_bytes` together (a tensor larger
+// than that is a bucket of its own), as [begin, end) indices. ProcessGroup's bucketed
+// collectives and GradientAllReduce both cut by it.
+std::vector<std::pair<size_t, size_t>> bucket_ranges(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes);
 
 class ProcessGroup {
  public:

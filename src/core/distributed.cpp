@@ -209,16 +209,7 @@ namespace {
 // together, at least one), runs `collective` on each bucket, flat, and copies its values back.
 void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
                 const std::function<void(std::vector<at::Tensor>& flat)>& collective) {
-  size_t begin = 0;
-  while (begin < tensors.size()) {
-    size_t end = begin + 1;
-    int64_t bytes = tensors[begin].nbytes();
-    while (end < tensors.size() && tensors[end].scalar_type() == tensors[begin].scalar_type() &&
-           tensors[end].device() == tensors[begin].device() &&
-           bytes + static_cast<int64_t>(tensors[end].nbytes()) <= bucket_bytes) {
-      bytes += tensors[end].nbytes();
-      ++end;
-    }
+  for (const auto& [begin, end] : bucket_ranges(tensors, bucket_bytes)) {
     std::vector<at::Tensor> flats;
     for (size_t i = begin; i < end; ++i) flats.push_back(tensors[i].reshape({-1}));
     std::vector<at::Tensor> bucket = {at::cat(flats)};  // [Σ numel]
@@ -229,11 +220,28 @@ void in_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes,
       tensors[i].copy_(bucket[0].narrow(0, offset, count).view(tensors[i].sizes()));
       offset += count;
     }
-    begin = end;
   }
 }
 
 }  // namespace
+
+std::vector<std::pair<size_t, size_t>> bucket_ranges(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
+  std::vector<std::pair<size_t, size_t>> ranges;
+  size_t begin = 0;
+  while (begin < tensors.size()) {
+    size_t end = begin + 1;
+    int64_t bytes = static_cast<int64_t>(tensors[begin].nbytes());
+    while (end < tensors.size() && tensors[end].scalar_type() == tensors[begin].scalar_type() &&
+           tensors[end].device() == tensors[begin].device() &&
+           bytes + static_cast<int64_t>(tensors[end].nbytes()) <= bucket_bytes) {
+      bytes += static_cast<int64_t>(tensors[end].nbytes());
+      ++end;
+    }
+    ranges.emplace_back(begin, end);
+    begin = end;
+  }
+  return ranges;
+}
 
 void ProcessGroup::all_reduce_sum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) const {
   in_buckets(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {

@@ -13,20 +13,17 @@ GradientAllReduce::GradientAllReduce(const ProcessGroup& group, std::vector<at::
     : group_(group), parameters_(std::move(parameters)) {
   bucket_of_.resize(parameters_.size());
   final_.assign(parameters_.size(), false);
-  int64_t bytes = 0;
-  for (size_t k = parameters_.size(); k-- > 0;) {  // reverse registration order
-    const at::Tensor& parameter = parameters_[k];
-    check(parameter.requires_grad(), "GradientAllReduce: parameter {} does not require a gradient", k);
-    const bool fits = !buckets_.empty() && bytes + static_cast<int64_t>(parameter.nbytes()) <= bucket_bytes &&
-                      parameters_[buckets_.back().members.front()].scalar_type() == parameter.scalar_type() &&
-                      parameters_[buckets_.back().members.front()].device() == parameter.device();
-    if (!fits) {
-      buckets_.emplace_back();
-      bytes = 0;
+  std::vector<at::Tensor> reversed(parameters_.rbegin(), parameters_.rend());  // reverse registration order
+  for (size_t k = 0; k < parameters_.size(); ++k) {
+    check(parameters_[k].requires_grad(), "GradientAllReduce: parameter {} does not require a gradient", k);
+  }
+  for (const auto& [begin, end] : bucket_ranges(reversed, bucket_bytes)) {
+    Bucket& bucket = buckets_.emplace_back();
+    for (size_t i = begin; i < end; ++i) {
+      const size_t k = parameters_.size() - 1 - i;
+      bucket.members.push_back(k);
+      bucket_of_[k] = buckets_.size() - 1;
     }
-    buckets_.back().members.push_back(k);
-    bytes += static_cast<int64_t>(parameter.nbytes());
-    bucket_of_[k] = buckets_.size() - 1;
   }
   for (auto& bucket : buckets_) bucket.pending = bucket.members.size();
   for (size_t k = 0; k < parameters_.size(); ++k) {
