@@ -7,11 +7,15 @@
 
 #include <cmath>
 
+#include "assertions.h"
 #include "can/error.h"
 #include "can/logprobs.h"
 #include "tiny_model.h"
 
 namespace {
+
+using can::testing::contains;
+using can::testing::error_message;
 
 double softplus(double x) { return std::log1p(std::exp(x)); }
 
@@ -189,6 +193,50 @@ TEST(DpoLoss, LabelSmoothingGivesTheConservativeLoss) {
   // and the mean is 0.658299 + 0.0075 = 0.665799.
   EXPECT_NEAR(output.loss.item<double>(), 0.665799, 1e-6);
   EXPECT_NEAR(metric(output, "rewards/margins"), 0.075, 1e-6);  // metrics do not depend on ε
+}
+
+TEST(DpoLoss, SoftLabelsAreTheCrossEntropyAgainstEachPairsProbability) {
+  const DpoInputs in;
+  const can::DpoOptions options{/*beta=*/0.1, /*label_smoothing=*/0.0, can::PreferenceLossKind::kSigmoid};
+  // p = 0.8 and 0.6: p·softplus(−x) + (1 − p)·softplus(x) = softplus(−x) + (1 − p)·x with x = βh
+  //   0.598139 + 0.2·0.2 = 0.638139;  0.718460 + 0.4·(−0.05) = 0.698460; mean 0.668299.
+  const auto output = can::dpo_loss(in.policy_chosen, in.policy_rejected, in.reference_chosen, in.reference_rejected,
+                                    in.chosen_tokens, in.rejected_tokens, options, vector({0.8, 0.6}));
+  EXPECT_NEAR(output.loss.item<double>(), 0.668299, 1e-6);
+  // ∂loss/∂π_c(pair 1) = ½ · β·(σ(βh) − p) = 0.05 · (σ(0.2) − 0.8) = −0.0125083.
+  output.loss.backward();
+  EXPECT_NEAR(in.policy_chosen.grad()[0].item<double>(), 0.05 * (1 / (1 + std::exp(-0.2)) - 0.8), 1e-7);
+  EXPECT_NEAR(in.policy_chosen.grad()[0].item<double>(), -0.0125083, 1e-6);
+
+  // Certain labels (p = 1) are the plain loss; p = 1 − ε everywhere is label smoothing ε; with
+  // both, the target is p(1 − ε) + (1 − p)ε.
+  const auto with = [&](const std::vector<float>& p, double smoothing) {
+    return can::dpo_loss(in.policy_chosen, in.policy_rejected, in.reference_chosen, in.reference_rejected,
+                         in.chosen_tokens, in.rejected_tokens, {0.1, smoothing}, vector(p))
+        .loss.item<double>();
+  };
+  EXPECT_NEAR(with({1, 1}, 0), dpo(in, {0.1, 0.0}).loss.item<double>(), 1e-7);
+  EXPECT_NEAR(with({0.9, 0.9}, 0), dpo(in, {0.1, 0.1}).loss.item<double>(), 1e-7);
+  EXPECT_NEAR(with({0.8, 0.8}, 0.1), dpo(in, {0.1, 0.26}).loss.item<double>(), 1e-7);  // q = 0.72 + 0.02
+
+  // A probability of ½ at h = 0: log 2 and no gradient, whatever the log-probs.
+  const auto chosen = vector({-3, -40}, true), rejected = vector({-9, -2}, true);
+  const auto tokens = vector({1, 2});
+  const auto even = can::dpo_loss(chosen, rejected, chosen.detach(), rejected.detach(), tokens, tokens, {0.5, 0.0},
+                                  vector({0.5, 0.5}));
+  EXPECT_NEAR(even.loss.item<double>(), std::log(2.0), 1e-7);
+  even.loss.backward();
+  EXPECT_EQ(chosen.grad().abs().max().item<double>(), 0.0);
+
+  // Outside [½, 1], a wrong shape, or with IPO: an error that says so.
+  EXPECT_TRUE(contains(error_message([&] { with({0.4, 0.9}, 0); }), "must lie in [0.5, 1]"));
+  EXPECT_TRUE(contains(error_message([&] { with({0.9}, 0); }), "chosen_probability must have shape [2], got [1]"));
+  EXPECT_TRUE(contains(error_message([&] {
+                         can::dpo_loss(in.policy_chosen, in.policy_rejected, in.reference_chosen, in.reference_rejected,
+                                       in.chosen_tokens, in.rejected_tokens, {0.1, 0.0, can::PreferenceLossKind::kIpo},
+                                       vector({0.9, 0.9}));
+                       }),
+                       "soft labels (chosen probabilities) need the sigmoid loss, not ipo"));
 }
 
 TEST(DpoLoss, IpoLossComparesPerTokenLogRatios) {

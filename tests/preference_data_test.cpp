@@ -108,6 +108,7 @@ TEST_F(PreferenceDataFile, WriteThenReadGivesTheSamePairs) {
   EXPECT_TRUE(read[1].is_response_0_safe);
   EXPECT_FALSE(read[1].is_response_1_safe);
   EXPECT_FALSE(read[1].is_response_safe(1));
+  EXPECT_EQ(read[1].better_probability, 1.0);
   // Nothing but the target is left behind by the atomic write.
   EXPECT_EQ(std::distance(fs::directory_iterator(path.parent_path()), fs::directory_iterator()), 1);
 }
@@ -238,6 +239,23 @@ TEST_F(PreferenceDataFile, WrongTypeErrorNamesFileLineAndField) {
   message = error_for_second_line(line_with("is_response_1_safe", 1));
   EXPECT_NE(message.find("pairs.jsonl:2: field 'is_response_1_safe' must be true or false"), std::string::npos)
       << message;
+}
+
+TEST_F(PreferenceDataFile, ASoftLabelsProbabilityIsWrittenReadAndChecked) {
+  can::PreferencePair pair = can::read_preference_pairs(write_lines({valid_json().dump()})).front();
+  EXPECT_EQ(pair.better_probability, 1.0);  // absent: a certain label
+  EXPECT_FALSE(can::preference_pair_to_json(pair).contains("better_response_probability"));
+  pair.better_probability = 0.7310585786300049;
+  const auto path = directory_ / "soft" / "pairs.jsonl";
+  can::write_preference_pairs(path, {pair});
+  EXPECT_EQ(can::read_preference_pairs(path).front().better_probability, 0.7310585786300049);
+  for (const double bad : {0.3, 1.5}) {
+    const auto message = error_for_second_line(line_with("better_response_probability", bad));
+    EXPECT_NE(message.find("pairs.jsonl:2: better_response_probability must lie in [0.5, 1]"), std::string::npos)
+        << message;
+  }
+  const auto message = error_for_second_line(line_with("better_response_probability", "high"));
+  EXPECT_NE(message.find("pairs.jsonl:2: field 'better_response_probability'"), std::string::npos) << message;
 }
 
 TEST_F(PreferenceDataFile, ResponseIdOtherThanZeroOrOneIsAnError) {

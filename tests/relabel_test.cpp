@@ -63,10 +63,32 @@ TEST(Relabel, BernoulliLabelsFollowTheSigmoidOfTheScoreDifference) {
   EXPECT_GT(differ, n / 10);
 }
 
+TEST(Relabel, SoftKeepsTheLikelierResponseWithItsProbability) {
+  // Δs = 1, −3, 0.5, 0 and 40: the likelier response and σ(|Δs|); σ(40) rounds to 1 in
+  // double precision, a certain label. Bernoulli and argmax labels are certain.
+  const auto result = can::relabel_pairs(pairs(5), {0.0, 2.0, 1.0, 0.0, 0.0}, {1.0, -1.0, 1.5, 0.0, 40.0},
+                                         {can::RelabelMode::kSoft, 0});
+  const auto sigmoid = [](double x) { return 1 / (1 + std::exp(-x)); };
+  const std::vector<int> better = {1, 0, 1, 0, 1};
+  const std::vector<double> probability = {sigmoid(1), sigmoid(3), sigmoid(0.5), 0.5, 1.0};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(result.pairs[i].better_response_id, better[i]) << i;
+    EXPECT_NEAR(result.pairs[i].better_probability, probability[i], 1e-15) << i;
+    EXPECT_EQ(result.pairs[i].safer_response_id, 1);
+  }
+  for (const auto mode : {can::RelabelMode::kBernoulli, can::RelabelMode::kArgmax}) {
+    for (const auto& pair : can::relabel_pairs(pairs(3), {0.0, 2.0, 1.0}, {1.0, -1.0, 1.5}, {mode, 0}).pairs) {
+      EXPECT_EQ(pair.better_probability, 1.0);
+    }
+  }
+  EXPECT_EQ(can::parse_relabel_mode("soft"), can::RelabelMode::kSoft);
+  EXPECT_EQ(can::relabel_mode_name(can::RelabelMode::kSoft), "soft");
+}
+
 TEST(Relabel, RejectsMismatchedOrNonFiniteScores) {
   EXPECT_THROW(can::relabel_pairs(pairs(2), {0.0}, {1.0, 2.0}, {}), can::Error);
   EXPECT_THROW(can::relabel_pairs(pairs(1), {NAN}, {1.0}, {}), can::Error);
-  EXPECT_THROW(can::parse_relabel_mode("soft"), can::Error);
+  EXPECT_THROW(can::parse_relabel_mode("sampled"), can::Error);
 }
 
 }  // namespace

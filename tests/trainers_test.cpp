@@ -320,6 +320,29 @@ TEST_F(Trainers, DpoReachesHighRewardAccuracyOnSeparablePairs) {
   EXPECT_TRUE(fs::exists(output_dir_.path() / "reference_logprobs.safetensors"));
 }
 
+// Soft labels (relabel.mode soft): the loss's minimum is at β·h = log(p/(1 − p)) on every
+// pair, finite, where certain labels push the margins on without end.
+TEST_F(Trainers, DpoOnSoftLabelsSettlesAtEachPairsLogOdds) {
+  auto soft = marker_pairs(16, 43, /*same_words=*/true);
+  for (auto& pair : soft) pair.better_probability = 0.75;
+  const double log_odds = std::log(0.75 / 0.25);
+  auto margins_after = [&](const std::vector<can::PreferencePair>& pairs, const fs::path& directory) {
+    auto model = policy();
+    auto options = base_options(directory);
+    options.epochs = 60;
+    options.learning_rate = 1e-2;
+    options.log_every = 60;
+    can::DpoTrainingOptions dpo;
+    dpo.loss.beta = 0.5;
+    return can::train_dpo(model, *tokenizer_, chat_template_, pairs, pairs, options, dpo)
+        .eval_metrics.at("eval_rewards/margins");
+  };
+  const double soft_margins = margins_after(soft, output_dir_.path() / "soft");
+  const double hard_margins = margins_after(marker_pairs(16, 43, /*same_words=*/true), output_dir_.path() / "hard");
+  EXPECT_NEAR(soft_margins, log_odds, 0.1);
+  EXPECT_GT(hard_margins, 2 * log_odds);
+}
+
 TEST_F(Trainers, ReferenceLogprobsAreCachedAndRecomputedWhenWeightsOrDataChange) {
   const auto pairs = marker_pairs(10, 51, /*same_words=*/false);
   std::vector<can::TokenizedSequence> chosen, rejected;

@@ -33,7 +33,9 @@ struct DpoTrainingOptions {
 // ones, also when resuming) only they train: every other parameter is frozen,
 // the reference log-probs come from the model with its adapters disabled,
 // checkpoints hold the adapters (PEFT layout) and the optimizer state of them
-// alone, and <output_dir>/model gets the merged weights. Log-probs are sequence sums in nats; IPO
+// alone, and <output_dir>/model gets the merged weights. A pair whose better_probability is
+// below 1 (a soft pseudo-preference; chosen by PreferenceLabel::kBetter) is a soft label
+// of the sigmoid loss (losses.h). Log-probs are sequence sums in nats; IPO
 // divides each log-ratio by its response's token count, as TRL does (losses.h). Stage "dpo"; metrics as TRL names
 // them: loss, rewards/chosen, rewards/rejected, rewards/margins,
 // rewards/accuracies, logps/chosen, logps/rejected, grad_norm, learning_rate; the
@@ -44,8 +46,9 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
 
 // One micro-batch's DPO loss: the policy's log-probs (with gradients) of a pair
 // batch (make_pair_batch, on the policy's device) against reference_logprobs [2B]
-// (chosen rows, then rejected rows).
+// (chosen rows, then rejected rows); chosen_probability [B] as dpo_loss takes it.
 LossOutput dpo_pair_batch_loss(LlamaForCausalLM& policy, const SequenceBatch& pair_batch,
-                               const at::Tensor& reference_logprobs, const DpoOptions& options);
+                               const at::Tensor& reference_logprobs, const DpoOptions& options,
+                               const at::Tensor& chosen_probability = at::Tensor());
 
 }  // namespace can

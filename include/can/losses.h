@@ -34,7 +34,8 @@ struct DpoOptions {
 };
 
 // With log-ratios ρ_c = logπ_c − logπ_ref_c, ρ_r = logπ_r − logπ_ref_r, h = ρ_c − ρ_r:
-//   sigmoid: −(1 − ε)·log σ(β·h) − ε·log σ(−β·h)
+//   sigmoid: −q·log σ(β·h) − (1 − q)·log σ(−β·h),  q = p·(1 − ε) + (1 − p)·ε
+//            (q = 1 − ε with labels taken as certain, p = 1)
 //   ipo:     (ρ_c/n_c − ρ_r/n_r − 1/(2β))²
 // Log-probs are sequence sums in nats (sequence_logprobs); n_c, n_r [batch] are
 // the response token counts of each pair, which only IPO uses: it compares
@@ -44,10 +45,14 @@ struct DpoOptions {
 // rewards/rejected = mean βρ_r, rewards/margins = mean of their difference,
 // rewards/accuracies = fraction of pairs with βρ_c > βρ_r, logps/chosen and
 // logps/rejected = mean policy log-probs.
+// `chosen_probability` [batch], p in [½, 1]: how likely each chosen response is the
+// preferred one (a soft pseudo-preference, relabel.h's kSoft); undefined: every label is
+// certain. The sigmoid loss's minimum in h is then at β·h = log(p/(1 − p)) for ε = 0,
+// finite below p = 1. IPO takes certain labels only.
 LossOutput dpo_loss(const at::Tensor& policy_chosen_logprobs, const at::Tensor& policy_rejected_logprobs,
                     const at::Tensor& reference_chosen_logprobs, const at::Tensor& reference_rejected_logprobs,
                     const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,
-                    const DpoOptions& options);
+                    const DpoOptions& options, const at::Tensor& chosen_probability = at::Tensor());
 
 // Bradley–Terry reward-model loss −log σ(s_better − s_worse). Metrics: accuracy
 // (fraction with s_better > s_worse), scores/better, scores/worse (means).

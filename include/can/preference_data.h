@@ -34,6 +34,9 @@ struct PreferencePair {
   std::string response_0;
   std::string response_1;
   int better_response_id = 0;  // 0 or 1: the more helpful response
+  // P(better_response_id's response ≻ the other) in [½, 1]: 1 for a label taken as certain;
+  // below 1 for a soft pseudo-preference (relabel.h's kSoft), which DPO fits as such.
+  double better_probability = 1;
   int safer_response_id = 0;   // 0 or 1: the less harmful response
   bool is_response_0_safe = true;
   bool is_response_1_safe = true;

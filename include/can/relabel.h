@@ -1,7 +1,9 @@
 // Pseudo-preferences (docs/design.md §2, §3 step 3): a pair is re-labelled by the
 // composite score s = r + λ*ᵀg of its two responses, with
 // P(response_1 ≻ response_0) = σ(s_1 − s_0). The label is sampled (Bernoulli),
-// as the authors' code does, or taken as the more likely one (argmax).
+// as the authors' code does, taken as the more likely one (argmax), or kept as that
+// probability (soft: better_response_id the likelier response, better_probability its
+// probability, which DPO fits as a soft label).
 #pragma once
 
 #include <cstdint>
@@ -12,8 +14,8 @@
 
 namespace can {
 
-enum class RelabelMode { kBernoulli, kArgmax };
-RelabelMode parse_relabel_mode(const std::string& name);  // "bernoulli" or "argmax"
+enum class RelabelMode { kBernoulli, kArgmax, kSoft };
+RelabelMode parse_relabel_mode(const std::string& name);  // "bernoulli", "argmax" or "soft"
 std::string relabel_mode_name(RelabelMode mode);
 
 struct RelabelOptions {
@@ -22,8 +24,8 @@ struct RelabelOptions {
 };
 
 struct RelabeledPairs {
-  // The input pairs with better_response_id replaced by the pseudo-preference;
-  // every other field as it was.
+  // The input pairs with better_response_id replaced by the pseudo-preference (and, soft,
+  // better_probability by its probability); every other field as it was.
   std::vector<PreferencePair> pairs;
   std::vector<double> probability_1;  // [n] σ(s_1 − s_0)
 };

@@ -59,6 +59,13 @@ PreferencePair preference_pair_from_json(const nlohmann::json& value, const std:
   pair.response_0 = read_text(value, "response_0", where);
   pair.response_1 = read_text(value, "response_1", where);
   pair.better_response_id = read_response_id(value, "better_response_id", where);
+  if (value.contains("better_response_probability")) {
+    pair.better_probability = number_field(value, "better_response_probability", where);
+    check(pair.better_probability >= 0.5 && pair.better_probability <= 1,
+          "{}: better_response_probability must lie in [0.5, 1] (better_response_id names the likelier response), "
+          "got {}",
+          where, pair.better_probability);
+  }
   pair.safer_response_id = read_response_id(value, "safer_response_id", where);
   pair.is_response_0_safe = bool_field(value, "is_response_0_safe", where);
   pair.is_response_1_safe = bool_field(value, "is_response_1_safe", where);
@@ -92,6 +99,7 @@ nlohmann::json preference_pair_to_json(const PreferencePair& pair) {
                          {"safer_response_id", pair.safer_response_id},
                          {"is_response_0_safe", pair.is_response_0_safe},
                          {"is_response_1_safe", pair.is_response_1_safe}};
+  if (pair.better_probability < 1) json["better_response_probability"] = pair.better_probability;
   if (pair.more_safety_labels.empty()) return json;
   auto labels_json = [](const SafetyLabels& labels) {
     return nlohmann::json{{"safer_response_id", labels.safer_response_id},

@@ -329,8 +329,9 @@ ConfigSchema build_schema() {
 
   s.section("relabel", "Pseudo-preferences for DPO from s = r + λ*ᵀg (step 3).");
   s.add_enum("relabel.mode",
-             "bernoulli: label drawn with P(y1 ≻ y0) = σ(s1 − s0), as the authors' code; argmax: the higher s wins",
-             {RelabelMode::kBernoulli, RelabelMode::kArgmax}, relabel_mode_name, &C::relabel, &RelabelOptions::mode);
+             "bernoulli: label drawn with P(y1 ≻ y0) = σ(s1 − s0), as the authors' code; argmax: the higher s wins "
+             "(voids the prediction); soft: the likelier response with its probability, a soft label DPO fits",
+             {RelabelMode::kBernoulli, RelabelMode::kArgmax, RelabelMode::kSoft}, relabel_mode_name, &C::relabel, &RelabelOptions::mode);
   s.add("relabel.seed", "seed of the Bernoulli draws", &C::relabel, &RelabelOptions::seed).at_least(0);
 
   s.section("eval", "Evaluation on held-out prompts (step 5).");
@@ -507,6 +508,10 @@ void check_combination(const Config& c, const std::function<std::string(const st
     fail_combination("dual.beta", fmt::format("{} differs from dpo.beta {}: DPO with β solves the problem whose "
                                               "dual is solved with β, so they must be equal",
                                               c.dual.beta, c.dpo.loss.beta));
+  }
+  if (c.relabel.mode == RelabelMode::kSoft && c.dpo.loss.kind != PreferenceLossKind::kSigmoid) {
+    fail_combination("relabel.mode", fmt::format("is soft, whose labels only the sigmoid loss takes; dpo.loss is {}",
+                                                 preference_loss_kind_name(c.dpo.loss.kind)));
   }
 }
 

@@ -700,6 +700,10 @@ std::vector<std::string> prediction_caveats(const Config& config) {
   if (loss.label_smoothing > 0) {
     caveats.push_back(fmt::format("dpo.loss.label_smoothing is {}; the prediction is for none", loss.label_smoothing));
   }
+  if (config.relabel.mode == RelabelMode::kArgmax) {
+    caveats.push_back("relabel.mode is argmax; the prediction is for pseudo-preferences with P(y1 ≻ y0) = σ(s1 − s0) "
+                      "(bernoulli or soft), and certain labels tilt further");
+  }
   const SamplingOptions& sampling = config.sampling.generation;
   if (sampling.temperature != 1 || sampling.top_p < 1 || sampling.top_k > 0) {
     caveats.push_back(fmt::format(

@@ -10,10 +10,18 @@ namespace can {
 RelabelMode parse_relabel_mode(const std::string& name) {
   if (name == "bernoulli") return RelabelMode::kBernoulli;
   if (name == "argmax") return RelabelMode::kArgmax;
-  fail("unknown re-labelling mode '{}' (expected bernoulli or argmax)", name);
+  if (name == "soft") return RelabelMode::kSoft;
+  fail("unknown re-labelling mode '{}' (expected bernoulli, argmax or soft)", name);
 }
 
-std::string relabel_mode_name(RelabelMode mode) { return mode == RelabelMode::kBernoulli ? "bernoulli" : "argmax"; }
+std::string relabel_mode_name(RelabelMode mode) {
+  switch (mode) {
+    case RelabelMode::kBernoulli: return "bernoulli";
+    case RelabelMode::kArgmax: return "argmax";
+    case RelabelMode::kSoft: return "soft";
+  }
+  fail("unknown re-labelling mode {}", static_cast<int>(mode));
+}
 
 RelabeledPairs relabel_pairs(const std::vector<PreferencePair>& pairs, const std::vector<double>& score_0,
                              const std::vector<double>& score_1, const RelabelOptions& options) {
@@ -29,8 +37,11 @@ RelabeledPairs relabel_pairs(const std::vector<PreferencePair>& pairs, const std
     result.probability_1[i] = probability;
     // A uniform draw from the top 53 bits, the same on every standard library.
     const double uniform = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-    const bool prefer_1 = options.mode == RelabelMode::kArgmax ? difference > 0 : uniform < probability;
+    const bool prefer_1 = options.mode == RelabelMode::kBernoulli ? uniform < probability : difference > 0;
     result.pairs[i].better_response_id = prefer_1 ? 1 : 0;
+    // σ(|s_1 − s_0|), computed without 1 − σ cancelling.
+    result.pairs[i].better_probability =
+        options.mode == RelabelMode::kSoft ? 1.0 / (1.0 + std::exp(-std::abs(difference))) : 1.0;
   }
   return result;
 }

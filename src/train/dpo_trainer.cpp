@@ -12,14 +12,15 @@
 namespace can {
 
 LossOutput dpo_pair_batch_loss(LlamaForCausalLM& policy, const SequenceBatch& pair_batch,
-                               const at::Tensor& reference_logprobs, const DpoOptions& options) {
+                               const at::Tensor& reference_logprobs, const DpoOptions& options,
+                               const at::Tensor& chosen_probability) {
   const auto policy_logprobs =
       sequence_logprobs(policy, pair_batch.input_ids, pair_batch.attention_mask, pair_batch.response_mask);  // [2B]
   const auto [policy_chosen, policy_rejected] = split_chosen_rejected(policy_logprobs);
   const auto [reference_chosen, reference_rejected] = split_chosen_rejected(reference_logprobs);
   const auto [chosen_tokens, rejected_tokens] = split_chosen_rejected(pair_batch.response_mask.sum(1));  // [B] each
   return dpo_loss(policy_chosen, policy_rejected, reference_chosen, reference_rejected, chosen_tokens, rejected_tokens,
-                  options);
+                  options, chosen_probability);
 }
 
 TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, const ChatTemplate& chat_template,
@@ -50,8 +51,15 @@ TrainingSummary train_dpo(LlamaForCausalLM& model, const Tokenizer& tokenizer, c
     auto rows = torch::tensor(indices, torch::kLong) + offset;
     const auto reference_logprobs =
         torch::cat({reference.chosen.index_select(0, rows), reference.rejected.index_select(0, rows)}).to(device);
+    // Soft labels only where some pair has one, so certain labels take the plain loss.
+    at::Tensor probability;
+    if (pairs.has_soft_labels()) {
+      std::vector<double> selected;
+      for (const int64_t index : indices) selected.push_back(pairs.chosen_probability[static_cast<size_t>(index)]);
+      probability = torch::tensor(selected, torch::kDouble).to(device);  // [B]
+    }
     MicroBatchLoss result;
-    result.output = dpo_pair_batch_loss(model, batch_to_device(batch, device), reference_logprobs, dpo.loss);
+    result.output = dpo_pair_batch_loss(model, batch_to_device(batch, device), reference_logprobs, dpo.loss, probability);
     result.tokens = count_tokens(batch);
     return result;
   };

@@ -42,7 +42,7 @@ std::string preference_loss_kind_name(PreferenceLossKind kind) {
 LossOutput dpo_loss(const at::Tensor& policy_chosen_logprobs, const at::Tensor& policy_rejected_logprobs,
                     const at::Tensor& reference_chosen_logprobs, const at::Tensor& reference_rejected_logprobs,
                     const at::Tensor& chosen_response_tokens, const at::Tensor& rejected_response_tokens,
-                    const DpoOptions& options) {
+                    const DpoOptions& options, const at::Tensor& chosen_probability) {
   check(options.beta > 0, "DPO beta must be positive, got {}", options.beta);
   check(options.label_smoothing >= 0 && options.label_smoothing < 0.5,
         "DPO label_smoothing must lie in [0, 0.5), got {}", options.label_smoothing);
@@ -61,7 +61,18 @@ LossOutput dpo_loss(const at::Tensor& policy_chosen_logprobs, const at::Tensor& 
   const double beta = options.beta;
 
   at::Tensor losses;
-  if (options.kind == PreferenceLossKind::kSigmoid) {
+  if (chosen_probability.defined()) {
+    check(options.kind == PreferenceLossKind::kSigmoid,
+          "DPO: soft labels (chosen probabilities) need the sigmoid loss, not {}", preference_loss_kind_name(options.kind));
+    check(chosen_probability.dim() == 1 && chosen_probability.size(0) == h.size(0),
+          "DPO: chosen_probability must have shape [{}], got [{}]", h.size(0), fmt::join(chosen_probability.sizes(), "x"));
+    const auto probability = chosen_probability.to(h.options());  // [batch]
+    check(probability.ge(0.5).logical_and(probability.le(1)).all().item<bool>(),
+          "DPO: every chosen probability must lie in [0.5, 1] (the chosen response is the likelier one)");
+    const double epsilon = options.label_smoothing;
+    const auto target = probability * (1 - epsilon) + (1 - probability) * epsilon;  // [batch] q
+    losses = -target * torch::log_sigmoid(beta * h) - (1 - target) * torch::log_sigmoid(-beta * h);
+  } else if (options.kind == PreferenceLossKind::kSigmoid) {
     const double epsilon = options.label_smoothing;
     losses = -(1 - epsilon) * torch::log_sigmoid(beta * h) - epsilon * torch::log_sigmoid(-beta * h);
   } else {

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "can/chat_template.h"
 #include "can/error.h"
 #include "can/tokenizer.h"
@@ -18,8 +20,13 @@ TokenizedPairs tokenize_pairs(const Tokenizer& tokenizer, const ChatTemplate& ch
     tokenized.rejected.push_back(tokenize_sequence(tokenizer, chat_template, pair.prompt, pair.response(rejected)));
     tokenized.chosen_is_safe.push_back(pair.is_response_safe(chosen));
     tokenized.rejected_is_safe.push_back(pair.is_response_safe(rejected));
+    tokenized.chosen_probability.push_back(label == PreferenceLabel::kBetter ? pair.better_probability : 1.0);
   }
   return tokenized;
+}
+
+bool TokenizedPairs::has_soft_labels() const {
+  return std::any_of(chosen_probability.begin(), chosen_probability.end(), [](double p) { return p < 1; });
 }
 
 void check_tokenizer_fits(const Tokenizer& tokenizer, const LlamaConfig& config, const std::string& stage) {

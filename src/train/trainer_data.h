@@ -24,8 +24,11 @@ struct TokenizedPairs {
   std::vector<TokenizedSequence> rejected;
   std::vector<bool> chosen_is_safe;  // is_response_*_safe of each side
   std::vector<bool> rejected_is_safe;
+  // P(chosen ≻ rejected): the pair's better_probability for PreferenceLabel::kBetter, else 1.
+  std::vector<double> chosen_probability;
 
   int64_t size() const { return static_cast<int64_t>(chosen.size()); }
+  bool has_soft_labels() const;  // some chosen_probability is below 1
 };
 
 TokenizedPairs tokenize_pairs(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
