@@ -20,6 +20,7 @@
 #include "can/score_accuracy.h"
 #include "command_line.h"
 #include "compress.h"
+#include "json_files.h"
 #include "temporary_directory.h"
 
 namespace {
@@ -283,13 +284,27 @@ TEST(EndToEnd, TinyPecanRunsEveryStage) {
 
 // LoRA in bfloat16 compute (what the paper's setting runs on a GPU), on the CPU: the
 // policy keeps float32 master weights, so the merged checkpoint is float32.
+// Also the soft pseudo-preferences (relabel.mode soft) through the pipeline.
 TEST(EndToEnd, TinyMocanWithLoraInBfloat16WritesFloat32MergedModelAndPeftAdapters) {
   can::testing::TemporaryDirectory directory;
   const fs::path run_dir = directory.path() / "lora";
   const auto result = run_command(can_train("configs/tiny-mocan.yaml", run_dir) +
                                   " --set lora.rank=4 --set lora.target_modules=[q_proj,v_proj,down_proj]"
-                                  " --set dpo.activation_checkpointing=true --set run.compute_dtype=bfloat16");
+                                  " --set dpo.activation_checkpointing=true --set run.compute_dtype=bfloat16"
+                                  " --set relabel.mode=soft");
   ASSERT_EQ(result.status, 0) << result.output;
+  // Each pair keeps σ(|Δs|) of its likelier response, recomputed here from the pair scores.
+  const auto pairs = can::read_preference_pairs(run_dir / "relabel" / "pairs.jsonl");
+  const auto probabilities = can::testing::read_json_lines(run_dir / "relabel" / "probabilities.jsonl");
+  ASSERT_EQ(pairs.size(), probabilities.size());
+  size_t soft = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const double p1 = probabilities[i].at("probability_response_1").get<double>();
+    EXPECT_EQ(pairs[i].better_response_id, p1 > 0.5 ? 1 : 0) << i;
+    EXPECT_NEAR(pairs[i].better_probability, std::max(p1, 1 - p1), 1e-12) << i;
+    soft += pairs[i].better_probability < 1;
+  }
+  EXPECT_GT(soft, pairs.size() / 2);
   expect_model_directory(run_dir / "dpo" / "model");
   const auto adapter_config = can::read_json_file(run_dir / "dpo" / "adapter" / "adapter_config.json");
   EXPECT_EQ(adapter_config.at("peft_type"), "LORA");
