@@ -75,6 +75,24 @@ TEST(SvgPlot, PanelsAreLaidOutInAGrid) {
   EXPECT_NE(svg.find("width=\"840\" height=\"632\""), std::string::npos);
 }
 
+// The legend's box goes to the corner with the fewest points: with points in both top corners
+// and the bottom left, to the bottom right; with points only low, to the top right.
+TEST(SvgPlot, TheLegendTakesTheCornerWithTheFewestPoints) {
+  const auto legend_and_frame = [](const std::string& svg) {
+    std::smatch legend, frame;
+    const std::regex legend_box(R"re(<rect x="[0-9.]+" y="([0-9.]+)" width="[0-9.]+" height="[0-9]+" fill="white")re");
+    const std::regex frame_box(R"re(<rect x="[0-9.]+" y="([0-9.]+)" width="[0-9.]+" height="([0-9.]+)" fill="none")re");
+    EXPECT_TRUE(std::regex_search(svg, legend, legend_box)) << svg;
+    EXPECT_TRUE(std::regex_search(svg, frame, frame_box)) << svg;
+    return std::pair{std::stod(legend[1]), std::stod(frame[1]) + std::stod(frame[2]) / 2};  // legend top, frame middle
+  };
+  const auto [high_corners_legend, high_corners_middle] =
+      legend_and_frame(render_svg(one_panel({0, 0.05, 0.95, 1, 0, 0.05}, {1, 0.95, 0.95, 1, 0, 0.05})));
+  EXPECT_GT(high_corners_legend, high_corners_middle);
+  const auto [low_legend, low_middle] = legend_and_frame(render_svg(one_panel({0, 0.5, 1}, {0, 0.02, 0.01})));
+  EXPECT_LT(low_legend, low_middle);
+}
+
 TEST(SvgPlot, MismatchedSeriesIsAnErrorNamingIt) {
   try {
     render_svg(one_panel({0, 1, 2}, {0, 1}));

@@ -158,7 +158,7 @@ class PanelRenderer {
       colors.push_back(series.color.empty() ? kPalette[next_color++ % kPaletteSize] : series.color);
       draw_series(series, colors.back());
     }
-    draw_legend(colors, left, top, plot_width);
+    draw_legend(colors, left, top, plot_width, plot_height);
   }
 
  private:
@@ -218,8 +218,10 @@ class PanelRenderer {
     out_ << '\n';
   }
 
-  // In the top corner (right or left) that covers fewer data points, on a translucent box.
-  void draw_legend(const std::vector<std::string>& colors, double left, double top, double plot_width) {
+  // In the corner that covers the fewest data points (top right, top left, bottom right,
+  // bottom left: the first of equals), on a translucent box.
+  void draw_legend(const std::vector<std::string>& colors, double left, double top, double plot_width,
+                   double plot_height) {
     size_t longest = 0;
     int entries = 0;
     for (const PlotSeries& series : panel_.series) {
@@ -230,22 +232,24 @@ class PanelRenderer {
     if (entries == 0) return;
     const double box_width = 34 + kCharacterWidth * static_cast<double>(longest);
     const double box_height = 16 * entries + 6;
-    const double right_box_left = left + plot_width - box_width - 6;
-    const double left_box_left = left + 6;
-    const double box_left = points_inside(right_box_left, top + 6, box_width, box_height) <=
-                                    points_inside(left_box_left, top + 6, box_width, box_height)
-                                ? right_box_left
-                                : left_box_left;
+    const double right = left + plot_width - box_width - 6, low = top + plot_height - box_height - 6;
+    const std::pair<double, double> corners[] = {{right, top + 6}, {left + 6, top + 6}, {right, low}, {left + 6, low}};
+    auto [box_left, box_top] = corners[0];
+    int fewest = points_inside(box_left, box_top, box_width, box_height);
+    for (const auto& [corner_left, corner_top] : corners) {
+      const int covered = points_inside(corner_left, corner_top, box_width, box_height);
+      if (covered < fewest) fewest = covered, box_left = corner_left, box_top = corner_top;
+    }
     out_
         << fmt::format(
                R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{}" fill="white" fill-opacity="0.85" stroke="#ccc"/>)",
-               box_left, top + 6, box_width, box_height)
+               box_left, box_top, box_width, box_height)
         << '\n';
     int row = 0;
     for (size_t s = 0; s < panel_.series.size(); ++s) {
       const PlotSeries& series = panel_.series[s];
       if (series.label.empty()) continue;
-      const double y = top + 20 + 16 * row++;
+      const double y = box_top + 14 + 16 * row++;
       out_ << fmt::format(R"(<line x1="{:.1f}" y1="{:.1f}" x2="{:.1f}" y2="{:.1f}" stroke="{}" stroke-width="1.8"{}/>)",
                           box_left + 6, y - 4, box_left + 26, y - 4, colors[s],
                           series.dashed ? R"( stroke-dasharray="6 4")" : "")
