@@ -10,6 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       can::fuzz::require(pair.safer_response_id == 0 || pair.safer_response_id == 1, "accepted a safer id not 0/1");
       can::fuzz::require(!pair.prompt.empty() && !pair.response_0.empty() && !pair.response_1.empty(),
                          "accepted an empty text");
+      can::fuzz::require(pair.better_probability >= 0.5 && pair.better_probability <= 1,
+                         "accepted a better_response_probability outside [0.5, 1]");
       for (int j = 0; j < pair.num_constraints(); ++j) {
         const int safer = pair.for_constraint(j).safer_response_id;
         can::fuzz::require(safer == 0 || safer == 1, "accepted a constraint's safer id not 0/1");

@@ -207,6 +207,10 @@ void world_seeds(const fs::path& out) {
   fs::copy_file(out / "world_two_constraints" / "pairs_train.jsonl",
                 out / "preference_pairs" / "pairs_two_constraints.jsonl");
   fs::copy_file(world / "sft_train.jsonl", out / "preference_pairs" / "sft.jsonl");
+  // Soft pseudo-preferences (relabel.mode soft): better_response_probability in [0.5, 1].
+  std::vector<can::PreferencePair> soft = can::read_preference_pairs(world / "pairs_train.jsonl");
+  for (size_t i = 0; i < soft.size(); ++i) soft[i].better_probability = 0.5 + 0.5 * static_cast<double>(i) / soft.size();
+  can::write_preference_pairs(out / "preference_pairs" / "pairs_soft.jsonl", soft);
   fs::create_directories(out / "tokenizer_model");
   can::TokenizerTrainOptions tokenizer;
   tokenizer.input_file = (world / "corpus.txt").string();
