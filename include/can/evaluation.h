@@ -154,6 +154,13 @@ struct EvaluationReport {
   std::optional<ScoreAccuracy> score_accuracy;
 };
 
+// Half-width of a 95% interval, in standard errors (normal approximation).
+inline constexpr double kInterval95 = 1.96;
+
+// "x ± kInterval95·se" (4 significant digits, "—" for a non-finite x), or x alone when se is
+// not finite (fewer than two prompts): the cells of report.md and sweep.md.
+std::string format_with_interval(double value, double standard_error);
+
 // The standard error of achieved − predicted safety improvement of constraint j,
 // √(se_achieved² + se_predicted²): the evaluation and the dual estimate on different
 // prompts, so the two errors are independent. NaN when either is unknown or there is no

@@ -232,13 +232,6 @@ void write_score_table(std::ostream& out, const EvaluationReport& report) {
   out << '\n';
 }
 
-// "x ± 1.96·se", or x alone when there is no standard error (fewer than two prompts).
-std::string with_interval(double value, double standard_error) {
-  return std::isfinite(standard_error)
-             ? fmt::format("{} ± {}", format_number(value), format_number(1.96 * standard_error))
-             : format_number(value);
-}
-
 // A unit of Improvement (Scorer::reward_unit, safety_unit) for readers.
 std::string unit_description(const std::string& unit) {
   if (unit == "cost_model") return "cost-model units (g = −cost)";
@@ -294,21 +287,21 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
     out << "| " << safety_name(achieved.safety_unit, j, report.num_constraints) << " | ";
     if (report.dual) {
       const DualPrediction& predicted = report.dual->predicted;
-      out << with_interval(predicted.safety_improvement[j], predicted.safety_improvement_stderr[j]) << " | "
-          << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
-          << with_interval(achieved.safety_improvement[j] - predicted.safety_improvement[j],
+      out << format_with_interval(predicted.safety_improvement[j], predicted.safety_improvement_stderr[j]) << " | "
+          << format_with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j]) << " | "
+          << format_with_interval(achieved.safety_improvement[j] - predicted.safety_improvement[j],
                            prediction_gap_stderr(report, j))
           << " | " << format_number(report.prediction_error[j]) << " |\n";
     } else {
-      out << "— | " << with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j])
+      out << "— | " << format_with_interval(achieved.safety_improvement[j], achieved.safety_improvement_stderr[j])
           << " | — | — |\n";
     }
   }
   out << "| reward improvement | "
-      << (report.dual ? with_interval(report.dual->predicted.reward_improvement,
+      << (report.dual ? format_with_interval(report.dual->predicted.reward_improvement,
                                       report.dual->predicted.reward_improvement_stderr)
                       : "—")
-      << " | " << with_interval(achieved.reward_improvement, achieved.reward_improvement_stderr) << " | | |\n";
+      << " | " << format_with_interval(achieved.reward_improvement, achieved.reward_improvement_stderr) << " | | |\n";
   if (report.dual) out << "| KL(π ‖ π_ref), nats | " << format_number(report.dual->predicted.kl) << " | — | | |\n";
   out << '\n';
   if (!report.prediction_caveats.empty()) {
@@ -321,11 +314,11 @@ void write_prediction_table(std::ostream& out, const EvaluationReport& report) {
            "with it.\n\n| | achieved ± 95% |\n|---|---:|\n";
     for (int j = 0; j < report.num_constraints; ++j) {
       out << "| " << safety_name(by_score_models->safety_unit, j, report.num_constraints) << " | "
-          << with_interval(by_score_models->safety_improvement[j], by_score_models->safety_improvement_stderr[j])
+          << format_with_interval(by_score_models->safety_improvement[j], by_score_models->safety_improvement_stderr[j])
           << " |\n";
     }
     out << "| reward improvement (reward model) | "
-        << with_interval(by_score_models->reward_improvement, by_score_models->reward_improvement_stderr) << " |\n\n";
+        << format_with_interval(by_score_models->reward_improvement, by_score_models->reward_improvement_stderr) << " |\n\n";
   }
 }
 
@@ -672,6 +665,12 @@ void write_evaluation_report(const std::filesystem::path& directory, const Evalu
   spdlog::info("evaluation: wrote report.json, report.md, responses.jsonl, judge_requests.jsonl, plots and TensorBoard "
                "scalars to {}",
                directory.string());
+}
+
+std::string format_with_interval(double value, double standard_error) {
+  return std::isfinite(standard_error)
+             ? fmt::format("{} ± {}", format_number(value), format_number(kInterval95 * standard_error))
+             : format_number(value);
 }
 
 }  // namespace can

@@ -17,18 +17,15 @@ namespace {
 
 using nlohmann::json;
 
-// Half-width of a 95% interval, in standard errors (normal approximation).
-constexpr double kInterval95 = 1.96;
-
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // What the sweep shows of one margin's report, per constraint j where it has one; NaN
-// where the report has no value (not judged). Intervals are half-widths, 1.96 standard errors.
+// where the report has no value (not judged).
 struct SweepRow {
   double margin, kl, predicted_reward, achieved_reward;
-  std::vector<double> lambda, predicted_safety, predicted_safety_interval;  // [m]
-  std::vector<double> achieved_safety, achieved_safety_interval;           // [m]
-  std::vector<double> gap_interval, relative_error;  // [m] of achieved − predicted (evaluation.h's prediction_gap_stderr)
+  std::vector<double> lambda, predicted_safety, predicted_safety_stderr;  // [m]
+  std::vector<double> achieved_safety, achieved_safety_stderr;           // [m]
+  std::vector<double> gap_stderr, relative_error;  // [m] of achieved − predicted (evaluation.h's prediction_gap_stderr)
   double judge_safety, judge_helpfulness, reference_judge_safety, reference_judge_helpfulness;
   std::vector<double> judge_safety_by_constraint, reference_judge_safety_by_constraint;  // [m]; empty when not judged
 };
@@ -39,23 +36,18 @@ SweepRow sweep_row(double margin, const EvaluationReport& report) {
   const EvaluationSummary& overall = report.overall;
   const DualSolution& dual = *report.dual;
   const auto or_nan = [](const std::optional<double>& value) { return value.value_or(kNaN); };
-  const auto intervals = [](const std::vector<double>& standard_errors) {
-    std::vector<double> result;
-    for (double standard_error : standard_errors) result.push_back(kInterval95 * standard_error);
-    return result;
-  };
-  std::vector<double> gap_intervals;
-  for (int j = 0; j < report.num_constraints; ++j) gap_intervals.push_back(kInterval95 * prediction_gap_stderr(report, j));
+  std::vector<double> gap_stderr;
+  for (int j = 0; j < report.num_constraints; ++j) gap_stderr.push_back(prediction_gap_stderr(report, j));
   return {margin,
           dual.predicted.kl,
           dual.predicted.reward_improvement,
           overall.achieved.reward_improvement,
           dual.lambda,
           dual.predicted.safety_improvement,
-          intervals(dual.predicted.safety_improvement_stderr),
+          dual.predicted.safety_improvement_stderr,
           overall.achieved.safety_improvement,
-          intervals(overall.achieved.safety_improvement_stderr),
-          gap_intervals,
+          overall.achieved.safety_improvement_stderr,
+          gap_stderr,
           report.prediction_error,
           or_nan(overall.policy.judge_safety),
           or_nan(overall.policy.judge_helpfulness),
@@ -66,11 +58,6 @@ SweepRow sweep_row(double margin, const EvaluationReport& report) {
 }
 
 std::string number(double value) { return std::isfinite(value) ? fmt::format("{:.4g}", value) : "—"; }
-
-// "x ± h", or x alone when h is not finite.
-std::string with_interval(double value, double half_width) {
-  return std::isfinite(half_width) ? fmt::format("{} ± {}", number(value), number(half_width)) : number(value);
-}
 
 // The unit of every margin's safety improvement (Improvement::safety_unit); the margins
 // must agree on it, on the reward's and on the number of constraints.
@@ -143,11 +130,11 @@ std::string sweep_table(const std::vector<SweepPoint>& points, bool by_kind, Rep
     std::string line = fmt::format("| {} |", number(row.margin));
     for (int j = 0; j < m; ++j) {
       const double gap = row.achieved_safety[j] - row.predicted_safety[j];
-      const double interval = row.gap_interval[j];
+      const double interval = kInterval95 * row.gap_stderr[j];
       line += fmt::format(" {} | {} | {} | {} | {} | {} |", number(row.lambda[j]),
-                          with_interval(row.predicted_safety[j], row.predicted_safety_interval[j]),
-                          with_interval(row.achieved_safety[j], row.achieved_safety_interval[j]),
-                          with_interval(gap, interval),
+                          format_with_interval(row.predicted_safety[j], row.predicted_safety_stderr[j]),
+                          format_with_interval(row.achieved_safety[j], row.achieved_safety_stderr[j]),
+                          format_with_interval(gap, row.gap_stderr[j]),
                           std::isfinite(interval) ? (std::abs(gap) <= interval ? "yes" : "no") : "—",
                           number(row.relative_error[j]));
     }
@@ -203,10 +190,12 @@ PlotFigure achieved_sweep_figure(const std::vector<SweepPoint>& points, int swep
       predicted[j].push_back(row.predicted_safety[j]);
       achieved[j].push_back(row.achieved_safety[j]);
       interval_x[j].insert(interval_x[j].end(), {row.predicted_safety[j], row.predicted_safety[j], kNaN});
-      interval_y[j].insert(interval_y[j].end(), {row.achieved_safety[j] - row.achieved_safety_interval[j],
-                                                 row.achieved_safety[j] + row.achieved_safety_interval[j], kNaN});
-      predicted_x[j].insert(predicted_x[j].end(), {row.predicted_safety[j] - row.predicted_safety_interval[j],
-                                                   row.predicted_safety[j] + row.predicted_safety_interval[j], kNaN});
+      const double achieved_half = kInterval95 * row.achieved_safety_stderr[j];
+      const double predicted_half = kInterval95 * row.predicted_safety_stderr[j];
+      interval_y[j].insert(interval_y[j].end(), {row.achieved_safety[j] - achieved_half,
+                                                 row.achieved_safety[j] + achieved_half, kNaN});
+      predicted_x[j].insert(predicted_x[j].end(), {row.predicted_safety[j] - predicted_half,
+                                                   row.predicted_safety[j] + predicted_half, kNaN});
       predicted_y[j].insert(predicted_y[j].end(), {row.achieved_safety[j], row.achieved_safety[j], kNaN});
       if (point.same_templates) {
         const SweepRow same = sweep_row(point.margin, *point.same_templates);
